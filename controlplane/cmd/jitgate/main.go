@@ -1,0 +1,62 @@
+// Command jitgate is the operator CLI of jitgate. Today it renders the Envoy bootstrap a
+// gateway needs; policy, approval, audit and dev-token commands join it in later issues.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/jitgate/jitgate/envoy"
+)
+
+const usage = `Usage: jitgate <command> [flags]
+
+Commands:
+  envoy bootstrap   print the Envoy bootstrap for a gateway (node id, admin, ADS cluster)
+
+Run 'jitgate <command> -h' for a command's flags.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) >= 2 && args[0] == "envoy" && args[1] == "bootstrap" {
+		return envoyBootstrap(args[2:], stdout, stderr)
+	}
+	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprint(stderr, usage)
+	return 2
+}
+
+func envoyBootstrap(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("jitgate envoy bootstrap", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	node := fs.String("node-id", "jitgate-envoy", "this Envoy's node id (unique per Envoy; shown in jitgated's logs)")
+	cluster := fs.String("node-cluster", "jitgate", "node cluster; every jitgate Envoy gets the same configuration")
+	xds := fs.String("xds", "127.0.0.1:18000", "jitgated's ADS address (literal IP:port)")
+	admin := fs.String("admin", "127.0.0.1:9901", "Envoy's admin address; keep it on loopback")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: jitgate envoy bootstrap [flags] > envoy.yaml\n\nThen: envoy -c envoy.yaml\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		return 2
+	}
+	y, err := envoy.Render(envoy.Params{NodeID: *node, NodeCluster: *cluster, XDS: *xds, Admin: *admin})
+	if err != nil {
+		fmt.Fprintf(stderr, "jitgate: %v\n", err)
+		return 1
+	}
+	_, _ = stdout.Write(y)
+	return 0
+}

@@ -1,0 +1,372 @@
+// Package stack starts a whole jitgate gateway on this machine from real parts: the
+// BigQuery emulator as the upstream, the jitgated control plane (embedded NATS) and a real
+// Envoy running the compiled jitgate filter, configured over ADS. The e2e tests and
+// `make run` (tools/devstack) both use it, so the demo runs exactly what is tested.
+package stack
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jitgate/jitgate/envoy"
+)
+
+// Options say where the parts are and which addresses to use. Empty addresses get free
+// loopback ports.
+type Options struct {
+	// Root is the repository root (for .tools/).
+	Root string
+	// Jitgated and Wasm are the built control plane binary and filter module.
+	Jitgated, Wasm string
+	// Data is the emulator's seed YAML; Project is the project it creates.
+	Data, Project string
+	// WorkDir holds logs, the bootstrap and NATS' store.
+	WorkDir string
+	// Addresses (host:port). Empty: a free loopback port.
+	AgentAddr, XDSAddr, APIAddr, AdminAddr, EmulatorAddr string
+	// ExtraJitgatedArgs are appended to jitgated's command line.
+	ExtraJitgatedArgs []string
+	// Progress, if set, receives one line per step.
+	Progress io.Writer
+}
+
+// Stack is a running gateway.
+type Stack struct {
+	opts  Options
+	mu    sync.Mutex
+	procs map[string]*proc
+	// Gateway is the agents' endpoint, e.g. http://127.0.0.1:10000.
+	Gateway string
+	// Emulator is the upstream's base URL (tests use it to check what reached upstream).
+	Emulator string
+	// Admin is Envoy's admin base URL; API is jitgated's HTTP API base URL.
+	Admin, API string
+	bootstrap  string
+	envoyStart int
+}
+
+// Start brings the whole gateway up and returns once Envoy serves the agent listener with
+// the jitgate filter configured. On error everything started is stopped again.
+func Start(ctx context.Context, o Options) (*Stack, error) {
+	if o.Project == "" {
+		return nil, errors.New("stack: project is empty")
+	}
+	for _, p := range []string{o.Jitgated, o.Wasm, o.Data, EmulatorBinary(o.Root), EnvoyBinary(o.Root)} {
+		if _, err := os.Stat(p); err != nil {
+			return nil, fmt.Errorf("stack: %s is missing (run `make build` and tools/setup.sh): %w", p, err)
+		}
+	}
+	if err := os.MkdirAll(o.WorkDir, 0o755); err != nil {
+		return nil, err
+	}
+	for _, a := range []*string{&o.AgentAddr, &o.XDSAddr, &o.APIAddr, &o.AdminAddr, &o.EmulatorAddr} {
+		if *a == "" {
+			p, err := FreePort()
+			if err != nil {
+				return nil, err
+			}
+			*a = "127.0.0.1:" + strconv.Itoa(p)
+		}
+	}
+	s := &Stack{
+		opts:     o,
+		procs:    map[string]*proc{},
+		Gateway:  "http://" + o.AgentAddr,
+		Emulator: "http://" + o.EmulatorAddr,
+		Admin:    "http://" + o.AdminAddr,
+		API:      "http://" + o.APIAddr,
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+
+	_, emuPort, _ := net.SplitHostPort(o.EmulatorAddr)
+	_, grpcPort, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	s.progress("starting BigQuery emulator on %s (project %s)", o.EmulatorAddr, o.Project)
+	if err := s.start("emulator", EmulatorBinary(o.Root), "--project="+o.Project, "--host=127.0.0.1",
+		"--port="+emuPort, "--grpc-port="+strconv.Itoa(grpcPort), "--data-from-yaml="+o.Data, "--log-level=warn"); err != nil {
+		return nil, err
+	}
+	if err := waitFor(ctx, "emulator", 60*time.Second, s.Emulator+"/bigquery/v2/projects/"+o.Project+"/datasets", s.alive("emulator")); err != nil {
+		return nil, s.withLogs(err, "emulator")
+	}
+
+	s.progress("starting jitgated (ADS %s, API %s)", o.XDSAddr, o.APIAddr)
+	args := []string{
+		"--xds-listen=" + o.XDSAddr, "--api-listen=" + o.APIAddr, "--agent-listen=" + o.AgentAddr,
+		"--upstream=" + s.Emulator, "--wasm=" + o.Wasm,
+		"--nats-store-dir=" + filepath.Join(o.WorkDir, "nats"), "--log-format=json",
+	}
+	if err := s.start("jitgated", o.Jitgated, append(args, o.ExtraJitgatedArgs...)...); err != nil {
+		return nil, err
+	}
+	if err := waitFor(ctx, "jitgated", 60*time.Second, s.API+"/readyz", s.alive("jitgated")); err != nil {
+		return nil, s.withLogs(err, "jitgated")
+	}
+
+	boot, err := envoy.Render(envoy.Params{NodeID: "jitgate-e2e", XDS: o.XDSAddr, Admin: o.AdminAddr})
+	if err != nil {
+		return nil, err
+	}
+	s.bootstrap = filepath.Join(o.WorkDir, "envoy-bootstrap.yaml")
+	if err := os.WriteFile(s.bootstrap, boot, 0o644); err != nil {
+		return nil, err
+	}
+	if err := s.StartEnvoy(ctx); err != nil {
+		return nil, err
+	}
+	ok = true
+	return s, nil
+}
+
+// StartEnvoy starts Envoy (again) and waits until the agent listener is live with the
+// jitgate filter's ECDS configuration applied.
+func (s *Stack) StartEnvoy(ctx context.Context) error {
+	s.envoyStart++
+	s.progress("starting Envoy (admin %s, agents %s)", s.opts.AdminAddr, s.opts.AgentAddr)
+	if err := s.start("envoy", EnvoyBinary(s.opts.Root), "-c", s.bootstrap, "--disable-hot-restart",
+		"--log-level", "warn", "--component-log-level", "wasm:info", "--concurrency", "2",
+		"--drain-time-s", "1"); err != nil {
+		return err
+	}
+	if err := s.WaitEnvoyReady(ctx, 60*time.Second); err != nil {
+		return s.withLogs(err, "envoy", "jitgated")
+	}
+	s.progress("gateway ready at %s", s.Gateway)
+	return nil
+}
+
+// StopEnvoy stops Envoy and waits for it to exit.
+func (s *Stack) StopEnvoy() { s.stop("envoy") }
+
+// WaitEnvoyReady polls Envoy's admin API (no fixed sleeps) until the server is LIVE, the
+// agent listener is active and the jitgate filter's ECDS config has been applied.
+func (s *Stack) WaitEnvoyReady(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last string
+	for {
+		if err := s.alive("envoy")(); err != nil {
+			return err
+		}
+		ready, why := s.envoyReady(ctx)
+		if ready {
+			return nil
+		}
+		last = why
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("envoy not ready after %s: %s", timeout, last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Stack) envoyReady(ctx context.Context) (bool, string) {
+	code, body, err := get(ctx, s.Admin+"/ready")
+	if err != nil || code != 200 {
+		return false, fmt.Sprintf("/ready: %d %v %s", code, err, strings.TrimSpace(body))
+	}
+	_, dump, err := get(ctx, s.Admin+"/config_dump")
+	if err != nil {
+		return false, err.Error()
+	}
+	if !strings.Contains(dump, `"name": "jitgate_agents"`) || !strings.Contains(dump, `"active_state"`) {
+		return false, "listener jitgate_agents not active yet"
+	}
+	if !strings.Contains(dump, "EcdsConfigDump") || !strings.Contains(dump, `"name": "jitgate"`) {
+		return false, "ECDS config for the jitgate filter not applied yet"
+	}
+	return true, ""
+}
+
+// EnvoyStats returns the value of one Envoy counter or gauge (0 if absent).
+func (s *Stack) EnvoyStats(ctx context.Context, name string) (int64, error) {
+	_, body, err := get(ctx, s.Admin+"/stats?filter=^"+name+"$")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(body, "\n") {
+		if k, v, ok := strings.Cut(line, ": "); ok && k == name {
+			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, nil
+}
+
+// Log returns what a part has written so far (stdout and stderr).
+func (s *Stack) Log(name string) string {
+	b, _ := os.ReadFile(s.logPath(name))
+	return string(b)
+}
+
+// Close stops every part, Envoy first.
+func (s *Stack) Close() {
+	for _, n := range []string{"envoy", "jitgated", "emulator"} {
+		s.stop(n)
+	}
+}
+
+func (s *Stack) logPath(name string) string { return filepath.Join(s.opts.WorkDir, name+".log") }
+
+func (s *Stack) start(name, bin string, args ...string) error {
+	f, err := os.OpenFile(s.logPath(name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(f, "--- %s %s\n", bin, strings.Join(args, " "))
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	// Own process group, and killed if we die: no child outlives a test or `make run`.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
+	s.mu.Lock()
+	s.procs[name] = p
+	s.mu.Unlock()
+	return nil
+}
+
+// proc is one child process; done closes when it has exited.
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func (s *Stack) alive(name string) func() error {
+	return func() error {
+		s.mu.Lock()
+		p := s.procs[name]
+		s.mu.Unlock()
+		if p == nil {
+			return fmt.Errorf("%s is not running", name)
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s exited: %v", name, p.cmd.ProcessState)
+		default:
+			return nil
+		}
+	}
+}
+
+func (s *Stack) stop(name string) {
+	s.mu.Lock()
+	p := s.procs[name]
+	delete(s.procs, name)
+	s.mu.Unlock()
+	if p == nil {
+		return
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	}
+}
+
+func (s *Stack) withLogs(err error, names ...string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%v", err)
+	for _, n := range names {
+		log := s.Log(n)
+		if len(log) > 4000 {
+			log = "..." + log[len(log)-4000:]
+		}
+		fmt.Fprintf(&b, "\n--- %s log (%s):\n%s", n, s.logPath(n), log)
+	}
+	return errors.New(b.String())
+}
+
+func (s *Stack) progress(format string, a ...any) {
+	if s.opts.Progress != nil {
+		fmt.Fprintf(s.opts.Progress, "[jitgate] "+format+"\n", a...)
+	}
+}
+
+// EnvoyBinary and EmulatorBinary are where tools/setup.sh installs them.
+func EnvoyBinary(root string) string { return filepath.Join(root, ".tools", "venv", "bin", "envoy") }
+func EmulatorBinary(root string) string {
+	return filepath.Join(root, ".tools", "bin", "bigquery-emulator")
+}
+
+// Python is the project venv's interpreter, which has google-cloud-bigquery.
+func Python(root string) string { return filepath.Join(root, ".tools", "venv", "bin", "python") }
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort() (int, error) {
+	_, p, err := freeAddr()
+	return p, err
+}
+
+func freeAddr() (string, int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", 0, err
+	}
+	defer l.Close()
+	return "127.0.0.1", l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func waitFor(ctx context.Context, what string, timeout time.Duration, url string, alive func() error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last string
+	for {
+		if err := alive(); err != nil {
+			return err
+		}
+		code, body, err := get(ctx, url)
+		if err == nil && code == 200 {
+			return nil
+		}
+		last = fmt.Sprintf("%d %v %s", code, err, strings.TrimSpace(body))
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready after %s (%s): %s", what, timeout, url, last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func get(ctx context.Context, url string) (int, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	_, err = io.Copy(&b, io.LimitReader(resp.Body, 64<<20))
+	return resp.StatusCode, b.String(), err
+}

@@ -1,0 +1,107 @@
+// Package config owns the jitgate filter's configuration document: the JSON that the
+// control plane delivers to every Envoy through ECDS as the Wasm plugin configuration,
+// and that the filter reads in OnPluginStart. Both sides use this one type, so the
+// contract cannot drift. It is wasm-safe: standard library only.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// Version is the only configuration version this filter understands. A document with
+// another version is rejected, so an old filter never half-understands a newer config.
+const Version = "jitgate.dev/filter/v1"
+
+// Defaults applied by Parse when a field is zero.
+const (
+	DefaultMaxRequestBodyBytes   = 10 << 20 // BigQuery's own jobs.query limit is 10 MB
+	DefaultControlPlaneTimeout   = 2000     // milliseconds
+	MaxAllowedRequestBodyBytes   = 100 << 20
+	DefaultControlPlaneCluster   = "jitgate_controlplane"
+	DefaultControlPlaneAuthority = "jitgate-controlplane"
+)
+
+// Config is the filter's configuration.
+type Config struct {
+	// Version must equal Version.
+	Version string `json:"version"`
+	// MaxRequestBodyBytes caps a buffered request body, before and after gzip decoding.
+	// Larger bodies are answered with 413.
+	MaxRequestBodyBytes int64 `json:"maxRequestBodyBytes,omitempty"`
+	// ControlPlane is where the filter sends its callouts (authorize, audit).
+	ControlPlane ControlPlane `json:"controlPlane"`
+}
+
+// ControlPlane names the Envoy cluster that reaches the control plane's HTTP API.
+type ControlPlane struct {
+	// Cluster is the Envoy cluster name for callouts.
+	Cluster string `json:"cluster,omitempty"`
+	// Authority is the :authority header sent on callouts.
+	Authority string `json:"authority,omitempty"`
+	// TimeoutMillis bounds every callout; a timeout fails closed.
+	TimeoutMillis uint32 `json:"timeoutMillis,omitempty"`
+}
+
+// ErrInvalid wraps every validation failure.
+var ErrInvalid = errors.New("invalid jitgate filter configuration")
+
+// Parse decodes a configuration strictly (unknown fields and trailing data rejected),
+// applies defaults and validates it.
+func Parse(data []byte) (Config, error) {
+	var c Config
+	if len(bytes.TrimSpace(data)) == 0 {
+		return c, fmt.Errorf("%w: empty configuration", ErrInvalid)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return Config{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if dec.More() {
+		return Config{}, fmt.Errorf("%w: trailing data after the JSON document", ErrInvalid)
+	}
+	c.applyDefaults()
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.MaxRequestBodyBytes == 0 {
+		c.MaxRequestBodyBytes = DefaultMaxRequestBodyBytes
+	}
+	if c.ControlPlane.Cluster == "" {
+		c.ControlPlane.Cluster = DefaultControlPlaneCluster
+	}
+	if c.ControlPlane.Authority == "" {
+		c.ControlPlane.Authority = DefaultControlPlaneAuthority
+	}
+	if c.ControlPlane.TimeoutMillis == 0 {
+		c.ControlPlane.TimeoutMillis = DefaultControlPlaneTimeout
+	}
+}
+
+// Validate reports the first problem with c, wrapped in ErrInvalid.
+func (c Config) Validate() error {
+	switch {
+	case c.Version != Version:
+		return fmt.Errorf("%w: version %q, want %q", ErrInvalid, c.Version, Version)
+	case c.MaxRequestBodyBytes < 0 || c.MaxRequestBodyBytes > MaxAllowedRequestBodyBytes:
+		return fmt.Errorf("%w: maxRequestBodyBytes %d outside 1..%d", ErrInvalid, c.MaxRequestBodyBytes, MaxAllowedRequestBodyBytes)
+	case c.ControlPlane.TimeoutMillis > 60000:
+		return fmt.Errorf("%w: controlPlane.timeoutMillis %d above 60000", ErrInvalid, c.ControlPlane.TimeoutMillis)
+	}
+	return nil
+}
+
+// Marshal encodes c as the control plane sends it.
+func (c Config) Marshal() ([]byte, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(c)
+}

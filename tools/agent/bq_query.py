@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""A BigQuery agent that uses the standard google-cloud-bigquery client, unmodified.
+
+It changes nothing but the client's API endpoint (the jitgate gateway) and its token
+(the agent's own OIDC token), exactly as an agent author would. Used by `make run`
+and the e2e tests; prints the result as one JSON document on stdout.
+
+Examples:
+  bq_query.py --endpoint http://127.0.0.1:10000 --project jitgate-demo \
+      --token "$(bin/jitgate dev token --agent demo)" "SELECT 1 AS x"
+  bq_query.py --mode job --page-size 5 ... "SELECT * FROM crm.customers"
+"""
+import argparse
+import json
+import sys
+
+from google.api_core.client_options import ClientOptions
+from google.api_core.exceptions import GoogleAPICallError
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import bigquery
+from google.oauth2.credentials import Credentials
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sql", help="the GoogleSQL query to run")
+    p.add_argument("--endpoint", required=True, help="the gateway, e.g. http://127.0.0.1:10000")
+    p.add_argument("--project", required=True, help="the BigQuery project to bill and query")
+    p.add_argument("--token", default="", help="the agent's bearer token (empty: send none)")
+    p.add_argument("--mode", choices=["query_and_wait", "job"], default="query_and_wait",
+                   help="query_and_wait: jobs.query (DB-API, most agent tools); "
+                        "job: jobs.insert + jobs.get + getQueryResults (client.query().result())")
+    p.add_argument("--page-size", type=int, default=None, help="rows per page (maxResults)")
+    p.add_argument("--default-dataset", default=None, help="dataset for unqualified table names")
+    args = p.parse_args()
+
+    creds = Credentials(token=args.token) if args.token else AnonymousCredentials()
+    client = bigquery.Client(
+        project=args.project,
+        credentials=creds,
+        client_options=ClientOptions(api_endpoint=args.endpoint),
+    )
+    cfg = bigquery.QueryJobConfig()
+    if args.default_dataset:
+        cfg.default_dataset = f"{args.project}.{args.default_dataset}"
+    try:
+        if args.mode == "query_and_wait":
+            rows = client.query_and_wait(args.sql, job_config=cfg, page_size=args.page_size)
+        else:
+            rows = client.query(args.sql, job_config=cfg).result(page_size=args.page_size)
+        out = {
+            "columns": [f.name for f in rows.schema],
+            "rows": [list(r.values()) for r in rows],
+        }
+    except GoogleAPICallError as e:
+        json.dump({"error": {"code": e.code, "message": e.message,
+                             "reason": (e.errors[0].get("reason") if e.errors else None)}}, sys.stdout)
+        print()
+        return 3
+    json.dump(out, sys.stdout, default=str)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
