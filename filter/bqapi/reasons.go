@@ -1,0 +1,142 @@
+package bqapi
+
+// Reason is the stable short code of a refusal. It is sent in the
+// x-jitgate-deny-reason response header, written to the log line and named at the end
+// of the error message, so tests, dashboards and agents can match on it.
+type Reason string
+
+// Every refusal the filter can produce. Codes are stable: add new ones, never rename.
+const (
+	// Classification (403 accessDenied unless noted).
+	ReasonUploadEndpoint      Reason = "upload-endpoint"
+	ReasonBatchEndpoint       Reason = "batch-endpoint"
+	ReasonMCPEndpoint         Reason = "mcp-endpoint"
+	ReasonUnknownPath         Reason = "unknown-path"
+	ReasonUnknownMethod       Reason = "unknown-method"
+	ReasonMethodOverride      Reason = "method-override"      // override header misused
+	ReasonMethodOverrideBody  Reason = "method-override-body" // override with a body we cannot read faithfully
+	ReasonCredentialInQuery   Reason = "credential-in-query"  // access_token, oauth_token, key
+	ReasonCallbackParam       Reason = "callback-param"       // JSONP callback
+	ReasonUnsupportedAlt      Reason = "unsupported-alt"      // alt other than json: the gateway must read JSON
+	ReasonBadQueryString      Reason = "bad-query-string"     // 400
+	ReasonBadPath             Reason = "bad-path"             // 400: undecodable or unsafe path segment
+	ReasonLoadJob             Reason = "load-job"             // jobs.insert of a load job
+	ReasonExtractJob          Reason = "extract-job"          // jobs.insert of an extract job
+	ReasonCopyJob             Reason = "copy-job"             // jobs.insert of a copy job
+	ReasonUnknownJobKind      Reason = "unknown-job-kind"     // jobs.insert without a query configuration
+	ReasonBodyTooLarge        Reason = "body-too-large"       // 413
+	ReasonUnsupportedEncoding Reason = "unsupported-encoding" // 400: Content-Encoding other than gzip/identity
+	ReasonBadGzip             Reason = "bad-gzip"             // 400
+	ReasonMalformedJSON       Reason = "malformed-json"       // 400
+	ReasonAmbiguousJSON       Reason = "ambiguous-json"       // 400: duplicate or aliased keys
+	ReasonMissingBody         Reason = "missing-body"         // 400
+	ReasonMissingSQL          Reason = "missing-sql"          // 400
+	ReasonUnexpectedTrailers  Reason = "unexpected-trailers"  // 400: trailers on a body the gateway must read
+	ReasonNotConfigured       Reason = "not-configured"       // 503
+	ReasonInternal            Reason = "internal-error"       // 500
+)
+
+// class groups reasons by the HTTP answer they get.
+type class uint8
+
+const (
+	classDenied class = iota
+	classInvalid
+	classTooLarge
+	classUnavailable
+	classInternal
+)
+
+func (r Reason) class() class {
+	switch r {
+	case ReasonBadQueryString, ReasonBadPath, ReasonUnsupportedEncoding, ReasonBadGzip,
+		ReasonMalformedJSON, ReasonAmbiguousJSON, ReasonMissingBody, ReasonMissingSQL,
+		ReasonUnexpectedTrailers:
+		return classInvalid
+	case ReasonBodyTooLarge:
+		return classTooLarge
+	case ReasonNotConfigured:
+		return classUnavailable
+	case ReasonInternal:
+		return classInternal
+	}
+	return classDenied // unknown codes fail closed as denials
+}
+
+// HTTPStatus is the status code the agent receives.
+func (r Reason) HTTPStatus() int {
+	switch r.class() {
+	case classInvalid:
+		return 400
+	case classTooLarge:
+		return 413
+	case classUnavailable:
+		return 503
+	case classInternal:
+		return 500
+	}
+	return 403
+}
+
+// ErrorReason is BigQuery's errors[].reason for r. Clients decide on retries from it:
+// accessDenied and invalid are never retried, backendError is.
+func (r Reason) ErrorReason() string {
+	switch r.class() {
+	case classInvalid, classTooLarge:
+		return "invalid"
+	case classUnavailable, classInternal:
+		return "backendError"
+	}
+	return "accessDenied"
+}
+
+// Status is the google.rpc status name in error.status.
+func (r Reason) Status() string {
+	switch r.class() {
+	case classInvalid, classTooLarge:
+		return "INVALID_ARGUMENT"
+	case classUnavailable:
+		return "UNAVAILABLE"
+	case classInternal:
+		return "INTERNAL"
+	}
+	return "PERMISSION_DENIED"
+}
+
+// verb is the word after "jitgate: " in the message.
+func (r Reason) verb() string {
+	switch r.class() {
+	case classInvalid:
+		return "invalid request"
+	case classTooLarge:
+		return "request too large"
+	case classUnavailable:
+		return "unavailable"
+	case classInternal:
+		return "internal error"
+	}
+	return "denied"
+}
+
+// Rejection is a request the gateway refuses. It is an error so decoding and
+// classification helpers can return it through ordinary error paths.
+type Rejection struct {
+	Reason Reason
+	// Detail says why in words an agent author understands. Never put secrets,
+	// SQL text or query-string values in it.
+	Detail string
+}
+
+// Reject builds a Rejection.
+func Reject(reason Reason, detail string) *Rejection {
+	return &Rejection{Reason: reason, Detail: detail}
+}
+
+// Message is the text of error.message and errors[0].message, e.g.
+// "jitgate: denied: uploads are not allowed through the gateway (upload-endpoint)".
+func (r *Rejection) Message() string {
+	return "jitgate: " + r.Reason.verb() + ": " + r.Detail + " (" + string(r.Reason) + ")"
+}
+
+// Error implements error.
+func (r *Rejection) Error() string { return r.Message() }

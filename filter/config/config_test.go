@@ -1,0 +1,55 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestParseAppliesDefaults(t *testing.T) {
+	c, err := Parse([]byte(`{"version":"jitgate.dev/filter/v1"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxRequestBodyBytes != DefaultMaxRequestBodyBytes || c.ControlPlane.Cluster != DefaultControlPlaneCluster ||
+		c.ControlPlane.Authority != DefaultControlPlaneAuthority || c.ControlPlane.TimeoutMillis != DefaultControlPlaneTimeout {
+		t.Fatalf("defaults not applied: %+v", c)
+	}
+}
+
+func TestParseRoundTripsMarshal(t *testing.T) {
+	in := Config{Version: Version, MaxRequestBodyBytes: 1234, ControlPlane: ControlPlane{Cluster: "cp", Authority: "a", TimeoutMillis: 50}}
+	b, err := in.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out != in {
+		t.Fatalf("round trip: %+v != %+v", out, in)
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	for _, tc := range []struct{ name, doc, want string }{
+		{"empty", ``, "empty"},
+		{"not JSON", `version: x`, "invalid character"},
+		{"unknown field", `{"version":"jitgate.dev/filter/v1","maxBodyBytes":1}`, "unknown field"},
+		{"wrong version", `{"version":"jitgate.dev/filter/v2"}`, "version"},
+		{"no version", `{"maxRequestBodyBytes":10}`, "version"},
+		{"negative limit", `{"version":"jitgate.dev/filter/v1","maxRequestBodyBytes":-1}`, "maxRequestBodyBytes"},
+		{"limit too large", `{"version":"jitgate.dev/filter/v1","maxRequestBodyBytes":1000000000}`, "maxRequestBodyBytes"},
+		{"timeout too long", `{"version":"jitgate.dev/filter/v1","controlPlane":{"timeoutMillis":600000}}`, "timeoutMillis"},
+		{"wrong type", `{"version":"jitgate.dev/filter/v1","maxRequestBodyBytes":"10"}`, "maxRequestBodyBytes"},
+		{"trailing data", `{"version":"jitgate.dev/filter/v1"} {}`, "trailing"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.doc))
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want ErrInvalid mentioning %q", err, tc.want)
+			}
+		})
+	}
+}

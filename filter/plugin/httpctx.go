@@ -1,0 +1,233 @@
+package plugin
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
+
+	"github.com/jitgate/jitgate/filter/bqapi"
+	"github.com/jitgate/jitgate/filter/config"
+	"github.com/jitgate/jitgate/filter/reqbody"
+)
+
+// bodyUse says what the filter does with a request body it buffers.
+type bodyUse uint8
+
+const (
+	bodyNone   bodyUse = iota // not buffered: passes through
+	bodyOpaque                // buffered up to the limit, forwarded unread (jobs.cancel)
+	bodyQuery                 // jobs.query / jobs.insert: decoded
+	bodyForm                  // POST + X-HTTP-Method-Override: GET/DELETE: form parameters
+)
+
+// httpContext handles one HTTP stream.
+type httpContext struct {
+	types.DefaultHttpContext
+	plugin *pluginContext
+	cfg    *config.Config // snapshot at stream start; nil means not configured
+
+	ex              Exchange
+	body            bodyUse
+	contentEncoding string
+	buffering       bool // waiting for the end of the request body
+	replied         bool // a local reply was sent: never send another, never forward
+}
+
+// Exchange returns what the filter knows about this request so far.
+func (h *httpContext) Exchange() *Exchange { return &h.ex }
+
+// OnHttpRequestHeaders classifies the call and decides whether its body must be read.
+func (h *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) (action types.Action) {
+	defer h.recoverInto(&action, "request-headers")
+	h.plugin.fault("request-headers")
+	if h.cfg == nil {
+		return h.reject(bqapi.Reject(bqapi.ReasonNotConfigured, "filter not configured: the gateway has no valid filter configuration"))
+	}
+	method := header(":method")
+	call, rej := bqapi.Classify(method, header(bqapi.MethodOverrideHeader), header(":path"))
+	h.ex.Call = call
+	if rej != nil {
+		return h.reject(rej)
+	}
+
+	switch {
+	case call.API.HasQueryBody():
+		if endOfStream {
+			return h.reject(bqapi.Reject(bqapi.ReasonMissingBody, call.API.String()+" needs a JSON request body"))
+		}
+		h.body = bodyQuery
+	case endOfStream || !carriesBody(method):
+		return h.allow() // GET/DELETE bodies are not read: BigQuery ignores them
+	case call.Overridden && call.Method != "POST":
+		ct := strings.ToLower(header("content-type"))
+		if !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
+			return h.reject(bqapi.Reject(bqapi.ReasonMethodOverrideBody, "a POST overridden to "+call.Method+" may only carry form-encoded parameters"))
+		}
+		h.body = bodyForm
+	default:
+		h.body = bodyOpaque
+	}
+	if cl := header("content-length"); cl != "" {
+		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n > h.cfg.MaxRequestBodyBytes {
+			return h.reject(reqbody.TooLarge(h.cfg.MaxRequestBodyBytes))
+		}
+	}
+	h.contentEncoding = header("content-encoding")
+	h.buffering = true
+	return types.ActionPause
+}
+
+// OnHttpRequestBody buffers the body (pausing until the end of the stream), enforcing
+// the size limit on every frame, then decodes it.
+func (h *httpContext) OnHttpRequestBody(bodySize int, endOfStream bool) (action types.Action) {
+	defer h.recoverInto(&action, "request-body")
+	h.plugin.fault("request-body")
+	if h.replied {
+		return types.ActionPause
+	}
+	if !h.buffering {
+		return types.ActionContinue
+	}
+	if int64(bodySize) > h.cfg.MaxRequestBodyBytes {
+		return h.reject(reqbody.TooLarge(h.cfg.MaxRequestBodyBytes))
+	}
+	if !endOfStream {
+		return types.ActionPause
+	}
+	h.buffering = false
+	h.ex.RequestBodyBytes = bodySize
+	var raw []byte
+	if bodySize > 0 {
+		b, err := proxywasm.GetHttpRequestBody(0, bodySize)
+		if err != nil {
+			return h.reject(bqapi.Reject(bqapi.ReasonInternal, "the gateway could not read the request body"))
+		}
+		raw = b
+	}
+	if h.body == bodyOpaque {
+		return h.allow()
+	}
+	decoded, rej := reqbody.Decode(h.contentEncoding, raw, h.cfg.MaxRequestBodyBytes)
+	if rej != nil {
+		return h.reject(rej)
+	}
+	switch h.body {
+	case bodyQuery:
+		spec, rej := bqapi.DecodeBody(h.ex.Call.API, decoded)
+		if rej != nil {
+			return h.reject(rej)
+		}
+		h.ex.Query = spec
+	case bodyForm:
+		if rej := h.ex.Call.Params.MergeForm(string(decoded)); rej != nil {
+			return h.reject(rej)
+		}
+	}
+	// The body is forwarded exactly as received.
+	return h.allow()
+}
+
+// OnHttpRequestTrailers refuses trailers that arrive before a body the gateway must
+// read has ended: the body would otherwise go upstream unread.
+func (h *httpContext) OnHttpRequestTrailers(int) (action types.Action) {
+	defer h.recoverInto(&action, "request-trailers")
+	h.plugin.fault("request-trailers")
+	if h.replied {
+		return types.ActionPause
+	}
+	if h.buffering {
+		return h.reject(bqapi.Reject(bqapi.ReasonUnexpectedTrailers, "request trailers are not supported on calls whose body the gateway reads"))
+	}
+	return types.ActionContinue
+}
+
+// OnHttpResponseHeaders records the upstream status. The filter's own local replies
+// also pass through here and must be left alone.
+func (h *httpContext) OnHttpResponseHeaders(int, bool) (action types.Action) {
+	defer h.recoverInto(&action, "response-headers")
+	if h.replied {
+		return types.ActionContinue
+	}
+	h.plugin.fault("response-headers")
+	h.ex.ResponseStatus = header(":status")
+	return types.ActionContinue
+}
+
+// OnHttpResponseBody passes the response through (masking comes in a later stage).
+func (h *httpContext) OnHttpResponseBody(int, bool) (action types.Action) {
+	defer h.recoverInto(&action, "response-body")
+	if h.replied {
+		return types.ActionContinue
+	}
+	h.plugin.fault("response-body")
+	return types.ActionContinue
+}
+
+// OnHttpStreamDone writes the request's one log line.
+func (h *httpContext) OnHttpStreamDone() {
+	defer func() {
+		if r := recover(); r != nil {
+			proxywasm.LogCriticalf("jitgate: panic while logging a request: %s", panicText(r))
+		}
+	}()
+	h.plugin.fault("stream-done")
+	proxywasm.LogInfo(logLine(&h.ex))
+}
+
+// allow lets the request continue upstream. The authorize callout (next issue) goes
+// here: it will pause instead and resume or reject from the callout's response.
+func (h *httpContext) allow() types.Action {
+	h.ex.Decision = DecisionAllow
+	h.observe()
+	return types.ActionContinue
+}
+
+// reject answers the request locally with the BigQuery error document, once.
+func (h *httpContext) reject(rej *bqapi.Rejection) types.Action {
+	if h.replied {
+		return types.ActionPause
+	}
+	h.replied = true
+	h.buffering = false
+	h.ex.Decision = DecisionDeny
+	h.ex.Rejection = rej
+	h.observe()
+	sendRejection(rej)
+	return types.ActionPause
+}
+
+func (h *httpContext) observe() {
+	if h.plugin.opts.observe != nil {
+		h.plugin.opts.observe(&h.ex)
+	}
+}
+
+// recoverInto turns a panic in a callback into a fail-closed reply (unless one was
+// already sent) so a bug never forwards a request or leaves it hanging.
+func (h *httpContext) recoverInto(action *types.Action, callback string) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	proxywasm.LogCriticalf("jitgate: recovered panic in %s: %s", callback, panicText(r))
+	if h.replied {
+		*action = types.ActionPause
+		return
+	}
+	*action = h.reject(bqapi.Reject(bqapi.ReasonInternal, "the gateway failed while handling this request"))
+}
+
+// header returns a request header, "" when absent.
+func header(name string) string {
+	v, err := proxywasm.GetHttpRequestHeader(name)
+	if err != nil {
+		return ""
+	}
+	return v
+}
+
+func carriesBody(method string) bool {
+	return method == "POST" || method == "PUT" || method == "PATCH"
+}

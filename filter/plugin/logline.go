@@ -1,0 +1,64 @@
+package plugin
+
+import (
+	"strconv"
+	"strings"
+)
+
+// logLine renders the one info line per request. It names the call and the decision;
+// it never contains headers (the Authorization token), query-string values, or SQL
+// text (only its size and dialect).
+func logLine(ex *Exchange) string {
+	var b strings.Builder
+	b.Grow(256)
+	b.WriteString("jitgate: request")
+	field(&b, "api", ex.Call.API.String())
+	field(&b, "method", ex.Call.Method)
+	quoted(&b, "project", ex.Call.Project)
+	quoted(&b, "dataset", ex.Call.Dataset)
+	quoted(&b, "table", ex.Call.Table)
+	quoted(&b, "job", ex.Call.JobID)
+	decision := ex.Decision
+	if decision == DecisionPending {
+		decision = "incomplete" // the stream ended before a decision (client went away)
+	}
+	field(&b, "decision", string(decision))
+	if ex.Rejection != nil {
+		field(&b, "reason", string(ex.Rejection.Reason))
+		field(&b, "status", strconv.Itoa(ex.Rejection.Reason.HTTPStatus()))
+	} else if ex.ResponseStatus != "" {
+		field(&b, "status", ex.ResponseStatus)
+	}
+	if q := ex.Query; q != nil {
+		if q.JobID != "" {
+			quoted(&b, "client_job", q.JobID)
+		}
+		field(&b, "sql_bytes", strconv.Itoa(len(q.SQL)))
+		field(&b, "legacy_sql", strconv.FormatBool(q.LegacySQL))
+		field(&b, "dry_run", strconv.FormatBool(q.DryRun))
+		field(&b, "params", strconv.Itoa(len(q.Parameters)))
+		if q.DefaultDataset != nil {
+			quoted(&b, "default_dataset", q.DefaultDataset.ProjectID+"."+q.DefaultDataset.DatasetID)
+		}
+	}
+	if ex.RequestBodyBytes > 0 {
+		field(&b, "body_bytes", strconv.Itoa(ex.RequestBodyBytes))
+	}
+	return b.String()
+}
+
+func field(b *strings.Builder, k, v string) {
+	b.WriteByte(' ')
+	b.WriteString(k)
+	b.WriteByte('=')
+	b.WriteString(v)
+}
+
+// quoted writes identifiers that come from the request (they may hold spaces) quoted,
+// so a crafted id cannot forge fields or lines.
+func quoted(b *strings.Builder, k, v string) {
+	if v == "" {
+		return
+	}
+	field(b, k, strconv.Quote(v))
+}

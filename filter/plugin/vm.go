@@ -1,0 +1,35 @@
+// Package plugin is jitgate's proxy-wasm filter: the lifecycle adapter between Envoy's
+// callbacks and the stages that judge a BigQuery request. Today the stages are
+// classification (bqapi.Classify), body buffering and decoding (reqbody, bqapi.Decode*),
+// and the reply; the authorize callout slots in where a request is allowed (see
+// httpContext.allow). Every callback recovers panics into a fail-closed BigQuery-shaped
+// reply, and a plugin without a valid configuration answers every request with 503.
+package plugin
+
+import (
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
+)
+
+// NewVMContext returns the VM context the filter registers in init.
+func NewVMContext() types.VMContext { return newVMContext(options{}) }
+
+// options are seams for native tests only; the wasm build always uses the zero value.
+type options struct {
+	// faultAt is called at the start of every host callback with its name; a test makes
+	// it panic to prove recovery.
+	faultAt func(callback string)
+	// observe receives every decided exchange (allowed or refused).
+	observe func(*Exchange)
+}
+
+type vmContext struct {
+	types.DefaultVMContext
+	opts options
+}
+
+func newVMContext(opts options) *vmContext { return &vmContext{opts: opts} }
+
+// NewPluginContext implements types.VMContext.
+func (vm *vmContext) NewPluginContext(uint32) types.PluginContext {
+	return &pluginContext{opts: &vm.opts}
+}

@@ -1,0 +1,180 @@
+package plugin
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/proxytest"
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
+)
+
+// wasmVM is the compiled build/jitgate.wasm under wazero, shared by every test in this
+// binary: compiling the 5+ MB module takes seconds, and proxytest is global state anyway
+// (tests never run in parallel). The plugin context is recreated for each host emulator,
+// so no configuration leaks between tests. Keep the number of requests sent through it
+// modest: under wazero's fake clock the Go runtime inside stops collecting garbage after
+// about 100 cycles.
+var wasmVM proxytest.WasmVMContext
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if wasmVM != nil {
+		wasmVM.Close()
+	}
+	os.Exit(code)
+}
+
+// vmTest runs f twice: natively against the plugin's VMContext, and against the compiled
+// module. The wasm run fails when build/jitgate.wasm is missing.
+func vmTest(t *testing.T, f func(t *testing.T, vm types.VMContext)) {
+	t.Helper()
+	t.Run("go", func(t *testing.T) { f(t, NewVMContext()) })
+	t.Run("wasm", func(t *testing.T) {
+		if wasmVM == nil {
+			path := filepath.Join(moduleRoot(t), "build", "jitgate.wasm")
+			wasm, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%s is missing (%v): run `make build` (or GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o build/jitgate.wasm ./filter) first", path, err)
+			}
+			if newer := newerSource(t, path); newer != "" {
+				t.Fatalf("%s is older than %s: run `make build` again", path, newer)
+			}
+			vm, err := proxytest.NewWasmVMContext(wasm)
+			if err != nil {
+				t.Fatalf("load %s: %v", path, err)
+			}
+			wasmVM = vm
+		}
+		f(t, wasmVM)
+	})
+}
+
+// newerSource returns a filter source file modified after the wasm artifact, so a stale
+// build fails loudly instead of testing old code.
+func newerSource(t *testing.T, wasmPath string) string {
+	t.Helper()
+	built, err := os.Stat(wasmPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var newer string
+	root := filepath.Join(moduleRoot(t), "filter")
+	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || newer != "" || !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
+			return err
+		}
+		if info, err := d.Info(); err == nil && info.ModTime().After(built.ModTime()) {
+			newer = p
+		}
+		return nil
+	})
+	return newer
+}
+
+// moduleRoot finds the directory holding go.mod above the test's working directory.
+func moduleRoot(t *testing.T) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("go.mod not found above the test directory")
+		}
+		dir = parent
+	}
+}
+
+const testConfig = `{"version":"jitgate.dev/filter/v1","maxRequestBodyBytes":65536}`
+
+// testLimit matches maxRequestBodyBytes in testConfig.
+const testLimit = 65536
+
+// startHost starts a host emulator for vm with the given plugin configuration and
+// reports whether OnPluginStart succeeded.
+func startHost(t *testing.T, vm types.VMContext, cfg string) (proxytest.HostEmulator, types.OnPluginStartStatus) {
+	t.Helper()
+	opt := proxytest.NewEmulatorOption().WithVMContext(vm).WithPluginConfiguration([]byte(cfg))
+	host, reset := proxytest.NewHostEmulator(opt)
+	t.Cleanup(reset)
+	if host.StartVM() != types.OnVMStartStatusOK {
+		t.Fatal("OnVMStart failed")
+	}
+	return host, host.StartPlugin()
+}
+
+// configuredHost is startHost with testConfig, failing the test if the plugin does not start.
+func configuredHost(t *testing.T, vm types.VMContext) proxytest.HostEmulator {
+	t.Helper()
+	host, status := startHost(t, vm, testConfig)
+	if status != types.OnPluginStartStatusOK {
+		t.Fatal("OnPluginStart rejected the test configuration")
+	}
+	return host
+}
+
+// request is one HTTP request as the host delivers it.
+type request struct {
+	method  string
+	path    string
+	headers [][2]string
+	// chunks are body frames; nil means a request without a body.
+	chunks [][]byte
+	// trailers, when set, arrive after the chunks (the last chunk then has end_of_stream=false).
+	trailers [][2]string
+}
+
+// outcome is what the host saw.
+type outcome struct {
+	headersAction types.Action
+	lastAction    types.Action
+	reply         *proxytest.LocalHttpResponse
+	logs          []string // info logs written while this request ran, including the log line
+}
+
+// send drives one request through the plugin and completes the stream.
+func send(t *testing.T, host proxytest.HostEmulator, req request) outcome {
+	t.Helper()
+	before := len(host.GetInfoLogs())
+	id := host.InitializeHttpContext()
+	headers := append([][2]string{
+		{":method", req.method}, {":path", req.path}, {":authority", "gateway"},
+		{"authorization", "Bearer agent-secret-token"},
+	}, req.headers...)
+	var out outcome
+	out.headersAction = host.CallOnRequestHeaders(id, headers, req.chunks == nil && req.trailers == nil)
+	out.lastAction = out.headersAction
+	for i, c := range req.chunks {
+		if host.GetSentLocalResponse(id) != nil {
+			break // Envoy stops delivering the request after a local reply
+		}
+		eos := i == len(req.chunks)-1 && req.trailers == nil
+		out.lastAction = host.CallOnRequestBody(id, c, eos)
+	}
+	if req.trailers != nil && host.GetSentLocalResponse(id) == nil {
+		out.lastAction = host.CallOnRequestTrailers(id, req.trailers)
+	}
+	out.reply = host.GetSentLocalResponse(id)
+	host.CompleteHttpContext(id)
+	out.logs = host.GetInfoLogs()[before:]
+	return out
+}
+
+// logLineOf returns the request's log line.
+func (o outcome) logLine(t *testing.T) string {
+	t.Helper()
+	for _, l := range o.logs {
+		if strings.HasPrefix(l, "jitgate: request ") {
+			return l
+		}
+	}
+	t.Fatalf("no request log line in %q", o.logs)
+	return ""
+}
