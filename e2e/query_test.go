@@ -144,6 +144,9 @@ type bqError struct {
 	} `json:"error"`
 }
 
+// rawClient bounds every raw call, so a gateway that holds a request fails the test quickly.
+var rawClient = &http.Client{Timeout: 30 * time.Second}
+
 func rawCall(t *testing.T, method, path string, body []byte, header http.Header) (*http.Response, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(method, gw.Gateway+path, bytes.NewReader(body))
@@ -154,7 +157,7 @@ func rawCall(t *testing.T, method, path string, body []byte, header http.Header)
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := rawClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,7 +34,7 @@ type Params struct {
 
 type rendered struct {
 	NodeID, NodeCluster, AdminAddress, XDSAddress string
-	AdminPort, XDSPort                             int
+	AdminPort, XDSPort                            int
 }
 
 // Render returns the bootstrap YAML for p.

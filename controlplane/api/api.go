@@ -1,0 +1,96 @@
+// Package api owns jitgated's HTTP API: liveness (/healthz), readiness (/readyz), the
+// operator status document (/v1/status) and Prometheus metrics (/metrics). The filter's
+// callouts (/v1/authorize, audit) will be served here too, reached by Envoy through the
+// "jitgate_controlplane" cluster.
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/jitgate/jitgate/controlplane/xds"
+)
+
+// Options are the API's dependencies.
+type Options struct {
+	// XDSStatus reports the snapshot publisher's state.
+	XDSStatus func() xds.Status
+	// NATS reports the NATS connection's state.
+	NATS func() NATSStatus
+	// Gatherer serves /metrics.
+	Gatherer prometheus.Gatherer
+	// Started is when the process started.
+	Started time.Time
+}
+
+// NATSStatus is the NATS part of /v1/status.
+type NATSStatus struct {
+	// Embedded is true when jitgated runs the NATS server in-process.
+	Embedded bool `json:"embedded"`
+	// Connected is true while the client connection is up.
+	Connected bool `json:"connected"`
+	// URL is the configured cluster URL with credentials redacted; empty when embedded.
+	URL string `json:"url,omitempty"`
+}
+
+// Status is the /v1/status document.
+type Status struct {
+	// Ready is what /readyz answers.
+	Ready bool `json:"ready"`
+	// UptimeSeconds since the process started.
+	UptimeSeconds int64 `json:"uptimeSeconds"`
+	// XDS is the snapshot served to Envoys and the last translation error.
+	XDS xds.Status `json:"xds"`
+	// NATS is the NATS connection.
+	NATS NATSStatus `json:"nats"`
+}
+
+// NewHandler returns the API's HTTP handler.
+func NewHandler(o Options) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		st := o.status()
+		code := http.StatusOK
+		if !st.Ready {
+			code = http.StatusServiceUnavailable
+		}
+		writeJSON(w, code, map[string]any{"ready": st.Ready, "xdsSnapshotVersion": st.XDS.SnapshotVersion, "natsConnected": st.NATS.Connected})
+	})
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, o.status())
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: " + r.Method + " " + r.URL.Path})
+	})
+	return mux
+}
+
+// status is ready once Envoys can be served a snapshot and NATS is reachable.
+func (o Options) status() Status {
+	st := Status{UptimeSeconds: int64(time.Since(o.Started).Seconds())}
+	if o.XDSStatus != nil {
+		st.XDS = o.XDSStatus()
+	}
+	if o.NATS != nil {
+		st.NATS = o.NATS()
+	}
+	st.Ready = st.XDS.SnapshotVersion != "" && st.NATS.Connected
+	return st
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

@@ -1,0 +1,66 @@
+package api
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/jitgate/jitgate/controlplane/xds"
+)
+
+func TestEndpoints(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	xds.NewMetrics(reg)
+	xdsStatus := xds.Status{}
+	natsUp := false
+	srv := httptest.NewServer(NewHandler(Options{
+		XDSStatus: func() xds.Status { return xdsStatus },
+		NATS:      func() NATSStatus { return NATSStatus{Embedded: true, Connected: natsUp} },
+		Gatherer:  reg,
+		Started:   time.Now(),
+	}))
+	defer srv.Close()
+
+	if code, _ := fetch(t, srv.URL+"/healthz"); code != 200 {
+		t.Errorf("/healthz = %d", code)
+	}
+	if code, _ := fetch(t, srv.URL+"/readyz"); code != 503 {
+		t.Errorf("/readyz before a snapshot = %d, want 503", code)
+	}
+	xdsStatus = xds.Status{SnapshotVersion: "3", LastError: "listener: bad"}
+	natsUp = true
+	if code, _ := fetch(t, srv.URL+"/readyz"); code != 200 {
+		t.Errorf("/readyz with snapshot and NATS = %d, want 200", code)
+	}
+	code, body := fetch(t, srv.URL+"/v1/status")
+	var st Status
+	if err := json.Unmarshal([]byte(body), &st); err != nil || code != 200 {
+		t.Fatalf("/v1/status = %d %s (%v)", code, body, err)
+	}
+	if st.XDS.SnapshotVersion != "3" || st.XDS.LastError != "listener: bad" || !st.Ready {
+		t.Errorf("/v1/status = %+v", st)
+	}
+	if code, body := fetch(t, srv.URL+"/metrics"); code != 200 || !strings.Contains(body, "jitgate_xds_translations_total") {
+		t.Errorf("/metrics = %d, missing jitgate metrics", code)
+	}
+	if code, _ := fetch(t, srv.URL+"/nope"); code != 404 {
+		t.Errorf("/nope = %d", code)
+	}
+}
+
+func fetch(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}

@@ -1,0 +1,308 @@
+// Command jitgated is the jitgate control plane: it serves Envoy's configuration over ADS
+// (listener, routes, clusters and the jitgate Wasm filter over ECDS), runs or connects to
+// NATS with JetStream, and serves the HTTP API (health, readiness, status, metrics).
+//
+// See --help for flags; the configuration file format is documented in
+// controlplane/config.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/jitgate/jitgate/controlplane/api"
+	"github.com/jitgate/jitgate/controlplane/config"
+	"github.com/jitgate/jitgate/controlplane/natsembed"
+	"github.com/jitgate/jitgate/controlplane/xds"
+)
+
+// shutdownGrace bounds graceful shutdown; ADS streams never end on their own, so after
+// this the gRPC server is stopped hard.
+const shutdownGrace = 5 * time.Second
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	reload := make(chan os.Signal, 1)
+	signal.Notify(reload, syscall.SIGHUP)
+	os.Exit(run(ctx, os.Args[1:], reload, os.Stdout, os.Stderr))
+}
+
+const usageHeader = `jitgated - the jitgate control plane.
+
+Serves Envoy's configuration over ADS (gRPC), the HTTP API (/healthz, /readyz, /v1/status,
+/metrics) and NATS with JetStream (embedded unless --nats-url is given).
+
+Usage:
+  jitgated [--config jitgated.yaml] [flags]
+  jitgated --config jitgated.yaml --check-config
+
+Flags override the config file; a config file needs only
+  apiVersion: jitgate.dev/v1
+  kind: ControlPlaneConfig
+and every other field has a default. Relative paths in the file are resolved against the
+file's directory; relative flag values against the working directory.
+SIGHUP reloads the config file; if the new config is invalid the last good one stays live.
+
+Flags:
+`
+
+type flags struct {
+	configPath  string
+	checkConfig bool
+	logFormat   string
+	logLevel    string
+	overrides   config.Overrides
+}
+
+func parseFlags(args []string, stderr io.Writer) (*flags, error) {
+	fs := flag.NewFlagSet("jitgated", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usageHeader)
+		fs.PrintDefaults()
+	}
+	f := &flags{}
+	fs.StringVar(&f.configPath, "config", "", "config file (YAML, apiVersion jitgate.dev/v1); without it every field takes its default")
+	fs.BoolVar(&f.checkConfig, "check-config", false, "validate the configuration (file and flags), print the result and exit 0 if valid, 1 if not")
+	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	xdsListen := fs.String("xds-listen", config.DefaultXDSListen, "host:port for the gRPC ADS server (config xds.listen)")
+	apiListen := fs.String("api-listen", config.DefaultAPIListen, "host:port for the HTTP API (config api.listen)")
+	agentListen := fs.String("agent-listen", config.DefaultAgentListener, "IP:port of Envoy's listener for agents (config envoy.agentListener)")
+	upstream := fs.String("upstream", config.DefaultBigQueryURL, "BigQuery base URL: https://... (TLS) or http://IP:port such as the emulator (config upstream.bigquery.url)")
+	wasm := fs.String("wasm", config.DefaultWasmPath, "path of the compiled filter module, as Envoy opens it (config filter.wasmPath)")
+	natsURL := fs.String("nats-url", "", "URL of an existing NATS cluster with JetStream; empty embeds one (config nats.url)")
+	natsStore := fs.String("nats-store-dir", config.DefaultNATSStoreDir, "JetStream directory of the embedded NATS (config nats.storeDir)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	// Only flags given on the command line override the file.
+	fs.Visit(func(fl *flag.Flag) {
+		switch fl.Name {
+		case "xds-listen":
+			f.overrides.XDSListen = xdsListen
+		case "api-listen":
+			f.overrides.APIListen = apiListen
+		case "agent-listen":
+			f.overrides.AgentListener = agentListen
+		case "upstream":
+			f.overrides.UpstreamURL = upstream
+		case "wasm":
+			f.overrides.WasmPath = wasm
+		case "nats-url":
+			f.overrides.NATSURL = natsURL
+		case "nats-store-dir":
+			f.overrides.NATSStoreDir = natsStore
+		}
+	})
+	return f, nil
+}
+
+func loadConfig(f *flags) (*config.Config, error) {
+	var cfg *config.Config
+	var err error
+	if f.configPath != "" {
+		cfg, err = config.Load(f.configPath)
+	} else {
+		cfg, err = config.Default()
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.Apply(f.overrides); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func newLogger(format, level string, w io.Writer) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want json or text", format)
+}
+
+// run is jitgated's main; it returns the process exit code. Cancelling ctx shuts down
+// gracefully; a value on reload re-reads the config file.
+func run(ctx context.Context, args []string, reload <-chan os.Signal, stdout, stderr io.Writer) int {
+	f, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "jitgated:", err)
+		return 2
+	}
+	log, err := newLogger(f.logFormat, f.logLevel, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "jitgated:", err)
+		return 2
+	}
+	cfg, err := loadConfig(f)
+	if f.checkConfig {
+		if err != nil {
+			fmt.Fprintln(stderr, "jitgated: config invalid:", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "config OK: xds %s, api %s, agents %s, upstream %s, wasm %s, nats %s\n",
+			cfg.XDS.Listen, cfg.API.Listen, cfg.Envoy.AgentListener, cfg.Upstream.BigQuery.URL,
+			cfg.Filter.WasmPath, natsDescription(cfg))
+		if _, err := os.Stat(cfg.Filter.WasmPath); err != nil {
+			fmt.Fprintf(stderr, "warning: filter module %s: %v (Envoy will reject the filter until it exists)\n", cfg.Filter.WasmPath, err)
+		}
+		return 0
+	}
+	if err != nil {
+		log.Error("config invalid", "error", err)
+		return 1
+	}
+	if err := serve(ctx, f, cfg, reload, log); err != nil {
+		log.Error("jitgated stopped", "error", err)
+		return 1
+	}
+	return 0
+}
+
+func natsDescription(cfg *config.Config) string {
+	if cfg.NATS.URL == "" {
+		return "embedded (store " + cfg.NATS.StoreDir + ")"
+	}
+	return cfg.NATS.RedactedURL()
+}
+
+func serve(ctx context.Context, f *flags, cfg *config.Config, reload <-chan os.Signal, log *slog.Logger) error {
+	started := time.Now()
+	if _, err := os.Stat(cfg.Filter.WasmPath); err != nil {
+		log.Warn("filter module missing; Envoy will reject the jitgate filter and keep the agent listener warming until it exists",
+			"wasm", cfg.Filter.WasmPath, "error", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := xds.NewMetrics(reg)
+
+	// Bind both ports before anything else so a port clash fails fast.
+	xdsLis, err := net.Listen("tcp", cfg.XDS.Listen)
+	if err != nil {
+		return fmt.Errorf("xds listen: %w", err)
+	}
+	apiLis, err := net.Listen("tcp", cfg.API.Listen)
+	if err != nil {
+		xdsLis.Close()
+		return fmt.Errorf("api listen: %w", err)
+	}
+
+	cache := xds.NewCache(cfg.Envoy.NodeCluster, log)
+	publisher := xds.NewPublisher(cache, cfg.Envoy.NodeCluster, log, metrics)
+	if err := publisher.Publish(ctx, cfg); err != nil {
+		xdsLis.Close()
+		apiLis.Close()
+		return fmt.Errorf("initial snapshot: %w", err)
+	}
+
+	nc, err := natsembed.Start(ctx, natsembed.Options{
+		URL: cfg.NATS.URL, StoreDir: cfg.NATS.StoreDir,
+		MaxMemoryBytes: cfg.NATS.MaxMemoryBytes, MaxStoreBytes: cfg.NATS.MaxStoreBytes,
+		Name: "jitgated", Logger: log,
+	})
+	if err != nil {
+		xdsLis.Close()
+		apiLis.Close()
+		return err
+	}
+	defer nc.Close()
+	natsURL := cfg.NATS.RedactedURL()
+
+	grpcSrv := xds.NewGRPCServer(ctx, cache, log, metrics)
+	httpSrv := &http.Server{
+		Handler: api.NewHandler(api.Options{
+			XDSStatus: publisher.Status,
+			NATS: func() api.NATSStatus {
+				return api.NATSStatus{Embedded: nc.Embedded(), Connected: nc.Healthy(), URL: natsURL}
+			},
+			Gatherer: reg,
+			Started:  started,
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- grpcSrv.Serve(xdsLis) }()
+	go func() {
+		if err := httpSrv.Serve(apiLis); !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}()
+	log.Info("jitgated serving", "xds", xdsLis.Addr().String(), "api", apiLis.Addr().String(),
+		"agent_listener", cfg.Envoy.AgentListener, "upstream", cfg.Upstream.BigQuery.URL,
+		"nats", natsDescription(cfg))
+
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down")
+			break loop
+		case err := <-errc:
+			runErr = fmt.Errorf("server: %w", err)
+			break loop
+		case <-reload:
+			reloadConfig(ctx, f, publisher, log)
+		}
+	}
+
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := httpSrv.Shutdown(shutdownCtx); err != nil {
+		httpSrv.Close()
+	}
+	stopped := make(chan struct{})
+	go func() { grpcSrv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-shutdownCtx.Done():
+		grpcSrv.Stop() // open ADS streams do not end by themselves
+	}
+	return runErr
+}
+
+// reloadConfig re-reads the config file on SIGHUP; an invalid file leaves the last good
+// snapshot live. Listen addresses and NATS settings take effect only on restart.
+func reloadConfig(ctx context.Context, f *flags, publisher *xds.Publisher, log *slog.Logger) {
+	if f.configPath == "" {
+		log.Info("SIGHUP ignored: no --config file to reload")
+		return
+	}
+	cfg, err := loadConfig(f)
+	if err != nil {
+		log.Error("config reload failed; last good snapshot stays live", "error", err)
+		return
+	}
+	_ = publisher.Publish(ctx, cfg) // Publish logs and records its own failure
+}

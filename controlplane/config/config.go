@@ -1,0 +1,533 @@
+// Package config owns jitgated's own configuration file: a strict, versioned YAML document
+// (apiVersion jitgate.dev/v1, kind ControlPlaneConfig) that says where the control plane
+// listens, where Envoy's agent listener and the BigQuery upstream are, which filter module
+// Envoy loads, and how NATS is reached. Every field has a default, unknown fields are
+// rejected with file:line, and command-line flags override the file (see Overrides).
+//
+// Relative paths written in the file (filter.wasmPath, nats.storeDir) are resolved against
+// the directory of the config file; defaults and flag values are resolved against the
+// process's working directory.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	filterconfig "github.com/jitgate/jitgate/filter/config"
+	"gopkg.in/yaml.v3"
+)
+
+// APIVersion and Kind identify a jitgated configuration document.
+const (
+	APIVersion = "jitgate.dev/v1"
+	Kind       = "ControlPlaneConfig"
+)
+
+// Defaults for every field. They make a document holding only apiVersion and kind usable on
+// a developer machine: everything on loopback, TLS to the real BigQuery, embedded NATS.
+const (
+	DefaultXDSListen          = "127.0.0.1:18000"
+	DefaultAPIListen          = "127.0.0.1:18001"
+	DefaultAgentListener      = "127.0.0.1:10000"
+	DefaultNodeCluster        = "jitgate"
+	DefaultBigQueryURL        = "https://bigquery.googleapis.com"
+	DefaultCAFile             = "/etc/ssl/certs/ca-certificates.crt"
+	DefaultWasmPath           = "build/jitgate.wasm"
+	DefaultNATSStoreDir       = ".jitgate/nats"
+	DefaultNATSMaxMemoryBytes = 256 << 20
+	DefaultNATSMaxStoreBytes  = 1 << 30
+)
+
+// Sentinel errors; every error Load returns wraps one of them.
+var (
+	// ErrSyntax: the file is not a single well-formed YAML document of the expected shape
+	// (including unknown fields and wrong value types).
+	ErrSyntax = errors.New("invalid config syntax")
+	// ErrVersion: apiVersion or kind is missing or not the one this binary understands.
+	ErrVersion = errors.New("unsupported config version")
+	// ErrInvalid: a field has a value jitgated cannot use.
+	ErrInvalid = errors.New("invalid config value")
+)
+
+// Config is jitgated's configuration document.
+type Config struct {
+	// APIVersion must be "jitgate.dev/v1". Required, so a future incompatible format is
+	// refused instead of half-understood.
+	APIVersion string `yaml:"apiVersion"`
+	// Kind must be "ControlPlaneConfig". Required.
+	Kind string `yaml:"kind"`
+	// XDS is the Envoy-facing gRPC ADS server.
+	XDS XDS `yaml:"xds"`
+	// API is the control plane's HTTP API (health, status, metrics, filter callouts).
+	API API `yaml:"api"`
+	// Envoy describes the Envoy fleet this control plane configures.
+	Envoy Envoy `yaml:"envoy"`
+	// Upstream names where Envoy forwards allowed requests.
+	Upstream Upstream `yaml:"upstream"`
+	// Filter configures the jitgate Wasm filter delivered to Envoy over ECDS.
+	Filter Filter `yaml:"filter"`
+	// NATS is the messaging and JetStream state shared by control-plane replicas.
+	NATS NATS `yaml:"nats"`
+
+	// sources maps a field path ("upstream.bigquery.url") to where its value came from
+	// ("jitgated.yaml:12" or "--upstream"), so validation errors can point at it.
+	sources map[string]string
+}
+
+// XDS configures the ADS server.
+type XDS struct {
+	// Listen is the host:port the gRPC ADS server binds. Default 127.0.0.1:18000.
+	Listen string `yaml:"listen"`
+}
+
+// API configures the HTTP API.
+type API struct {
+	// Listen is the host:port the HTTP API binds. Default 127.0.0.1:18001.
+	Listen string `yaml:"listen"`
+	// EnvoyAddress is the host:port Envoy uses to reach the API (the "jitgate_controlplane"
+	// cluster). Default: Listen, with an unspecified host (0.0.0.0, ::) replaced by loopback.
+	EnvoyAddress string `yaml:"envoyAddress"`
+}
+
+// Envoy describes the Envoys that connect over ADS.
+type Envoy struct {
+	// AgentListener is the host:port (IP literal) of the listener agents' BigQuery clients
+	// connect to. Default 127.0.0.1:10000.
+	AgentListener string `yaml:"agentListener"`
+	// NodeCluster is the snapshot key. Every Envoy gets the same snapshot whatever its node
+	// id; the key only names the snapshot in logs and status. Default "jitgate".
+	NodeCluster string `yaml:"nodeCluster"`
+}
+
+// Upstream lists the upstream services.
+type Upstream struct {
+	// BigQuery is the BigQuery REST API (or the emulator).
+	BigQuery BigQuery `yaml:"bigquery"`
+}
+
+// BigQuery is the upstream BigQuery endpoint.
+type BigQuery struct {
+	// URL is the scheme, host and optional port of the BigQuery REST API, without a path:
+	// https://bigquery.googleapis.com (TLS with SNI, certificate and SAN checks, Host
+	// rewritten to the URL's host) or http://127.0.0.1:9050 (plain HTTP, e.g. the emulator).
+	// Default https://bigquery.googleapis.com.
+	URL string `yaml:"url"`
+	// CAFile is the PEM bundle that verifies the upstream certificate when URL is https.
+	// Default /etc/ssl/certs/ca-certificates.crt.
+	CAFile string `yaml:"caFile"`
+}
+
+// Filter configures the jitgate filter.
+type Filter struct {
+	// WasmPath is the compiled filter module (build/jitgate.wasm) as Envoy will open it. A
+	// relative path in the file is resolved against the file's directory; the default
+	// "build/jitgate.wasm" and a --wasm flag value against the working directory.
+	WasmPath string `yaml:"wasmPath"`
+	// MaxRequestBodyBytes caps a buffered request body; larger ones get 413 from the filter.
+	// Default 10 MiB (filter/config.DefaultMaxRequestBodyBytes), at most 100 MiB.
+	MaxRequestBodyBytes int64 `yaml:"maxRequestBodyBytes"`
+	// CalloutTimeoutMillis bounds every filter callout to the control plane; a timeout fails
+	// closed. Default 2000, at most 60000.
+	CalloutTimeoutMillis uint32 `yaml:"calloutTimeoutMillis"`
+}
+
+// NATS configures the NATS connection.
+type NATS struct {
+	// URL of an existing NATS cluster with JetStream (nats://host:4222). Empty runs an
+	// embedded in-process server with JetStream. Default empty.
+	URL string `yaml:"url"`
+	// StoreDir is the embedded server's JetStream directory. Default .jitgate/nats.
+	StoreDir string `yaml:"storeDir"`
+	// MaxMemoryBytes caps the embedded JetStream memory store. Default 256 MiB.
+	MaxMemoryBytes int64 `yaml:"maxMemoryBytes"`
+	// MaxStoreBytes caps the embedded JetStream file store. Default 1 GiB.
+	MaxStoreBytes int64 `yaml:"maxStoreBytes"`
+}
+
+// RedactedURL is URL with any user info (token, user, password) replaced, for logs and
+// status.
+func (n NATS) RedactedURL() string {
+	var parts []string
+	for _, one := range strings.Split(n.URL, ",") {
+		if u, err := url.Parse(strings.TrimSpace(one)); err == nil {
+			if u.User != nil {
+				u.User = url.User("redacted")
+			}
+			parts = append(parts, u.String())
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// Default returns the configuration used when no file is given: every default applied and
+// relative paths resolved against the working directory.
+func Default() (*Config, error) {
+	c := &Config{APIVersion: APIVersion, Kind: Kind, sources: map[string]string{}}
+	if err := c.finish(""); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Load reads, strictly decodes, defaults and validates the configuration file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse is Load for data already read; name is used in error messages and its directory
+// anchors relative paths.
+func Parse(name string, data []byte) (*Config, error) {
+	c := &Config{sources: map[string]string{}}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%s: %w: empty document, want apiVersion %q and kind %q", name, ErrVersion, APIVersion, Kind)
+		}
+		return nil, fmt.Errorf("%w: %s", ErrSyntax, yamlErrorAt(name, err))
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s:%d: %w: more than one YAML document", name, extra.Line, ErrSyntax)
+	}
+	// A second pass over the node tree records where each field was written, so that
+	// semantic errors below can name file:line too.
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err == nil {
+		recordLines(name, "", &root, c.sources)
+	}
+	if c.APIVersion != APIVersion || c.Kind != Kind {
+		return nil, fmt.Errorf("%s: %w: apiVersion %q kind %q, want apiVersion %q kind %q",
+			c.where("apiVersion", name), ErrVersion, c.APIVersion, c.Kind, APIVersion, Kind)
+	}
+	abs, err := filepath.Abs(name)
+	if err != nil {
+		return nil, fmt.Errorf("resolve config path %s: %w", name, err)
+	}
+	if err := c.finish(filepath.Dir(abs)); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// finish resolves paths written in the file against fileDir (empty: not from a file),
+// applies defaults and validates.
+func (c *Config) finish(fileDir string) error {
+	if fileDir != "" {
+		c.Filter.WasmPath = resolve(fileDir, c.Filter.WasmPath)
+		c.NATS.StoreDir = resolve(fileDir, c.NATS.StoreDir)
+	}
+	if err := c.applyDefaults(); err != nil {
+		return err
+	}
+	return c.Validate()
+}
+
+func resolve(dir, p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dir, p)
+}
+
+func (c *Config) applyDefaults() error {
+	setDefault(&c.XDS.Listen, DefaultXDSListen)
+	setDefault(&c.API.Listen, DefaultAPIListen)
+	setDefault(&c.Envoy.AgentListener, DefaultAgentListener)
+	setDefault(&c.Envoy.NodeCluster, DefaultNodeCluster)
+	setDefault(&c.Upstream.BigQuery.URL, DefaultBigQueryURL)
+	setDefault(&c.Upstream.BigQuery.CAFile, DefaultCAFile)
+	setDefault(&c.Filter.WasmPath, DefaultWasmPath)
+	setDefault(&c.NATS.StoreDir, DefaultNATSStoreDir)
+	if c.Filter.MaxRequestBodyBytes == 0 {
+		c.Filter.MaxRequestBodyBytes = filterconfig.DefaultMaxRequestBodyBytes
+	}
+	if c.Filter.CalloutTimeoutMillis == 0 {
+		c.Filter.CalloutTimeoutMillis = filterconfig.DefaultControlPlaneTimeout
+	}
+	if c.NATS.MaxMemoryBytes == 0 {
+		c.NATS.MaxMemoryBytes = DefaultNATSMaxMemoryBytes
+	}
+	if c.NATS.MaxStoreBytes == 0 {
+		c.NATS.MaxStoreBytes = DefaultNATSMaxStoreBytes
+	}
+	// Remaining relative paths came from defaults or flags: anchor them at the working
+	// directory now, so Envoy (whose cwd may differ) gets an absolute filename.
+	for _, p := range []*string{&c.Filter.WasmPath, &c.NATS.StoreDir} {
+		if !filepath.IsAbs(*p) {
+			abs, err := filepath.Abs(*p)
+			if err != nil {
+				return fmt.Errorf("resolve %s: %w", *p, err)
+			}
+			*p = abs
+		}
+	}
+	if c.API.EnvoyAddress == "" {
+		c.API.EnvoyAddress = loopbackIfUnspecified(c.API.Listen)
+	}
+	return nil
+}
+
+func setDefault(field *string, def string) {
+	if *field == "" {
+		*field = def
+	}
+}
+
+// loopbackIfUnspecified turns "0.0.0.0:18001" into "127.0.0.1:18001" (and "[::]" into
+// "[::1]"): Envoy must dial a concrete address.
+func loopbackIfUnspecified(hostport string) string {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return hostport
+	}
+	ip := net.ParseIP(host)
+	switch {
+	case host == "" || (ip != nil && ip.IsUnspecified() && ip.To4() != nil):
+		return net.JoinHostPort("127.0.0.1", port)
+	case ip != nil && ip.IsUnspecified():
+		return net.JoinHostPort("::1", port)
+	}
+	return hostport
+}
+
+// Validate reports the first unusable value, naming the field and where it was set.
+func (c *Config) Validate() error {
+	checks := []struct {
+		field string
+		err   error
+	}{
+		{"xds.listen", checkListen(c.XDS.Listen, false)},
+		{"api.listen", checkListen(c.API.Listen, false)},
+		{"api.envoyAddress", checkListen(c.API.EnvoyAddress, true)},
+		{"envoy.agentListener", checkListen(c.Envoy.AgentListener, true)},
+		{"envoy.nodeCluster", checkName(c.Envoy.NodeCluster)},
+		{"upstream.bigquery.url", checkUpstreamURL(c.Upstream.BigQuery.URL)},
+		{"upstream.bigquery.caFile", checkAbs(c.Upstream.BigQuery.CAFile)},
+		{"filter.wasmPath", checkAbs(c.Filter.WasmPath)},
+		{"filter.maxRequestBodyBytes", checkRange(c.Filter.MaxRequestBodyBytes, 1, filterconfig.MaxAllowedRequestBodyBytes)},
+		{"filter.calloutTimeoutMillis", checkRange(int64(c.Filter.CalloutTimeoutMillis), 1, 60000)},
+		{"nats.url", checkNATSURL(c.NATS.URL)},
+		{"nats.maxMemoryBytes", checkRange(c.NATS.MaxMemoryBytes, 1<<20, 1<<40)},
+		{"nats.maxStoreBytes", checkRange(c.NATS.MaxStoreBytes, 1<<20, 1<<50)},
+	}
+	for _, ch := range checks {
+		if ch.err != nil {
+			return fmt.Errorf("%s: %w: %s: %v", c.where(ch.field, "config"), ErrInvalid, ch.field, ch.err)
+		}
+	}
+	return nil
+}
+
+// where names the origin of field, or fallback when it was defaulted.
+func (c *Config) where(field, fallback string) string {
+	if s, ok := c.sources[field]; ok {
+		return s
+	}
+	return fallback
+}
+
+// Overrides are command-line values; a nil field was not given and keeps the file's value.
+type Overrides struct {
+	XDSListen     *string
+	APIListen     *string
+	AgentListener *string
+	UpstreamURL   *string
+	WasmPath      *string
+	NATSURL       *string
+	NATSStoreDir  *string
+}
+
+// Apply overrides c's fields with every non-nil value in o (relative paths against the
+// working directory), records the flag as each value's origin for error messages, and
+// validates again.
+func (c *Config) Apply(o Overrides) error {
+	set := func(dst *string, v *string, field, flag string) {
+		if v != nil {
+			*dst = *v
+			c.sources[field] = flag
+		}
+	}
+	set(&c.XDS.Listen, o.XDSListen, "xds.listen", "--xds-listen")
+	set(&c.API.Listen, o.APIListen, "api.listen", "--api-listen")
+	set(&c.Envoy.AgentListener, o.AgentListener, "envoy.agentListener", "--agent-listen")
+	set(&c.Upstream.BigQuery.URL, o.UpstreamURL, "upstream.bigquery.url", "--upstream")
+	set(&c.Filter.WasmPath, o.WasmPath, "filter.wasmPath", "--wasm")
+	set(&c.NATS.URL, o.NATSURL, "nats.url", "--nats-url")
+	set(&c.NATS.StoreDir, o.NATSStoreDir, "nats.storeDir", "--nats-store-dir")
+	if o.APIListen != nil && c.sources["api.envoyAddress"] == "" {
+		c.API.EnvoyAddress = "" // follow the new listen address unless set explicitly
+	}
+	if err := c.applyDefaults(); err != nil {
+		return err
+	}
+	return c.Validate()
+}
+
+// UpstreamTLS reports whether the BigQuery upstream is reached over TLS. Call on a validated
+// Config.
+func (c *Config) UpstreamTLS() bool {
+	u, _ := url.Parse(c.Upstream.BigQuery.URL)
+	return u != nil && u.Scheme == "https"
+}
+
+// UpstreamHostPort returns the BigQuery upstream's host and port (443/80 when implicit).
+// Call on a validated Config.
+func (c *Config) UpstreamHostPort() (string, uint32) {
+	u, _ := url.Parse(c.Upstream.BigQuery.URL)
+	port := uint64(80)
+	if u.Scheme == "https" {
+		port = 443
+	}
+	if p := u.Port(); p != "" {
+		port, _ = strconv.ParseUint(p, 10, 16)
+	}
+	return u.Hostname(), uint32(port)
+}
+
+// SplitHostPort splits a validated host:port field.
+func SplitHostPort(hostport string) (string, uint32) {
+	host, port, _ := net.SplitHostPort(hostport)
+	p, _ := strconv.ParseUint(port, 10, 16)
+	return host, uint32(p)
+}
+
+func checkListen(hostport string, needIP bool) error {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %v", hostport, err)
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+		return fmt.Errorf("%q: port must be 1..65535", hostport)
+	}
+	if needIP && net.ParseIP(host) == nil {
+		return fmt.Errorf("%q: host must be an IP address (Envoy binds and dials it without DNS)", hostport)
+	}
+	return nil
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+func checkName(s string) error {
+	if !nameRE.MatchString(s) {
+		return fmt.Errorf("%q: want 1-63 letters, digits, '.', '_' or '-'", s)
+	}
+	return nil
+}
+
+func checkUpstreamURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("%q: scheme must be http or https", raw)
+	case u.Hostname() == "":
+		return fmt.Errorf("%q: no host", raw)
+	case u.User != nil:
+		return fmt.Errorf("%q: credentials in the URL are not allowed", raw)
+	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "":
+		return fmt.Errorf("%q: must not have a path, query or fragment (clients send /bigquery/v2/...)", raw)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.ParseUint(p, 10, 16); err != nil || n == 0 {
+			return fmt.Errorf("%q: port must be 1..65535", raw)
+		}
+	}
+	if u.Scheme == "http" && net.ParseIP(u.Hostname()) == nil && u.Hostname() != "localhost" {
+		// Plain HTTP is for a local emulator; sending minted credentials in clear text across
+		// a network is a mistake we refuse to make quietly.
+		return fmt.Errorf("%q: plain http is only allowed to an IP address or localhost", raw)
+	}
+	return nil
+}
+
+func checkNATSURL(raw string) error {
+	if raw == "" {
+		return nil
+	}
+	for _, one := range strings.Split(raw, ",") {
+		u, err := url.Parse(strings.TrimSpace(one))
+		if err != nil {
+			return err
+		}
+		switch u.Scheme {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return fmt.Errorf("%q: scheme must be nats, tls, ws or wss", one)
+		}
+		if u.Hostname() == "" {
+			return fmt.Errorf("%q: no host", one)
+		}
+	}
+	return nil
+}
+
+func checkAbs(p string) error {
+	if !filepath.IsAbs(p) {
+		return fmt.Errorf("%q is not an absolute path", p)
+	}
+	return nil
+}
+
+func checkRange(v, lo, hi int64) error {
+	if v < lo || v > hi {
+		return fmt.Errorf("%d outside %d..%d", v, lo, hi)
+	}
+	return nil
+}
+
+// recordLines walks a decoded YAML tree and records "name:line" for each mapping key path.
+func recordLines(name, prefix string, n *yaml.Node, out map[string]string) {
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		recordLines(name, prefix, n.Content[0], out)
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		return
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		key, val := n.Content[i], n.Content[i+1]
+		path := key.Value
+		if prefix != "" {
+			path = prefix + "." + key.Value
+		}
+		out[path] = fmt.Sprintf("%s:%d", name, key.Line)
+		recordLines(name, path, val, out)
+	}
+}
+
+var yamlLineRE = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+
+// yamlErrorAt rewrites yaml.v3's "line N: msg" errors as "name:N: msg", one per line.
+func yamlErrorAt(name string, err error) string {
+	var msgs []string
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		msgs = te.Errors
+	} else {
+		msgs = []string{err.Error()}
+	}
+	for i, m := range msgs {
+		if sm := yamlLineRE.FindStringSubmatch(m); sm != nil {
+			msgs[i] = fmt.Sprintf("%s:%s: %s", name, sm[1], sm[2])
+		} else {
+			msgs[i] = fmt.Sprintf("%s: %s", name, strings.TrimPrefix(m, "yaml: "))
+		}
+	}
+	return strings.Join(msgs, "; ")
+}

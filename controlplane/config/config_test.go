@@ -1,0 +1,143 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const header = "apiVersion: jitgate.dev/v1\nkind: ControlPlaneConfig\n"
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		doc     string
+		wantErr error
+		want    string // substring of the error
+	}{
+		{"unknown top-level field", header + "xds:\n  listen: 127.0.0.1:1\nbogus: 1\n", ErrSyntax, "jitgated.yaml:5: field bogus not found"},
+		{"unknown nested field", header + "upstream:\n  bigquery:\n    url: http://127.0.0.1:9050\n    sni: x\n", ErrSyntax, "jitgated.yaml:6: field sni not found"},
+		{"wrong type", header + "filter:\n  maxRequestBodyBytes: lots\n", ErrSyntax, "jitgated.yaml:4:"},
+		{"missing apiVersion", "kind: ControlPlaneConfig\n", ErrVersion, "want apiVersion \"jitgate.dev/v1\""},
+		{"wrong apiVersion", "apiVersion: jitgate.dev/v2\nkind: ControlPlaneConfig\n", ErrVersion, "jitgated.yaml:1:"},
+		{"wrong kind", "apiVersion: jitgate.dev/v1\nkind: Policy\n", ErrVersion, "kind \"Policy\""},
+		{"empty file", "", ErrVersion, "empty document"},
+		{"two documents", header + "---\n" + header, ErrSyntax, "more than one YAML document"},
+		{"bad upstream scheme", header + "upstream:\n  bigquery:\n    url: ftp://bigquery.googleapis.com\n", ErrInvalid, "jitgated.yaml:5: invalid config value: upstream.bigquery.url"},
+		{"upstream with path", header + "upstream:\n  bigquery:\n    url: https://bigquery.googleapis.com/bigquery/v2\n", ErrInvalid, "must not have a path"},
+		{"upstream with credentials", header + "upstream:\n  bigquery:\n    url: https://u:p@bigquery.googleapis.com\n", ErrInvalid, "credentials"},
+		{"plain http to a hostname", header + "upstream:\n  bigquery:\n    url: http://bigquery.googleapis.com\n", ErrInvalid, "plain http"},
+		{"agent listener not an IP", header + "envoy:\n  agentListener: gateway:10000\n", ErrInvalid, "jitgated.yaml:4: invalid config value: envoy.agentListener"},
+		{"listen without port", header + "xds:\n  listen: 127.0.0.1\n", ErrInvalid, "xds.listen"},
+		{"body limit too large", header + "filter:\n  maxRequestBodyBytes: 1073741824\n", ErrInvalid, "filter.maxRequestBodyBytes"},
+		{"negative body limit", header + "filter:\n  maxRequestBodyBytes: -1\n", ErrInvalid, "filter.maxRequestBodyBytes"},
+		{"bad nats url", header + "nats:\n  url: http://127.0.0.1:4222\n", ErrInvalid, "nats.url"},
+		{"tiny jetstream store", header + "nats:\n  maxStoreBytes: 10\n", ErrInvalid, "nats.maxStoreBytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("jitgated.yaml", []byte(tt.doc))
+			if err == nil {
+				t.Fatalf("Parse succeeded, want error containing %q", tt.want)
+			}
+			if !errors.Is(err, tt.wantErr) {
+				t.Errorf("error %q does not wrap %v", err, tt.wantErr)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "jitgated.yaml")
+	if err := os.WriteFile(path, []byte(header), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cwd, _ := os.Getwd()
+	checks := map[string][2]string{
+		"xds.listen":          {c.XDS.Listen, DefaultXDSListen},
+		"api.listen":          {c.API.Listen, DefaultAPIListen},
+		"api.envoyAddress":    {c.API.EnvoyAddress, DefaultAPIListen},
+		"envoy.agentListener": {c.Envoy.AgentListener, DefaultAgentListener},
+		"envoy.nodeCluster":   {c.Envoy.NodeCluster, DefaultNodeCluster},
+		"upstream url":        {c.Upstream.BigQuery.URL, DefaultBigQueryURL},
+		"caFile":              {c.Upstream.BigQuery.CAFile, DefaultCAFile},
+		// Defaults are relative to the working directory, not to the file.
+		"filter.wasmPath": {c.Filter.WasmPath, filepath.Join(cwd, DefaultWasmPath)},
+		"nats.storeDir":   {c.NATS.StoreDir, filepath.Join(cwd, DefaultNATSStoreDir)},
+		"nats.url":        {c.NATS.URL, ""},
+	}
+	for name, got := range checks {
+		if got[0] != got[1] {
+			t.Errorf("%s = %q, want %q", name, got[0], got[1])
+		}
+	}
+	if c.Filter.MaxRequestBodyBytes != 10<<20 || c.Filter.CalloutTimeoutMillis != 2000 {
+		t.Errorf("filter limits = %d/%d", c.Filter.MaxRequestBodyBytes, c.Filter.CalloutTimeoutMillis)
+	}
+	if c.NATS.MaxMemoryBytes != 256<<20 || c.NATS.MaxStoreBytes != 1<<30 {
+		t.Errorf("nats limits = %d/%d", c.NATS.MaxMemoryBytes, c.NATS.MaxStoreBytes)
+	}
+	if !c.UpstreamTLS() {
+		t.Error("default upstream is not TLS")
+	}
+	if h, p := c.UpstreamHostPort(); h != "bigquery.googleapis.com" || p != 443 {
+		t.Errorf("upstream = %s:%d", h, p)
+	}
+}
+
+func TestRelativePathsFollowTheFile(t *testing.T) {
+	doc := header + "filter:\n  wasmPath: build/jitgate.wasm\nnats:\n  storeDir: state\nupstream:\n  bigquery:\n    url: http://127.0.0.1:9050\n"
+	c, err := Parse("/etc/jitgate/jitgated.yaml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Filter.WasmPath != "/etc/jitgate/build/jitgate.wasm" || c.NATS.StoreDir != "/etc/jitgate/state" {
+		t.Errorf("paths = %q, %q", c.Filter.WasmPath, c.NATS.StoreDir)
+	}
+	if c.UpstreamTLS() {
+		t.Error("http upstream reported as TLS")
+	}
+	if h, p := c.UpstreamHostPort(); h != "127.0.0.1" || p != 9050 {
+		t.Errorf("upstream = %s:%d", h, p)
+	}
+}
+
+func TestOverrides(t *testing.T) {
+	c, err := Parse("jitgated.yaml", []byte(header+"api:\n  listen: 0.0.0.0:18001\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.API.EnvoyAddress != "127.0.0.1:18001" {
+		t.Errorf("envoyAddress = %q, want loopback for an unspecified listen host", c.API.EnvoyAddress)
+	}
+	api, up := "127.0.0.1:28001", "http://127.0.0.1:9050"
+	if err := c.Apply(Overrides{APIListen: &api, UpstreamURL: &up}); err != nil {
+		t.Fatal(err)
+	}
+	if c.API.Listen != api || c.API.EnvoyAddress != api || c.Upstream.BigQuery.URL != up {
+		t.Errorf("after overrides: %+v %+v", c.API, c.Upstream)
+	}
+	bad := "gateway:1"
+	err = c.Apply(Overrides{AgentListener: &bad})
+	if err == nil || !strings.HasPrefix(err.Error(), "--agent-listen: ") {
+		t.Errorf("bad flag error = %v, want it to name --agent-listen", err)
+	}
+}
+
+func TestRedactedNATSURL(t *testing.T) {
+	n := NATS{URL: "nats://s3cret@10.0.0.1:4222,nats://u:pw@10.0.0.2:4222"}
+	got := n.RedactedURL()
+	if strings.Contains(got, "s3cret") || strings.Contains(got, "pw") {
+		t.Errorf("RedactedURL() = %q leaks credentials", got)
+	}
+}

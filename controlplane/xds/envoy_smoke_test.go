@@ -1,0 +1,259 @@
+package xds
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/jitgate/jitgate/controlplane/config"
+)
+
+const envoyBinary = "../../.tools/venv/bin/envoy"
+
+// TestEnvoySmoke runs the real Envoy against the in-process ADS server with the real jitgate
+// filter module (built from ../../filter) and checks what an agent would see: the listener becomes active only once
+// ECDS has answered, the filter's own replies pass through untouched, Envoy's own failures
+// come back as BigQuery JSON, and the access log never contains the agent's token.
+func TestEnvoySmoke(t *testing.T) {
+	envoy, err := filepath.Abs(envoyBinary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(envoy); err != nil {
+		t.Skipf("envoy not installed at %s: %v", envoy, err)
+	}
+	if testing.Short() {
+		t.Skip("starts Envoy; skipped with -short")
+	}
+	dir := t.TempDir()
+	wasm := filepath.Join(dir, "jitgate.wasm")
+	build := exec.Command("go", "build", "-buildmode=c-shared", "-o", wasm, "../../filter")
+	build.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the jitgate filter: %v\n%s", err, out)
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	xdsLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentPort, apiPort, deadPort := freePort(t), freePort(t), freePort(t)
+	cfgDoc := fmt.Sprintf(`apiVersion: jitgate.dev/v1
+kind: ControlPlaneConfig
+api: {listen: "127.0.0.1:%d"}
+envoy: {agentListener: "127.0.0.1:%d"}
+upstream: {bigquery: {url: "http://127.0.0.1:%d"}}
+filter: {wasmPath: %q}
+`, apiPort, agentPort, deadPort, wasm)
+	cfg, err := config.Parse(filepath.Join(dir, "jitgated.yaml"), []byte(cfgDoc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := NewCache(cfg.Envoy.NodeCluster, quietLogger())
+	metrics := NewMetrics(prometheus.NewRegistry())
+	if err := NewPublisher(cache, cfg.Envoy.NodeCluster, quietLogger(), metrics).Publish(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	srv := NewGRPCServer(ctx, cache, quietLogger(), metrics)
+	go srv.Serve(xdsLis)
+	defer srv.Stop()
+
+	xdsHost, xdsPort := config.SplitHostPort(xdsLis.Addr().String())
+	bootstrap := filepath.Join(dir, "envoy.yaml")
+	if err := os.WriteFile(bootstrap, []byte(fmt.Sprintf(`node: {id: smoke-envoy, cluster: smoke}
+admin:
+  address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+dynamic_resources:
+  ads_config:
+    api_type: GRPC
+    transport_api_version: V3
+    grpc_services: [{envoy_grpc: {cluster_name: jitgate_xds}}]
+  lds_config: {ads: {}, resource_api_version: V3}
+  cds_config: {ads: {}, resource_api_version: V3}
+static_resources:
+  clusters:
+  - name: jitgate_xds
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}
+    load_assignment:
+      cluster_name: jitgate_xds
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: %s, port_value: %d}}}}]}]
+`, xdsHost, xdsPort)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	adminFile := filepath.Join(dir, "admin-address")
+	var stdout, stderr syncBuffer
+	cmd := exec.CommandContext(ctx, envoy, "-c", bootstrap, "--use-dynamic-base-id", "--concurrency", "1",
+		"--log-level", "warn", "--admin-address-path", adminFile)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("envoy stderr:\n%s", stderr.String())
+		}
+	}()
+
+	var admin string
+	eventually(t, 30*time.Second, "listener jitgate_agents active", func() bool {
+		if admin == "" {
+			b, err := os.ReadFile(adminFile)
+			if err != nil || len(b) == 0 {
+				return false
+			}
+			admin = strings.TrimSpace(string(b))
+		}
+		return listenerActive(admin, ListenerName)
+	})
+
+	agent := fmt.Sprintf("http://127.0.0.1:%d", agentPort)
+	client := &http.Client{Timeout: 10 * time.Second}
+
+	// The filter's own reply (a token in the query string is refused): Envoy must not
+	// rewrite it, and the access log must not show the token.
+	const canary = "agent-token-canary-4711"
+	code, ctype, body := get(t, client, agent+"/bigquery/v2/projects/p/datasets?access_token="+canary, "")
+	if code != http.StatusForbidden || !strings.Contains(body, `"message":"jitgate: denied`) || !strings.Contains(body, `"reason":"accessDenied"`) {
+		t.Errorf("filter reply rewritten or missing: %d %q", code, body)
+	}
+	if !strings.HasPrefix(ctype, "application/json") {
+		t.Errorf("filter reply content-type %q", ctype)
+	}
+
+	// Envoy's own reply (upstream refused): BigQuery's error shape with a numeric code.
+	code, ctype, body = get(t, client, agent+"/bigquery/v2/projects/p/queries/job-1", "Bearer "+canary)
+	if code != http.StatusServiceUnavailable || !strings.HasPrefix(ctype, "application/json") {
+		t.Errorf("upstream failure: %d %q %s", code, ctype, body)
+	}
+	var bqErr struct {
+		Error struct {
+			Code   int    `json:"code"`
+			Status string `json:"status"`
+			Errors []struct {
+				Reason string `json:"reason"`
+			} `json:"errors"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(body), &bqErr); err != nil {
+		t.Fatalf("upstream failure body is not JSON: %v: %s", err, body)
+	}
+	if bqErr.Error.Code != 503 || bqErr.Error.Status != "UNAVAILABLE" || len(bqErr.Error.Errors) != 1 || bqErr.Error.Errors[0].Reason != "backendError" {
+		t.Errorf("upstream failure body %s", body)
+	}
+
+	eventually(t, 10*time.Second, "access log lines for both requests", func() bool {
+		return strings.Count(stdout.String(), `"response_code":`) >= 2
+	})
+	t.Logf("envoy's reply to a refused upstream: %s", body)
+	t.Logf("envoy access log:\n%s", stdout.String())
+	log := stdout.String()
+	if strings.Contains(log, canary) {
+		t.Errorf("access log contains the agent token:\n%s", log)
+	}
+	if !strings.Contains(log, `"path":"/bigquery/v2/projects/p/queries/job-1"`) {
+		t.Errorf("access log lacks the request path:\n%s", log)
+	}
+}
+
+func listenerActive(admin, name string) bool {
+	resp, err := http.Get("http://" + admin + "/config_dump?resource=dynamic_listeners")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var dump struct {
+		Configs []struct {
+			Name         string          `json:"name"`
+			ActiveState  json.RawMessage `json:"active_state"`
+			WarmingState json.RawMessage `json:"warming_state"`
+		} `json:"configs"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&dump); err != nil {
+		return false
+	}
+	for _, l := range dump.Configs {
+		if l.Name == name && l.ActiveState != nil && l.WarmingState == nil {
+			return true
+		}
+	}
+	return false
+}
+
+func get(t *testing.T, c *http.Client, url, authz string) (int, string, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if authz != "" {
+		req.Header.Set("Authorization", authz)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a child process writer and a test reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -1,0 +1,93 @@
+package xds
+
+import (
+	"fmt"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	wasmfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	wasmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/jitgate/jitgate/controlplane/config"
+	filterconfig "github.com/jitgate/jitgate/filter/config"
+)
+
+const (
+	// WasmFilterTypeURL is the type of the ECDS resource, and the only type the listener's
+	// config_discovery accepts for the jitgate filter.
+	WasmFilterTypeURL = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+	wasmRuntime       = "envoy.wasm.runtime.v8"
+	// FilterControlPlaneAuthority is the :authority the filter sends on callouts.
+	FilterControlPlaneAuthority = "jitgate-controlplane"
+)
+
+// jitgateHTTPFilter is the listener's reference to the filter. It has no default
+// configuration on purpose: the listener stays warming until ECDS delivers the filter's
+// configuration, so no request is ever served without the filter (fail closed).
+func jitgateHTTPFilter() (*hcmv3.HttpFilter, error) {
+	return &hcmv3.HttpFilter{
+		Name: FilterName,
+		ConfigType: &hcmv3.HttpFilter_ConfigDiscovery{ConfigDiscovery: &corev3.ExtensionConfigSource{
+			ConfigSource: adsConfigSource(),
+			TypeUrls:     []string{WasmFilterTypeURL},
+		}},
+	}, nil
+}
+
+// FilterConfig is the document the filter receives as its plugin configuration.
+func FilterConfig(cfg *config.Config) filterconfig.Config {
+	return filterconfig.Config{
+		Version:             filterconfig.Version,
+		MaxRequestBodyBytes: cfg.Filter.MaxRequestBodyBytes,
+		ControlPlane: filterconfig.ControlPlane{
+			Cluster:       ControlPlaneCluster,
+			Authority:     FilterControlPlaneAuthority,
+			TimeoutMillis: cfg.Filter.CalloutTimeoutMillis,
+		},
+	}
+}
+
+// addFilterConfig adds the ECDS TypedExtensionConfig for the jitgate filter: the Wasm module
+// from cfg.Filter.WasmPath with the filter configuration as a JSON string.
+func addFilterConfig(cfg *config.Config, rs Resources) error {
+	doc, err := FilterConfig(cfg).Marshal()
+	if err != nil {
+		return fmt.Errorf("%w: filter configuration: %v", ErrTranslate, err)
+	}
+	pluginCfg, err := anypb.New(wrapperspb.String(string(doc)))
+	if err != nil {
+		return fmt.Errorf("%w: filter configuration: %v", ErrTranslate, err)
+	}
+	wasm := &wasmfilterv3.Wasm{Config: &wasmv3.PluginConfig{
+		Name:   FilterName,
+		RootId: FilterName,
+		Vm: &wasmv3.PluginConfig_VmConfig{VmConfig: &wasmv3.VmConfig{
+			VmId:    FilterName,
+			Runtime: wasmRuntime,
+			Code: &corev3.AsyncDataSource{Specifier: &corev3.AsyncDataSource_Local{
+				Local: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: cfg.Filter.WasmPath}},
+			}},
+		}},
+		Configuration: pluginCfg,
+		// The filter holds request headers (StopIteration) until it has read and judged the
+		// body. Without this Envoy turns that into StopAllIteration, never hands the body to
+		// the filter, and every POST hangs until the stream idle timeout.
+		AllowOnHeadersStopIteration: wrapperspb.Bool(true),
+		// A crashed or unloadable filter must stop traffic, never wave it through.
+		FailurePolicy: wasmv3.FailurePolicy_FAIL_CLOSED,
+	}}
+	if err := wasm.ValidateAll(); err != nil {
+		return fmt.Errorf("%w: wasm filter: %v", ErrTranslate, err)
+	}
+	wasmAny, err := anypb.New(wasm)
+	if err != nil {
+		return fmt.Errorf("%w: wasm filter: %v", ErrTranslate, err)
+	}
+	return rs.add(resourcev3.ExtensionConfigType, FilterName, &corev3.TypedExtensionConfig{
+		Name:        FilterName,
+		TypedConfig: wasmAny,
+	})
+}
