@@ -55,7 +55,8 @@ bench: wasm ## Go benchmarks (filter natively and inside the .wasm)
 	$(GO) test -run '^$$' -bench . -benchmem ./filter/...
 
 run: setup build ## bring up the gateway on embedded defaults (DATA=seed.yaml) and query through it
-	$(GO) run ./tools/devstack --data $(DATA) $(RUN_FLAGS)
+	$(GO) build -o bin/devstack ./tools/devstack
+	bin/devstack --data $(DATA) $(RUN_FLAGS)
 
 clean: ## remove build outputs (keeps .tools/)
 	rm -rf bin build .jitgate
