@@ -1,0 +1,240 @@
+// Package authorize owns the contract between the jitgate filter and the control plane:
+// the document the filter POSTs to the control plane's /v1/authorize for every BigQuery
+// call, and the decision it gets back. Both sides use these types, so the contract
+// cannot drift; it is versioned, and later stages (policy, SQL analysis, approvals, cost,
+// audit) extend it by adding fields, never by changing what a field means. Wasm-safe:
+// standard library and filter/bqapi only.
+package authorize
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jitgate/jitgate/filter/bqapi"
+)
+
+// Version is the contract version both sides must agree on.
+const Version = "jitgate.dev/authorize/v1"
+
+// Path is the control plane's endpoint for authorize calls.
+const Path = "/v1/authorize"
+
+// MaxDocumentBytes bounds a request or response document (SQL is at most ~1 MB in BigQuery;
+// the filter's body limit applies first).
+const MaxDocumentBytes = 16 << 20
+
+// Request is what the filter knows about one agent call.
+type Request struct {
+	Version string `json:"version"`
+	// RequestID is Envoy's x-request-id, to join the filter's, Envoy's and the control
+	// plane's logs.
+	RequestID string `json:"requestId"`
+	// Token is the agent's raw bearer token, exactly as presented (empty when absent). The
+	// control plane verifies it; nobody logs or records it.
+	Token  string `json:"token,omitempty"`
+	Client Client `json:"client"`
+	Call   Call   `json:"call"`
+	// Query is set for jobs.query and query jobs.insert calls.
+	Query *Query `json:"query,omitempty"`
+}
+
+// Client describes the caller as Envoy saw it.
+type Client struct {
+	Address   string `json:"address,omitempty"`
+	UserAgent string `json:"userAgent,omitempty"`
+}
+
+// Call is the classified BigQuery REST call.
+type Call struct {
+	// API is the BigQuery method, e.g. "jobs.query" (bqapi.API's String form).
+	API     string `json:"api"`
+	Method  string `json:"method"`
+	Project string `json:"project,omitempty"`
+	Dataset string `json:"dataset,omitempty"`
+	Table   string `json:"table,omitempty"`
+	JobID   string `json:"jobId,omitempty"`
+	// Location is the location query parameter, when present.
+	Location string `json:"location,omitempty"`
+}
+
+// Query is the SQL and job configuration of a query call.
+type Query struct {
+	SQL string `json:"sql"`
+	// LegacySQL is the dialect BigQuery would use (absent useLegacySql means legacy).
+	LegacySQL          bool                    `json:"legacySql"`
+	DefaultDataset     *bqapi.DatasetReference `json:"defaultDataset,omitempty"`
+	Parameters         []bqapi.QueryParameter  `json:"parameters,omitempty"`
+	ParameterMode      string                  `json:"parameterMode,omitempty"`
+	DryRun             bool                    `json:"dryRun,omitempty"`
+	MaximumBytesBilled *int64                  `json:"maximumBytesBilled,omitempty"`
+	Labels             map[string]string       `json:"labels,omitempty"`
+	CreateSession      bool                    `json:"createSession,omitempty"`
+	ClientJobID        string                  `json:"clientJobId,omitempty"`
+	ClientRequestID    string                  `json:"clientRequestId,omitempty"`
+	Destination        *bqapi.TableReference   `json:"destination,omitempty"`
+	WriteDisposition   string                  `json:"writeDisposition,omitempty"`
+	CreateDisposition  string                  `json:"createDisposition,omitempty"`
+	ExternalTables     []string                `json:"externalTables,omitempty"`
+	Priority           string                  `json:"priority,omitempty"`
+}
+
+// QueryFromSpec copies what the control plane needs from a decoded request body.
+func QueryFromSpec(s *bqapi.QuerySpec) *Query {
+	if s == nil {
+		return nil
+	}
+	return &Query{
+		SQL: s.SQL, LegacySQL: s.LegacySQL, DefaultDataset: s.DefaultDataset,
+		Parameters: s.Parameters, ParameterMode: s.ParameterMode, DryRun: s.DryRun,
+		MaximumBytesBilled: s.MaximumBytesBilled, Labels: s.Labels, CreateSession: s.CreateSession,
+		ClientJobID: s.JobID, ClientRequestID: s.RequestID, Destination: s.Destination,
+		WriteDisposition: s.WriteDisposition, CreateDisposition: s.CreateDisposition,
+		ExternalTables: s.ExternalTables, Priority: s.Priority,
+	}
+}
+
+// Decision is the control plane's verdict.
+type Decision string
+
+const (
+	// Allow: forward the call upstream with Response.Credential.
+	Allow Decision = "allow"
+	// Deny: answer the agent with Response.Status and the reason; nothing goes upstream.
+	Deny Decision = "deny"
+)
+
+// Response is the control plane's answer.
+type Response struct {
+	Version string `json:"version"`
+	// DecisionID names this decision in logs and (later) the audit trail.
+	DecisionID string   `json:"decisionId"`
+	Decision   Decision `json:"decision"`
+	// Status is the HTTP status the agent sees on Deny: 401 (identity), 403 (policy),
+	// 503 (a dependency of the decision is unavailable).
+	Status int `json:"status,omitempty"`
+	// Reason is a stable code (e.g. "token_expired"); Message is for the agent's eyes.
+	Reason  string `json:"reason,omitempty"`
+	Message string `json:"message,omitempty"`
+	// Identity is the verified agent, when verification succeeded.
+	Identity *Identity `json:"identity,omitempty"`
+	// Credential is set exactly when Decision is Allow.
+	Credential *Credential `json:"credential,omitempty"`
+}
+
+// Identity is a verified agent.
+type Identity struct {
+	AgentID string   `json:"agentId"`
+	Issuer  string   `json:"issuer"`
+	Groups  []string `json:"groups,omitempty"`
+}
+
+// Credential is the upstream credential minted for this one call. Authorization is a
+// secret: the filter puts it on the upstream request and nowhere else.
+type Credential struct {
+	// Authorization is the complete header value, e.g. "Bearer <token>".
+	Authorization string `json:"authorization"`
+	// ID is a non-secret identifier of the credential, for logs and audit.
+	ID string `json:"id"`
+	// ExpiresAtUnix is when the credential stops working (seconds since the epoch).
+	ExpiresAtUnix int64 `json:"expiresAtUnix"`
+}
+
+// ErrContract wraps every violation of the contract.
+var ErrContract = errors.New("authorize contract violated")
+
+// Marshal encodes r with the current version.
+func (r Request) Marshal() ([]byte, error) {
+	r.Version = Version
+	return json.Marshal(r)
+}
+
+// ParseRequest decodes and checks a request document.
+func ParseRequest(b []byte) (Request, error) {
+	var r Request
+	if err := decodeStrict(b, &r); err != nil {
+		return Request{}, err
+	}
+	switch {
+	case r.Version != Version:
+		return Request{}, fmt.Errorf("%w: request version %q, want %q", ErrContract, r.Version, Version)
+	case r.Call.API == "" || r.Call.Method == "":
+		return Request{}, fmt.Errorf("%w: request has no call api or method", ErrContract)
+	}
+	return r, nil
+}
+
+// Marshal encodes r with the current version after checking it.
+func (r Response) Marshal() ([]byte, error) {
+	r.Version = Version
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(r)
+}
+
+// ParseResponse decodes and checks a response document. Anything it does not accept
+// must be treated as a denial by the caller: the filter fails closed.
+func ParseResponse(b []byte) (Response, error) {
+	var r Response
+	if err := decodeStrict(b, &r); err != nil {
+		return Response{}, err
+	}
+	if err := r.Validate(); err != nil {
+		return Response{}, err
+	}
+	return r, nil
+}
+
+// Validate checks the rules both sides rely on. Messages never include the credential.
+func (r Response) Validate() error {
+	if r.Version != Version {
+		return fmt.Errorf("%w: response version %q, want %q", ErrContract, r.Version, Version)
+	}
+	if r.DecisionID == "" {
+		return fmt.Errorf("%w: response has no decision id", ErrContract)
+	}
+	switch r.Decision {
+	case Allow:
+		c := r.Credential
+		if c == nil || c.ID == "" || c.ExpiresAtUnix == 0 || !strings.HasPrefix(c.Authorization, "Bearer ") ||
+			len(c.Authorization) <= len("Bearer ") || strings.ContainsAny(c.Authorization, "\r\n") {
+			return fmt.Errorf("%w: allow without a usable credential", ErrContract)
+		}
+		if r.Identity == nil || r.Identity.AgentID == "" {
+			return fmt.Errorf("%w: allow without a verified identity", ErrContract)
+		}
+	case Deny:
+		if r.Credential != nil {
+			return fmt.Errorf("%w: deny carries a credential", ErrContract)
+		}
+		switch r.Status {
+		case 401, 403, 429, 503:
+		default:
+			return fmt.Errorf("%w: deny status %d not one of 401, 403, 429, 503", ErrContract, r.Status)
+		}
+		if r.Reason == "" {
+			return fmt.Errorf("%w: deny without a reason", ErrContract)
+		}
+	default:
+		return fmt.Errorf("%w: unknown decision %q", ErrContract, r.Decision)
+	}
+	return nil
+}
+
+func decodeStrict(b []byte, v any) error {
+	if len(b) > MaxDocumentBytes {
+		return fmt.Errorf("%w: document of %d bytes exceeds %d", ErrContract, len(b), MaxDocumentBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %v", ErrContract, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: trailing data", ErrContract)
+	}
+	return nil
+}
