@@ -63,6 +63,7 @@ func run(m *testing.M) int {
 		Data:     filepath.Join(root, "tools", "demo", "bigquery-data.yaml"),
 		Project:  project,
 		WorkDir:  work,
+		Tap:      true,
 		Progress: os.Stderr,
 	})
 	if err != nil {

@@ -37,6 +37,8 @@ type Options struct {
 	WorkDir string
 	// Addresses (host:port). Empty: a free loopback port.
 	AgentAddr, XDSAddr, APIAddr, AdminAddr, EmulatorAddr string
+	// Tap puts a recording proxy between Envoy and the emulator (see Tap).
+	Tap bool
 	// ExtraJitgatedArgs are appended to jitgated's command line.
 	ExtraJitgatedArgs []string
 	// Progress, if set, receives one line per step.
@@ -54,8 +56,9 @@ type Stack struct {
 	Emulator string
 	// Admin is Envoy's admin base URL; API is jitgated's HTTP API base URL.
 	Admin, API string
-	bootstrap  string
-	envoyStart int
+	// Tap records what reached the upstream (nil unless Options.Tap).
+	Tap       *Tap
+	bootstrap string
 }
 
 // Start brings the whole gateway up and returns once Envoy serves the agent listener with
@@ -110,10 +113,18 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		return nil, s.withLogs(err, "emulator")
 	}
 
+	upstream := s.Emulator
+	if o.Tap {
+		if s.Tap, err = StartTap(s.Emulator); err != nil {
+			return nil, err
+		}
+		upstream = s.Tap.URL
+	}
+
 	s.progress("starting jitgated (ADS %s, API %s)", o.XDSAddr, o.APIAddr)
 	args := []string{
 		"--xds-listen=" + o.XDSAddr, "--api-listen=" + o.APIAddr, "--agent-listen=" + o.AgentAddr,
-		"--upstream=" + s.Emulator, "--wasm=" + o.Wasm,
+		"--upstream=" + upstream, "--wasm=" + o.Wasm,
 		"--nats-store-dir=" + filepath.Join(o.WorkDir, "nats"), "--log-format=json",
 	}
 	if err := s.start("jitgated", o.Jitgated, append(args, o.ExtraJitgatedArgs...)...); err != nil {
@@ -141,7 +152,6 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 // StartEnvoy starts Envoy (again) and waits until the agent listener is live with the
 // jitgate filter's ECDS configuration applied.
 func (s *Stack) StartEnvoy(ctx context.Context) error {
-	s.envoyStart++
 	s.progress("starting Envoy (admin %s, agents %s)", s.opts.AdminAddr, s.opts.AgentAddr)
 	if err := s.start("envoy", EnvoyBinary(s.opts.Root), "-c", s.bootstrap, "--disable-hot-restart",
 		"--log-level", "warn", "--component-log-level", "wasm:info", "--concurrency", "2",
@@ -223,6 +233,9 @@ func (s *Stack) Log(name string) string {
 func (s *Stack) Close() {
 	for _, n := range []string{"envoy", "jitgated", "emulator"} {
 		s.stop(n)
+	}
+	if s.Tap != nil {
+		s.Tap.Close()
 	}
 }
 
