@@ -167,6 +167,7 @@ func TestErrorDocument(t *testing.T) {
 		{ReasonMalformedJSON, 400, "invalid", "INVALID_ARGUMENT", "jitgate: invalid request: "},
 		{ReasonBodyTooLarge, 413, "invalid", "INVALID_ARGUMENT", "jitgate: request too large: "},
 		{ReasonNotConfigured, 503, "backendError", "UNAVAILABLE", "jitgate: unavailable: "},
+		{ReasonControlPlaneUnavailable, 503, "backendError", "UNAVAILABLE", "jitgate: unavailable: "},
 		{ReasonInternal, 500, "backendError", "INTERNAL", "jitgate: internal error: "},
 		{Reason("some-future-code"), 403, "accessDenied", "PERMISSION_DENIED", "jitgate: denied: "},
 	} {

@@ -33,7 +33,10 @@ const (
 	ReasonMissingSQL          Reason = "missing-sql"          // 400
 	ReasonUnexpectedTrailers  Reason = "unexpected-trailers"  // 400: trailers on a body the gateway must read
 	ReasonNotConfigured       Reason = "not-configured"       // 503
-	ReasonInternal            Reason = "internal-error"       // 500
+	// ReasonControlPlaneUnavailable: the authorize callout failed (unreachable, timed
+	// out, non-200, or an answer outside the contract). 503 backendError: clients retry.
+	ReasonControlPlaneUnavailable Reason = "control-plane-unavailable"
+	ReasonInternal                Reason = "internal-error" // 500
 )
 
 // class groups reasons by the HTTP answer they get.
@@ -55,7 +58,7 @@ func (r Reason) class() class {
 		return classInvalid
 	case ReasonBodyTooLarge:
 		return classTooLarge
-	case ReasonNotConfigured:
+	case ReasonNotConfigured, ReasonControlPlaneUnavailable:
 		return classUnavailable
 	case ReasonInternal:
 		return classInternal

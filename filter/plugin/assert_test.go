@@ -10,18 +10,32 @@ import (
 	"github.com/jitgate/jitgate/filter/bqapi"
 )
 
-// wantAllowed fails unless the request went upstream untouched.
+// wantAllowed fails unless the request waited for the authorize callout, then went
+// upstream with the minted credential in place of the agent's.
 func wantAllowed(t *testing.T, o outcome) {
 	t.Helper()
 	if o.reply != nil {
 		t.Fatalf("request refused with %d: %s", o.reply.StatusCode, o.reply.Data)
 	}
-	if o.lastAction != types.ActionContinue {
-		t.Fatalf("request left paused (action %v)", o.lastAction)
+	if o.callout == nil {
+		t.Fatalf("no authorize callout was sent")
+	}
+	if o.lastAction != types.ActionPause {
+		t.Fatalf("request not paused until the control plane answered (action %v)", o.lastAction)
+	}
+	if o.streamAction != types.ActionContinue {
+		t.Fatalf("request left paused after the allow (action %v)", o.streamAction)
+	}
+	if got := headerValues(o.upstreamHeaders, "authorization"); len(got) != 1 || got[0] != mintedCredential {
+		t.Errorf("upstream Authorization = %q, want only the minted credential", got)
+	}
+	if got := headerValue(o.responseHeaders, DecisionIDHeader); got != allowDecisionID {
+		t.Errorf("response %s = %q, want %q", DecisionIDHeader, got, allowDecisionID)
 	}
 	if line := o.logLine(t); !strings.Contains(line, " decision=allow") {
 		t.Fatalf("log line %q does not record the allow", line)
 	}
+	noSecrets(t, o)
 }
 
 // wantRefused fails unless the request was answered locally with the BigQuery error
@@ -31,8 +45,11 @@ func wantRefused(t *testing.T, o outcome, reason bqapi.Reason) {
 	if o.reply == nil {
 		t.Fatalf("request was not refused (want %s); last action %v", reason, o.lastAction)
 	}
-	if o.lastAction != types.ActionPause {
-		t.Errorf("action after local reply = %v, want pause", o.lastAction)
+	if o.lastAction != types.ActionPause || o.streamAction != types.ActionPause {
+		t.Errorf("action after local reply = %v (stream %v), want pause", o.lastAction, o.streamAction)
+	}
+	if got := headerValues(o.upstreamHeaders, "authorization"); len(got) == 1 && got[0] == mintedCredential {
+		t.Errorf("a refused request got the minted credential")
 	}
 	if got, want := int(o.reply.StatusCode), reason.HTTPStatus(); got != want {
 		t.Errorf("status = %d, want %d (body %s)", got, want, o.reply.Data)
@@ -62,17 +79,51 @@ func wantRefused(t *testing.T, o outcome, reason bqapi.Reason) {
 	noSecrets(t, o)
 }
 
-// noSecrets fails if the agent's token shows up in a log line or reply.
+// noSecrets fails if the agent's token or the minted credential shows up in a log line
+// of any level, or in what the agent receives (reply body and headers, response
+// headers); and if the agent's token would go upstream.
 func noSecrets(t *testing.T, o outcome) {
 	t.Helper()
-	for _, l := range o.logs {
-		if strings.Contains(l, "agent-secret-token") || strings.Contains(l, "Bearer") {
-			t.Errorf("log line leaks the Authorization header: %q", l)
+	secrets := []string{agentToken, mintedSecret, "Bearer"}
+	for _, l := range o.allLogs {
+		for _, s := range secrets {
+			if strings.Contains(l, s) {
+				t.Errorf("log line leaks %q: %q", s, l)
+			}
 		}
 	}
-	if o.reply != nil && strings.Contains(string(o.reply.Data), "agent-secret-token") {
-		t.Errorf("reply leaks the token: %s", o.reply.Data)
+	var toAgent []string
+	if o.reply != nil {
+		toAgent = append(toAgent, string(o.reply.Data))
+		for _, kv := range o.reply.Headers {
+			toAgent = append(toAgent, kv[0]+": "+kv[1])
+		}
 	}
+	for _, kv := range o.responseHeaders {
+		toAgent = append(toAgent, kv[0]+": "+kv[1])
+	}
+	for _, s := range toAgent {
+		if strings.Contains(s, agentToken) || strings.Contains(s, mintedSecret) {
+			t.Errorf("the agent receives a secret: %q", s)
+		}
+	}
+	if o.forwarded() {
+		for _, kv := range o.upstreamHeaders {
+			if strings.Contains(kv[1], agentToken) {
+				t.Errorf("the agent's token goes upstream in %s", kv[0])
+			}
+		}
+	}
+}
+
+func headerValues(h [][2]string, name string) []string {
+	var out []string
+	for _, kv := range h {
+		if strings.EqualFold(kv[0], name) {
+			out = append(out, kv[1])
+		}
+	}
+	return out
 }
 
 func headerValue(h [][2]string, name string) string {

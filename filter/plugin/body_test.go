@@ -120,8 +120,12 @@ func TestBodyBufferedAndForwardedUnchanged(t *testing.T) {
 		if a := host.CallOnRequestBody(id, body[:10], false); a != types.ActionPause {
 			t.Fatalf("first frame action = %v, want pause", a)
 		}
-		if a := host.CallOnRequestBody(id, body[10:], true); a != types.ActionContinue {
-			t.Fatalf("last frame action = %v, want continue", a)
+		if a := host.CallOnRequestBody(id, body[10:], true); a != types.ActionPause {
+			t.Fatalf("last frame action = %v, want pause until the control plane answers", a)
+		}
+		answerCallout(t, host, id, nil)
+		if a := host.GetCurrentHttpStreamAction(id); a != types.ActionContinue || host.GetSentLocalResponse(id) != nil {
+			t.Fatalf("not resumed after the allow (action %v)", a)
 		}
 		if got := host.GetCurrentRequestBody(id); !bytes.Equal(got, body) {
 			t.Errorf("forwarded body changed: %q", got)

@@ -7,14 +7,17 @@ type Decision string
 
 // Decisions as they appear in the log line.
 const (
-	DecisionPending Decision = ""      // not decided yet (headers or body still arriving)
-	DecisionAllow   Decision = "allow" // forwarded upstream
+	DecisionPending Decision = ""      // not decided yet (body or the control plane's answer still awaited)
+	DecisionAllow   Decision = "allow" // forwarded upstream with a minted credential
 	DecisionDeny    Decision = "deny"  // answered locally (denied, invalid, or failed closed)
 )
 
 // Exchange is everything the filter knows about one request. Each stage reads it and
-// adds to it; the next stages (authorize callout, rewrite, masking) take it from
-// httpContext.Exchange.
+// adds to it; the next stages (rewrite, masking) take it from httpContext.Exchange.
+//
+// It holds no secret: neither the agent's token nor the upstream credential is ever
+// stored here (only the credential's non-secret id), so logging or printing an Exchange
+// cannot leak one.
 type Exchange struct {
 	// Call is the classified request (API, ids, effective method, query-string params).
 	Call bqapi.Call
@@ -23,8 +26,24 @@ type Exchange struct {
 	// RequestBodyBytes is the size of the body as received (before inflating).
 	RequestBodyBytes int
 	Decision         Decision
-	// Rejection is set when Decision is DecisionDeny.
+	// Rejection is set when the filter itself refused the request (local rules, a
+	// failure, or the control plane being unavailable).
 	Rejection *bqapi.Rejection
+	// Authz is the control plane's answer, when one was accepted.
+	Authz *Authz
 	// ResponseStatus is the upstream :status, when a response arrived.
 	ResponseStatus string
+}
+
+// Authz is the non-secret part of the control plane's decision.
+type Authz struct {
+	// DecisionID names the decision in logs, the audit trail and the agent's error.
+	DecisionID string
+	// AgentID is the verified agent, when verification succeeded.
+	AgentID string
+	// CredentialID is the minted credential's non-secret id (allow only).
+	CredentialID string
+	// Status and Reason are the denial's HTTP status and stable code (deny only).
+	Status int
+	Reason string
 }

@@ -33,6 +33,13 @@ type httpContext struct {
 	contentEncoding string
 	buffering       bool // waiting for the end of the request body
 	replied         bool // a local reply was sent: never send another, never forward
+	awaiting        bool // the authorize callout is in flight: the request stays paused
+	forwarded       bool // the control plane allowed it and the request was resumed
+
+	// caller holds what the authorize callout needs from the request headers, including
+	// the agent's token until the callout is dispatched.
+	caller       caller
+	tokenMissing bool
 }
 
 // Exchange returns what the filter knows about this request so far.
@@ -51,6 +58,7 @@ func (h *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) (action type
 	if rej != nil {
 		return h.reject(rej)
 	}
+	h.captureCaller()
 
 	switch {
 	case call.API.HasQueryBody():
@@ -59,7 +67,9 @@ func (h *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) (action type
 		}
 		h.body = bodyQuery
 	case endOfStream || !carriesBody(method):
-		return h.allow() // GET/DELETE bodies are not read: BigQuery ignores them
+		// GET/DELETE bodies are not read (BigQuery ignores them), but they stay paused
+		// with the headers until the control plane answers.
+		return h.allow()
 	case call.Overridden && call.Method != "POST":
 		ct := strings.ToLower(header("content-type"))
 		if !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
@@ -84,11 +94,8 @@ func (h *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) (action type
 func (h *httpContext) OnHttpRequestBody(bodySize int, endOfStream bool) (action types.Action) {
 	defer h.recoverInto(&action, "request-body")
 	h.plugin.fault("request-body")
-	if h.replied {
-		return types.ActionPause
-	}
 	if !h.buffering {
-		return types.ActionContinue
+		return h.passThrough()
 	}
 	if int64(bodySize) > h.cfg.MaxRequestBodyBytes {
 		return h.reject(reqbody.TooLarge(h.cfg.MaxRequestBodyBytes))
@@ -134,24 +141,37 @@ func (h *httpContext) OnHttpRequestBody(bodySize int, endOfStream bool) (action 
 func (h *httpContext) OnHttpRequestTrailers(int) (action types.Action) {
 	defer h.recoverInto(&action, "request-trailers")
 	h.plugin.fault("request-trailers")
-	if h.replied {
-		return types.ActionPause
-	}
-	if h.buffering {
+	if h.buffering && !h.replied {
 		return h.reject(bqapi.Reject(bqapi.ReasonUnexpectedTrailers, "request trailers are not supported on calls whose body the gateway reads"))
 	}
-	return types.ActionContinue
+	return h.passThrough()
 }
 
-// OnHttpResponseHeaders records the upstream status. The filter's own local replies
-// also pass through here and must be left alone.
+// passThrough is the action for request data the filter does not read: it follows the
+// headers, which go upstream only once the control plane allowed the call. Returning
+// Continue earlier would release the paused headers too.
+func (h *httpContext) passThrough() types.Action {
+	if h.forwarded && !h.replied {
+		return types.ActionContinue
+	}
+	return types.ActionPause
+}
+
+// OnHttpResponseHeaders records the upstream status and names the control plane's
+// decision (x-jitgate-decision-id) for the agent. The filter's own local replies also
+// pass through here and must be left alone (a denial carries the header already).
 func (h *httpContext) OnHttpResponseHeaders(int, bool) (action types.Action) {
 	defer h.recoverInto(&action, "response-headers")
 	if h.replied {
 		return types.ActionContinue
 	}
 	h.plugin.fault("response-headers")
-	h.ex.ResponseStatus = header(":status")
+	h.ex.ResponseStatus = responseHeader(":status")
+	if a := h.ex.Authz; a != nil && a.DecisionID != "" {
+		if err := proxywasm.ReplaceHttpResponseHeader(DecisionIDHeader, a.DecisionID); err != nil {
+			proxywasm.LogWarnf("jitgate: could not set %s: %v", DecisionIDHeader, err)
+		}
+	}
 	return types.ActionContinue
 }
 
@@ -172,16 +192,35 @@ func (h *httpContext) OnHttpStreamDone() {
 			proxywasm.LogCriticalf("jitgate: panic while logging a request: %s", panicText(r))
 		}
 	}()
+	h.caller = caller{}
 	h.plugin.fault("stream-done")
 	proxywasm.LogInfo(logLine(&h.ex))
 }
 
-// allow lets the request continue upstream. The authorize callout (next issue) goes
-// here: it will pause instead and resume or reject from the callout's response.
-func (h *httpContext) allow() types.Action {
+// forward is the single point where a request is let through: the control plane
+// allowed it and its credential is attached (onAuthorizeResponse). Resuming is the last
+// step, so a failure before it can still answer locally.
+func (h *httpContext) forward() {
 	h.ex.Decision = DecisionAllow
 	h.observe()
-	return types.ActionContinue
+	h.forwarded = true
+	if err := proxywasm.ResumeHttpRequest(); err != nil {
+		h.forwarded = false
+		proxywasm.LogCriticalf("jitgate: could not resume the request: %v", err)
+		h.reject(bqapi.Reject(bqapi.ReasonInternal, "the gateway could not forward this request"))
+	}
+}
+
+// deny answers the request with the control plane's denial, once.
+func (h *httpContext) deny(d denial) {
+	if h.replied {
+		return
+	}
+	h.replied = true
+	h.buffering = false
+	h.ex.Decision = DecisionDeny
+	h.observe()
+	sendDenial(d)
 }
 
 // reject answers the request locally with the BigQuery error document, once.
@@ -217,6 +256,15 @@ func (h *httpContext) recoverInto(action *types.Action, callback string) {
 		return
 	}
 	*action = h.reject(bqapi.Reject(bqapi.ReasonInternal, "the gateway failed while handling this request"))
+}
+
+// responseHeader returns a response header, "" when absent.
+func responseHeader(name string) string {
+	v, err := proxywasm.GetHttpResponseHeader(name)
+	if err != nil {
+		return ""
+	}
+	return v
 }
 
 // header returns a request header, "" when absent.

@@ -6,8 +6,8 @@ import (
 )
 
 // logLine renders the one info line per request. It names the call and the decision;
-// it never contains headers (the Authorization token), query-string values, or SQL
-// text (only its size and dialect).
+// it never contains headers (the Authorization token), the upstream credential (only its
+// id), query-string values, or SQL text (only its size and dialect).
 func logLine(ex *Exchange) string {
 	var b strings.Builder
 	b.Grow(256)
@@ -23,11 +23,20 @@ func logLine(ex *Exchange) string {
 		decision = "incomplete" // the stream ended before a decision (client went away)
 	}
 	field(&b, "decision", string(decision))
-	if ex.Rejection != nil {
+	switch a := ex.Authz; {
+	case ex.Rejection != nil:
 		field(&b, "reason", string(ex.Rejection.Reason))
 		field(&b, "status", strconv.Itoa(ex.Rejection.Reason.HTTPStatus()))
-	} else if ex.ResponseStatus != "" {
+	case a != nil && a.Status != 0:
+		field(&b, "reason", headerSafe(a.Reason)) // the control plane's code, already sanitised
+		field(&b, "status", strconv.Itoa(a.Status))
+	case ex.ResponseStatus != "":
 		field(&b, "status", ex.ResponseStatus)
+	}
+	if a := ex.Authz; a != nil {
+		quoted(&b, "decision_id", a.DecisionID)
+		quoted(&b, "agent", a.AgentID)
+		quoted(&b, "credential_id", a.CredentialID)
 	}
 	if q := ex.Query; q != nil {
 		if q.JobID != "" {

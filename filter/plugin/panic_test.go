@@ -48,6 +48,7 @@ func TestPanicInResponseHeadersFailsClosed(t *testing.T) {
 	host := configuredHost(t, faultyVM("response-headers"))
 	id := host.InitializeHttpContext()
 	host.CallOnRequestHeaders(id, [][2]string{{":method", "GET"}, {":path", "/bigquery/v2/projects"}}, true)
+	answerCallout(t, host, id, nil)
 	if a := host.CallOnResponseHeaders(id, [][2]string{{":status", "200"}}, false); a != types.ActionPause {
 		t.Errorf("action = %v, want pause after the local reply", a)
 	}

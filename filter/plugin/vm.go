@@ -1,9 +1,12 @@
 // Package plugin is jitgate's proxy-wasm filter: the lifecycle adapter between Envoy's
 // callbacks and the stages that judge a BigQuery request. Today the stages are
 // classification (bqapi.Classify), body buffering and decoding (reqbody, bqapi.Decode*),
-// and the reply; the authorize callout slots in where a request is allowed (see
-// httpContext.allow). Every callback recovers panics into a fail-closed BigQuery-shaped
-// reply, and a plugin without a valid configuration answers every request with 503.
+// the authorize callout to the control plane (authorize.go: every call the local rules
+// let through waits, paused, for the decision; allow swaps in the minted upstream
+// credential and resumes in httpContext.forward, the single point where a request goes
+// upstream) and the reply. Every callback, the callout's included, recovers panics into
+// a fail-closed BigQuery-shaped reply, and a plugin without a valid configuration
+// answers every request with 503.
 package plugin
 
 import (

@@ -8,6 +8,8 @@ import (
 
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/proxytest"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
+
+	"github.com/jitgate/jitgate/filter/authorize"
 )
 
 // wasmVM is the compiled build/jitgate.wasm under wazero, shared by every test in this
@@ -94,6 +96,12 @@ func moduleRoot(t *testing.T) string {
 
 const testConfig = `{"version":"jitgate.dev/filter/v1","maxRequestBodyBytes":65536}`
 
+// testClientAddress is Envoy's source.address property in every test host.
+const testClientAddress = "192.0.2.7:40000"
+
+// agentToken is the bearer token send puts on every request (unless noAuth is set).
+const agentToken = "agent-secret-token"
+
 // testLimit matches maxRequestBodyBytes in testConfig.
 const testLimit = 65536
 
@@ -101,7 +109,8 @@ const testLimit = 65536
 // reports whether OnPluginStart succeeded.
 func startHost(t *testing.T, vm types.VMContext, cfg string) (proxytest.HostEmulator, types.OnPluginStartStatus) {
 	t.Helper()
-	opt := proxytest.NewEmulatorOption().WithVMContext(vm).WithPluginConfiguration([]byte(cfg))
+	opt := proxytest.NewEmulatorOption().WithVMContext(vm).WithPluginConfiguration([]byte(cfg)).
+		WithProperty([]string{"source", "address"}, []byte(testClientAddress))
 	host, reset := proxytest.NewHostEmulator(opt)
 	t.Cleanup(reset)
 	if host.StartVM() != types.OnVMStartStatusOK {
@@ -129,25 +138,65 @@ type request struct {
 	chunks [][]byte
 	// trailers, when set, arrive after the chunks (the last chunk then has end_of_stream=false).
 	trailers [][2]string
+	// noAuth leaves out the Authorization header send adds by default.
+	noAuth bool
+	// answer is the control plane's answer to the authorize callout; nil answers with
+	// allowAnswer().
+	answer *answer
 }
 
 // outcome is what the host saw.
 type outcome struct {
 	headersAction types.Action
-	lastAction    types.Action
-	reply         *proxytest.LocalHttpResponse
-	logs          []string // info logs written while this request ran, including the log line
+	lastAction    types.Action // the action of the last request callback, before the callout's answer
+	// callout is the authorize callout the filter dispatched (nil when none); authz is
+	// its body, decoded with the contract's strict parser.
+	callout *proxytest.HttpCalloutAttribute
+	authz   authorize.Request
+	// streamAction is the request's state after the callout's answer: Continue only
+	// once the filter resumed it towards upstream.
+	streamAction types.Action
+	// upstreamHeaders are the request headers as they stand after the answer: what goes
+	// upstream when the request is forwarded.
+	upstreamHeaders [][2]string
+	// responseHeaders are the headers of a simulated upstream 200 as the agent gets them
+	// (forwarded requests only).
+	responseHeaders [][2]string
+	reply           *proxytest.LocalHttpResponse
+	logs            []string // info logs written while this request ran, including the log line
+	allLogs         []string // logs of every level written while this request ran
 }
 
-// send drives one request through the plugin and completes the stream.
+// forwarded reports whether the request went upstream.
+func (o outcome) forwarded() bool { return o.reply == nil && o.streamAction == types.ActionContinue }
+
+// logLevels reads every log level the host keeps.
+func logLevels(host proxytest.HostEmulator) [][]string {
+	return [][]string{host.GetTraceLogs(), host.GetDebugLogs(), host.GetInfoLogs(), host.GetWarnLogs(), host.GetErrorLogs(), host.GetCriticalLogs()}
+}
+
+// logsSince returns the log lines of every level added after before (from logLevels).
+func logsSince(host proxytest.HostEmulator, before [][]string) []string {
+	var out []string
+	for i, l := range logLevels(host) {
+		out = append(out, l[len(before[i]):]...)
+	}
+	return out
+}
+
+// send drives one request through the plugin, answers its authorize callout (allow
+// unless req.answer says otherwise), simulates an upstream 200 when the request was
+// forwarded, and completes the stream.
 func send(t *testing.T, host proxytest.HostEmulator, req request) outcome {
 	t.Helper()
 	before := len(host.GetInfoLogs())
+	beforeAll := logLevels(host)
 	id := host.InitializeHttpContext()
-	headers := append([][2]string{
-		{":method", req.method}, {":path", req.path}, {":authority", "gateway"},
-		{"authorization", "Bearer agent-secret-token"},
-	}, req.headers...)
+	headers := [][2]string{{":method", req.method}, {":path", req.path}, {":authority", "gateway"}}
+	if !req.noAuth {
+		headers = append(headers, [2]string{"authorization", "Bearer " + agentToken})
+	}
+	headers = append(headers, req.headers...)
 	var out outcome
 	out.headersAction = host.CallOnRequestHeaders(id, headers, req.chunks == nil && req.trailers == nil)
 	out.lastAction = out.headersAction
@@ -161,10 +210,47 @@ func send(t *testing.T, host proxytest.HostEmulator, req request) outcome {
 	if req.trailers != nil && host.GetSentLocalResponse(id) == nil {
 		out.lastAction = host.CallOnRequestTrailers(id, req.trailers)
 	}
+	if host.GetSentLocalResponse(id) == nil {
+		out.callout, out.authz = answerCallout(t, host, id, req.answer)
+	}
 	out.reply = host.GetSentLocalResponse(id)
+	out.streamAction = host.GetCurrentHttpStreamAction(id)
+	out.upstreamHeaders = host.GetCurrentRequestHeaders(id)
+	if out.forwarded() {
+		host.CallOnResponseHeaders(id, [][2]string{{":status", "200"}, {"content-type", "application/json"}}, false)
+		out.responseHeaders = host.GetCurrentResponseHeaders(id)
+	}
 	host.CompleteHttpContext(id)
 	out.logs = host.GetInfoLogs()[before:]
+	out.allLogs = logsSince(host, beforeAll)
 	return out
+}
+
+// answerCallout answers the stream's authorize callout, if it has one, with a (nil
+// means allowAnswer()) and returns it with its decoded body. A stream never has more
+// than one.
+func answerCallout(t *testing.T, host proxytest.HostEmulator, id uint32, a *answer) (*proxytest.HttpCalloutAttribute, authorize.Request) {
+	t.Helper()
+	callouts := host.GetCalloutAttributesFromContext(id)
+	if len(callouts) == 0 {
+		return nil, authorize.Request{}
+	}
+	if len(callouts) > 1 {
+		t.Errorf("%d authorize callouts for one request, want 1", len(callouts))
+	}
+	co := callouts[len(callouts)-1]
+	if host.GetCurrentHttpStreamAction(id) != types.ActionPause {
+		t.Errorf("request not paused while the callout is in flight")
+	}
+	authz, err := authorize.ParseRequest(co.Body)
+	if err != nil {
+		t.Errorf("callout body is not a contract request: %v", err)
+	}
+	if a == nil {
+		a = allowAnswer(t)
+	}
+	host.CallOnHttpCallResponse(co.CalloutID, a.headers, nil, a.body)
+	return &co, authz
 }
 
 // logLineOf returns the request's log line.
