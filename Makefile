@@ -51,7 +51,7 @@ e2e: setup ## end-to-end tests through real Envoy, jitgated, NATS and the emulat
 
 test: setup vet unit e2e ## everything CI runs
 
-bench: wasm ## Go benchmarks (filter natively and inside the .wasm)
+bench: wasm ## Go benchmarks of the filter (native; wasm benchmarks come with the masking engine)
 	$(GO) test -run '^$$' -bench . -benchmem ./filter/...
 
 run: setup build ## bring up the gateway on embedded defaults (DATA=seed.yaml) and query through it

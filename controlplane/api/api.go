@@ -1,7 +1,7 @@
 // Package api owns jitgated's HTTP API: liveness (/healthz), readiness (/readyz), the
-// operator status document (/v1/status) and Prometheus metrics (/metrics). The filter's
-// callouts (/v1/authorize, audit) will be served here too, reached by Envoy through the
-// "jitgate_controlplane" cluster.
+// operator status document (/v1/status), Prometheus metrics (/metrics) and the filter's
+// callouts (POST /v1/authorize, served by controlplane/authz), which Envoy reaches through
+// the "jitgate_controlplane" cluster.
 package api
 
 import (
@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/jitgate/jitgate/controlplane/xds"
+	"github.com/jitgate/jitgate/filter/authorize"
 )
 
 // Options are the API's dependencies.
@@ -21,6 +22,10 @@ type Options struct {
 	XDSStatus func() xds.Status
 	// NATS reports the NATS connection's state.
 	NATS func() NATSStatus
+	// Identity reports the agent identity verifier; nil means it was not constructed.
+	Identity func() IdentityStatus
+	// Authorize serves the filter's authorize callout (authz.Service); nil answers 503.
+	Authorize http.Handler
 	// Gatherer serves /metrics.
 	Gatherer prometheus.Gatherer
 	// Started is when the process started.
@@ -37,6 +42,17 @@ type NATSStatus struct {
 	URL string `json:"url,omitempty"`
 }
 
+// IdentityStatus is the identity part of /v1/status.
+type IdentityStatus struct {
+	// Ready is true once the verifier is constructed. Issuers are discovered lazily, so an
+	// unreachable issuer does not make jitgated unready (its tokens get 503 until it is back).
+	Ready bool `json:"ready"`
+	// Issuers are the trusted issuer URLs, the development issuer included.
+	Issuers []string `json:"issuers"`
+	// DevIssuer is the development issuer's URL when it runs; empty otherwise.
+	DevIssuer string `json:"devIssuer,omitempty"`
+}
+
 // Status is the /v1/status document.
 type Status struct {
 	// Ready is what /readyz answers.
@@ -47,6 +63,8 @@ type Status struct {
 	XDS xds.Status `json:"xds"`
 	// NATS is the NATS connection.
 	NATS NATSStatus `json:"nats"`
+	// Identity is the agent identity verifier.
+	Identity IdentityStatus `json:"identity"`
 }
 
 // NewHandler returns the API's HTTP handler.
@@ -61,19 +79,28 @@ func NewHandler(o Options) http.Handler {
 		if !st.Ready {
 			code = http.StatusServiceUnavailable
 		}
-		writeJSON(w, code, map[string]any{"ready": st.Ready, "xdsSnapshotVersion": st.XDS.SnapshotVersion, "natsConnected": st.NATS.Connected})
+		writeJSON(w, code, map[string]any{"ready": st.Ready, "xdsSnapshotVersion": st.XDS.SnapshotVersion,
+			"natsConnected": st.NATS.Connected, "identityReady": st.Identity.Ready})
 	})
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, o.status())
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
+	authorizeHandler := o.Authorize
+	if authorizeHandler == nil {
+		authorizeHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "authorize is not configured"})
+		})
+	}
+	mux.Handle(authorize.Path, authorizeHandler)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})
 	return mux
 }
 
-// status is ready once Envoys can be served a snapshot and NATS is reachable.
+// status is ready once Envoys can be served a snapshot, NATS is reachable and agents can
+// be verified.
 func (o Options) status() Status {
 	st := Status{UptimeSeconds: int64(time.Since(o.Started).Seconds())}
 	if o.XDSStatus != nil {
@@ -82,7 +109,10 @@ func (o Options) status() Status {
 	if o.NATS != nil {
 		st.NATS = o.NATS()
 	}
-	st.Ready = st.XDS.SnapshotVersion != "" && st.NATS.Connected
+	if o.Identity != nil {
+		st.Identity = o.Identity()
+	}
+	st.Ready = st.XDS.SnapshotVersion != "" && st.NATS.Connected && st.Identity.Ready && o.Authorize != nil
 	return st
 }
 

@@ -12,16 +12,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/jitgate/jitgate/controlplane/xds"
+	"github.com/jitgate/jitgate/filter/authorize"
 )
 
 func TestEndpoints(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	xds.NewMetrics(reg)
 	xdsStatus := xds.Status{}
-	natsUp := false
+	natsUp, identityUp := false, false
 	srv := httptest.NewServer(NewHandler(Options{
 		XDSStatus: func() xds.Status { return xdsStatus },
 		NATS:      func() NATSStatus { return NATSStatus{Embedded: true, Connected: natsUp} },
+		Identity: func() IdentityStatus {
+			return IdentityStatus{Ready: identityUp, Issuers: []string{"https://idp.example"}}
+		},
+		Authorize: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(299) }),
 		Gatherer:  reg,
 		Started:   time.Now(),
 	}))
@@ -35,6 +40,10 @@ func TestEndpoints(t *testing.T) {
 	}
 	xdsStatus = xds.Status{SnapshotVersion: "3", LastError: "listener: bad"}
 	natsUp = true
+	if code, _ := fetch(t, srv.URL+"/readyz"); code != 503 {
+		t.Errorf("/readyz without an identity verifier = %d, want 503", code)
+	}
+	identityUp = true
 	if code, _ := fetch(t, srv.URL+"/readyz"); code != 200 {
 		t.Errorf("/readyz with snapshot and NATS = %d, want 200", code)
 	}
@@ -43,11 +52,18 @@ func TestEndpoints(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &st); err != nil || code != 200 {
 		t.Fatalf("/v1/status = %d %s (%v)", code, body, err)
 	}
-	if st.XDS.SnapshotVersion != "3" || st.XDS.LastError != "listener: bad" || !st.Ready {
+	if st.XDS.SnapshotVersion != "3" || st.XDS.LastError != "listener: bad" || !st.Ready || st.Identity.Issuers[0] != "https://idp.example" {
 		t.Errorf("/v1/status = %+v", st)
 	}
 	if code, body := fetch(t, srv.URL+"/metrics"); code != 200 || !strings.Contains(body, "jitgate_xds_translations_total") {
 		t.Errorf("/metrics = %d, missing jitgate metrics", code)
+	}
+	resp, err := http.Post(srv.URL+authorize.Path, "application/json", strings.NewReader("{}"))
+	if err != nil || resp.StatusCode != 299 {
+		t.Errorf("POST %s did not reach the authorize handler: %v %v", authorize.Path, resp, err)
+	}
+	if resp != nil {
+		resp.Body.Close()
 	}
 	if code, _ := fetch(t, srv.URL+"/nope"); code != 404 {
 		t.Errorf("/nope = %d", code)

@@ -1,12 +1,15 @@
 // Package config owns jitgated's own configuration file: a strict, versioned YAML document
 // (apiVersion jitgate.dev/v1, kind ControlPlaneConfig) that says where the control plane
 // listens, where Envoy's agent listener and the BigQuery upstream are, which filter module
-// Envoy loads, and how NATS is reached. Every field has a default, unknown fields are
-// rejected with file:line, and command-line flags override the file (see Overrides).
+// Envoy loads, how NATS is reached, which OIDC issuers identify agents and how upstream
+// credentials are minted. Unknown fields are rejected with file:line, and command-line
+// flags override the file (see Overrides). Every field has a default except the two a
+// serving control plane cannot guess (see ValidateForServe): at least one trusted issuer
+// (identity.issuers, or the development issuer) and credentials.keyFile.
 //
-// Relative paths written in the file (filter.wasmPath, nats.storeDir) are resolved against
-// the directory of the config file; defaults and flag values are resolved against the
-// process's working directory.
+// Relative paths written in the file (filter.wasmPath, nats.storeDir, credentials.keyFile,
+// devIssuer.keyFile) are resolved against the directory of the config file; defaults and
+// flag values are resolved against the process's working directory.
 package config
 
 import (
@@ -22,8 +25,11 @@ import (
 	"strconv"
 	"strings"
 
-	filterconfig "github.com/jitgate/jitgate/filter/config"
 	"gopkg.in/yaml.v3"
+
+	"github.com/jitgate/jitgate/controlplane/credentials"
+	"github.com/jitgate/jitgate/controlplane/identity"
+	filterconfig "github.com/jitgate/jitgate/filter/config"
 )
 
 // APIVersion and Kind identify a jitgated configuration document.
@@ -45,6 +51,9 @@ const (
 	DefaultNATSStoreDir       = ".jitgate/nats"
 	DefaultNATSMaxMemoryBytes = 256 << 20
 	DefaultNATSMaxStoreBytes  = 1 << 30
+	DefaultDevIssuerListen    = "127.0.0.1:18002"
+	DefaultDevIssuerKeyFile   = ".jitgate/dev-issuer-key.pem"
+	DefaultDevIssuerAudience  = "jitgate"
 )
 
 // Sentinel errors; every error Load returns wraps one of them.
@@ -77,6 +86,18 @@ type Config struct {
 	Filter Filter `yaml:"filter"`
 	// NATS is the messaging and JetStream state shared by control-plane replicas.
 	NATS NATS `yaml:"nats"`
+	// Identity lists the OIDC issuers whose ID tokens identify agents (issuer, audiences,
+	// agentClaim, groupsClaim, algorithms, maxClockSkew, jwksURL: see identity.IssuerConfig).
+	// At least one issuer is required to serve, unless devIssuer.enabled supplies it.
+	// Issuers are discovered lazily: an unreachable one does not stop jitgated starting.
+	Identity identity.Config `yaml:"identity"`
+	// Credentials says how the upstream BigQuery credential of each allowed call is minted
+	// (mode, keyFile, ttl, scopes, selfSignedJWT, impersonation: see credentials.Config).
+	// credentials.keyFile is required to serve. Changes take effect on restart.
+	Credentials credentials.Config `yaml:"credentials"`
+	// DevIssuer runs a development OIDC issuer inside jitgated and trusts it. For laptops
+	// and tests only: anyone who can reach it can mint a token for any agent.
+	DevIssuer DevIssuer `yaml:"devIssuer"`
 
 	// sources maps a field path ("upstream.bigquery.url") to where its value came from
 	// ("jitgated.yaml:12" or "--upstream"), so validation errors can point at it.
@@ -151,6 +172,37 @@ type NATS struct {
 	MaxMemoryBytes int64 `yaml:"maxMemoryBytes"`
 	// MaxStoreBytes caps the embedded JetStream file store. Default 1 GiB.
 	MaxStoreBytes int64 `yaml:"maxStoreBytes"`
+}
+
+// DevIssuer configures the development OIDC issuer (controlplane/devissuer).
+type DevIssuer struct {
+	// Enabled starts the issuer at start-up and adds it to the trusted issuers (with
+	// Audience as its only accepted audience). Default false; jitgated logs a warning when
+	// it is on.
+	Enabled bool `yaml:"enabled"`
+	// Listen is the loopback IP:port it serves discovery, JWKS and POST /dev/token on; the
+	// issuer URL is http://Listen. Default 127.0.0.1:18002. Non-loopback addresses are
+	// refused.
+	Listen string `yaml:"listen"`
+	// KeyFile holds its signing key (PKCS#8 PEM), created with mode 0600 when missing so
+	// tokens survive restarts. Default .jitgate/dev-issuer-key.pem.
+	KeyFile string `yaml:"keyFile"`
+	// Audience is the aud of the tokens it mints and the audience jitgated accepts from
+	// it. Default "jitgate".
+	Audience string `yaml:"audience"`
+}
+
+// URL is the issuer identifier of the development issuer (the iss of its tokens).
+func (d DevIssuer) URL() string { return "http://" + d.Listen }
+
+// IdentityConfig is the identity configuration to verify with: the configured issuers,
+// plus the development issuer at devIssuerURL when it is enabled.
+func (c *Config) IdentityConfig(devIssuerURL string) identity.Config {
+	out := identity.Config{Issuers: append([]identity.IssuerConfig(nil), c.Identity.Issuers...)}
+	if c.DevIssuer.Enabled {
+		out.Issuers = append(out.Issuers, identity.IssuerConfig{Issuer: devIssuerURL, Audiences: []string{c.DevIssuer.Audience}})
+	}
+	return out
 }
 
 // RedactedURL is URL with any user info (token, user, password) replaced, for logs and
@@ -229,6 +281,8 @@ func (c *Config) finish(fileDir string) error {
 	if fileDir != "" {
 		c.Filter.WasmPath = resolve(fileDir, c.Filter.WasmPath)
 		c.NATS.StoreDir = resolve(fileDir, c.NATS.StoreDir)
+		c.Credentials.KeyFile = resolve(fileDir, c.Credentials.KeyFile)
+		c.DevIssuer.KeyFile = resolve(fileDir, c.DevIssuer.KeyFile)
 	}
 	if err := c.applyDefaults(); err != nil {
 		return err
@@ -252,6 +306,10 @@ func (c *Config) applyDefaults() error {
 	setDefault(&c.Upstream.BigQuery.CAFile, DefaultCAFile)
 	setDefault(&c.Filter.WasmPath, DefaultWasmPath)
 	setDefault(&c.NATS.StoreDir, DefaultNATSStoreDir)
+	setDefault(&c.DevIssuer.Listen, DefaultDevIssuerListen)
+	setDefault(&c.DevIssuer.KeyFile, DefaultDevIssuerKeyFile)
+	setDefault(&c.DevIssuer.Audience, DefaultDevIssuerAudience)
+	c.Credentials = c.Credentials.WithDefaults()
 	if c.Filter.MaxRequestBodyBytes == 0 {
 		c.Filter.MaxRequestBodyBytes = filterconfig.DefaultMaxRequestBodyBytes
 	}
@@ -266,8 +324,8 @@ func (c *Config) applyDefaults() error {
 	}
 	// Remaining relative paths came from defaults or flags: anchor them at the working
 	// directory now, so Envoy (whose cwd may differ) gets an absolute filename.
-	for _, p := range []*string{&c.Filter.WasmPath, &c.NATS.StoreDir} {
-		if !filepath.IsAbs(*p) {
+	for _, p := range []*string{&c.Filter.WasmPath, &c.NATS.StoreDir, &c.Credentials.KeyFile, &c.DevIssuer.KeyFile} {
+		if *p != "" && !filepath.IsAbs(*p) {
 			abs, err := filepath.Abs(*p)
 			if err != nil {
 				return fmt.Errorf("resolve %s: %w", *p, err)
@@ -323,11 +381,42 @@ func (c *Config) Validate() error {
 		{"nats.url", checkNATSURL(c.NATS.URL)},
 		{"nats.maxMemoryBytes", checkRange(c.NATS.MaxMemoryBytes, 1<<20, 1<<40)},
 		{"nats.maxStoreBytes", checkRange(c.NATS.MaxStoreBytes, 1<<20, 1<<50)},
+		{"identity.issuers", checkIssuers(c.Identity)},
+		{"credentials", c.Credentials.ValidateSettings()},
+		{"credentials.keyFile", checkOptionalAbs(c.Credentials.KeyFile)},
+		{"devIssuer.listen", checkLoopbackListen(c.DevIssuer.Listen)},
+		{"devIssuer.keyFile", checkAbs(c.DevIssuer.KeyFile)},
+		{"devIssuer.audience", checkAudience(c.DevIssuer.Audience)},
 	}
 	for _, ch := range checks {
 		if ch.err != nil {
 			return fmt.Errorf("%s: %w: %s: %v", c.where(ch.field, "config"), ErrInvalid, ch.field, ch.err)
 		}
+	}
+	return nil
+}
+
+// ValidateForServe reports what jitgated needs before it can answer authorize calls,
+// beyond Validate's checks of each value: at least one trusted issuer (configured, or the
+// development issuer) and a readable service-account key in credentials.keyFile. Call it
+// on the final configuration, after Apply: flags may supply both.
+func (c *Config) ValidateForServe() error {
+	if len(c.Identity.Issuers) == 0 && !c.DevIssuer.Enabled {
+		return fmt.Errorf("%s: %w: identity.issuers: at least one OIDC issuer is required to verify agents "+
+			"(configure identity.issuers, or for local development enable the development issuer with --dev-issuer)",
+			c.where("identity.issuers", "config"), ErrInvalid)
+	}
+	if err := c.IdentityConfig(c.DevIssuer.URL()).Validate(); err != nil {
+		return fmt.Errorf("%s: %w: identity.issuers: %v", c.where("identity.issuers", "config"), ErrInvalid, err)
+	}
+	if c.Credentials.KeyFile == "" {
+		return fmt.Errorf("%s: %w: credentials.keyFile is required: the service-account JSON key that signs upstream "+
+			"credentials (--credentials-key-file; for local runs create a throwaway one with "+
+			"`jitgate dev service-account-key --out .jitgate/dev-sa-key.json`)", c.where("credentials.keyFile", "config"), ErrInvalid)
+	}
+	// The key's errors name the path and the problem, never the file's contents.
+	if _, err := credentials.LoadServiceAccountKey(c.Credentials.KeyFile); err != nil {
+		return fmt.Errorf("%s: %w: credentials.keyFile: %v", c.where("credentials.keyFile", "config"), ErrInvalid, err)
 	}
 	return nil
 }
@@ -349,6 +438,10 @@ type Overrides struct {
 	WasmPath      *string
 	NATSURL       *string
 	NATSStoreDir  *string
+	// DevIssuer enables (or disables) the development issuer.
+	DevIssuer          *bool
+	DevIssuerListen    *string
+	CredentialsKeyFile *string
 }
 
 // Apply overrides c's fields with every non-nil value in o (relative paths against the
@@ -368,6 +461,12 @@ func (c *Config) Apply(o Overrides) error {
 	set(&c.Filter.WasmPath, o.WasmPath, "filter.wasmPath", "--wasm")
 	set(&c.NATS.URL, o.NATSURL, "nats.url", "--nats-url")
 	set(&c.NATS.StoreDir, o.NATSStoreDir, "nats.storeDir", "--nats-store-dir")
+	set(&c.DevIssuer.Listen, o.DevIssuerListen, "devIssuer.listen", "--dev-issuer-listen")
+	set(&c.Credentials.KeyFile, o.CredentialsKeyFile, "credentials.keyFile", "--credentials-key-file")
+	if o.DevIssuer != nil {
+		c.DevIssuer.Enabled = *o.DevIssuer
+		c.sources["devIssuer.enabled"] = "--dev-issuer"
+	}
 	if o.APIListen != nil && c.sources["api.envoyAddress"] == "" {
 		c.API.EnvoyAddress = "" // follow the new listen address unless set explicitly
 	}
@@ -473,6 +572,41 @@ func checkNATSURL(raw string) error {
 		if u.Hostname() == "" {
 			return fmt.Errorf("%q: no host", one)
 		}
+	}
+	return nil
+}
+
+func checkOptionalAbs(p string) error {
+	if p == "" {
+		return nil
+	}
+	return checkAbs(p)
+}
+
+// checkIssuers validates configured issuers; having none is ValidateForServe's concern.
+func checkIssuers(ic identity.Config) error {
+	if len(ic.Issuers) == 0 {
+		return nil
+	}
+	return ic.Validate()
+}
+
+// checkLoopbackListen accepts a loopback IP:port: the development issuer mints tokens for
+// anyone who can reach it.
+func checkLoopbackListen(hostport string) error {
+	if err := checkListen(hostport, true); err != nil {
+		return err
+	}
+	host, _, _ := net.SplitHostPort(hostport)
+	if !net.ParseIP(host).IsLoopback() {
+		return fmt.Errorf("%q: the development issuer listens on loopback only (127.0.0.1 or [::1])", hostport)
+	}
+	return nil
+}
+
+func checkAudience(aud string) error {
+	if aud == "" || strings.ContainsAny(aud, " \t\r\n") {
+		return fmt.Errorf("%q: want a non-empty audience without whitespace", aud)
 	}
 	return nil
 }

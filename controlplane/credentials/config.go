@@ -210,3 +210,7 @@ func checkServiceAccount(sa string) error {
 	}
 	return nil
 }
+
+// ValidateSettings is Validate without requiring KeyFile, for a Config whose key file is
+// supplied later (by a command-line flag) and checked when the Minter is built.
+func (c Config) ValidateSettings() error { return c.validate(false) }

@@ -1,7 +1,9 @@
 // Package devissuer is a small but real OpenID Connect issuer for `make run`, local
 // development and tests: it serves /.well-known/openid-configuration and a JWKS on a
 // loopback listener and mints agent ID tokens signed with go-jose, so the control plane's
-// identity package can be exercised end to end without a cloud identity provider.
+// identity package can be exercised end to end without a cloud identity provider. It also
+// serves POST /dev/token, which mints a token for any agent to any loopback caller (what
+// `jitgate dev token` calls).
 //
 // It must never be enabled in production configs. Anyone who can reach its listener or read
 // its key file can mint tokens for any agent; that is why it only listens on loopback,
@@ -32,6 +34,8 @@ import (
 const (
 	DiscoveryPath = "/.well-known/openid-configuration"
 	JWKSPath      = "/jwks.json"
+	// TokenPath mints agent tokens: POST a TokenRequest, get a TokenResponse.
+	TokenPath = "/dev/token"
 )
 
 // Algorithms the issuer signs with.
@@ -42,6 +46,13 @@ const (
 
 // DefaultTTL is the lifetime of a token minted by MintWith when Claims.Expiry is zero.
 const DefaultTTL = 5 * time.Minute
+
+// Defaults and limits of the TokenPath endpoint.
+const (
+	DefaultAudience = "jitgate"
+	DefaultTokenTTL = 10 * time.Minute
+	MaxTokenTTL     = 24 * time.Hour
+)
 
 // ErrNotLoopback is returned by Start when asked to listen on anything but loopback.
 var ErrNotLoopback = errors.New("devissuer listens on loopback only")
@@ -60,15 +71,19 @@ type Options struct {
 	Algorithm string
 	// Now is the clock for iat/nbf/exp. Default time.Now.
 	Now func() time.Time
+	// Audience is the aud of tokens minted at TokenPath when the request names none.
+	// Default "jitgate".
+	Audience string
 }
 
 // Issuer is a running development OIDC issuer. Its methods are safe for concurrent use.
 type Issuer struct {
-	url    string
-	alg    string
-	now    func() time.Time
-	ln     net.Listener
-	server *http.Server
+	url      string
+	alg      string
+	audience string
+	now      func() time.Time
+	ln       net.Listener
+	server   *http.Server
 
 	mu   sync.RWMutex
 	keys []*signingKey // published keys, oldest first; the last one signs
@@ -96,14 +111,18 @@ func Start(opts Options) (*Issuer, error) {
 		return nil, fmt.Errorf("devissuer: listen %s: %w", addr, err)
 	}
 	iss := &Issuer{
-		url:  "http://" + ln.Addr().String(),
-		alg:  alg,
-		now:  opts.Now,
-		ln:   ln,
-		keys: []*signingKey{key},
+		url:      "http://" + ln.Addr().String(),
+		alg:      alg,
+		audience: opts.Audience,
+		now:      opts.Now,
+		ln:       ln,
+		keys:     []*signingKey{key},
 	}
 	if iss.now == nil {
 		iss.now = time.Now
+	}
+	if iss.audience == "" {
+		iss.audience = DefaultAudience
 	}
 	iss.server = &http.Server{Handler: iss.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = iss.server.Serve(ln) }()
@@ -115,10 +134,7 @@ func checkLoopback(addr string) error {
 	if err != nil {
 		return fmt.Errorf("devissuer: address %q: %w", addr, err)
 	}
-	if host == "localhost" {
-		return nil
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+	if isLoopbackHost(host) {
 		return nil
 	}
 	return fmt.Errorf("%w: %q", ErrNotLoopback, addr)
@@ -138,13 +154,14 @@ func (i *Issuer) URL() string { return i.url }
 // Algorithm is the signing algorithm (RS256 or ES256).
 func (i *Issuer) Algorithm() string { return i.alg }
 
-// Handler serves the discovery document and the JWKS. Start already serves it; it is
+// Handler serves the discovery document, the JWKS and TokenPath. Start already serves it; it is
 // exported so tests can put it behind their own server or wrap it (e.g. to simulate an
 // outage), as long as that server answers at URL.
 func (i *Issuer) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+DiscoveryPath, i.serveDiscovery)
 	mux.HandleFunc("GET "+JWKSPath, i.serveJWKS)
+	mux.HandleFunc("POST "+TokenPath, i.serveToken)
 	return mux
 }
 

@@ -1,5 +1,7 @@
-// Command jitgate is the operator CLI of jitgate. Today it renders the Envoy bootstrap a
-// gateway needs; policy, approval, audit and dev-token commands join it in later issues.
+// Command jitgate is the operator CLI of jitgate: it renders the Envoy bootstrap a gateway
+// needs and, for local development, mints agent tokens from jitgated's development issuer
+// and writes throwaway service-account keys. Policy, approval and audit commands join it in
+// later issues.
 package main
 
 import (
@@ -14,7 +16,11 @@ import (
 const usage = `Usage: jitgate <command> [flags]
 
 Commands:
-  envoy bootstrap   print the Envoy bootstrap for a gateway (node id, admin, ADS cluster)
+  envoy bootstrap          print the Envoy bootstrap for a gateway (node id, admin, ADS cluster)
+  dev token                print an agent token minted by jitgated's development issuer
+                           (jitgated --dev-issuer); TOKEN=$(jitgate dev token --agent NAME)
+  dev service-account-key  write a throwaway service-account JSON key for local runs
+                           (jitgated --credentials-key-file PATH)
 
 Run 'jitgate <command> -h' for a command's flags.
 `
@@ -24,8 +30,15 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) >= 2 && args[0] == "envoy" && args[1] == "bootstrap" {
-		return envoyBootstrap(args[2:], stdout, stderr)
+	if len(args) >= 2 {
+		switch args[0] + " " + args[1] {
+		case "envoy bootstrap":
+			return envoyBootstrap(args[2:], stdout, stderr)
+		case "dev token":
+			return devToken(args[2:], stdout, stderr)
+		case "dev service-account-key":
+			return devServiceAccountKey(args[2:], stdout, stderr)
+		}
 	}
 	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
 		fmt.Fprint(stdout, usage)

@@ -1,6 +1,7 @@
 // Command jitgated is the jitgate control plane: it serves Envoy's configuration over ADS
 // (listener, routes, clusters and the jitgate Wasm filter over ECDS), runs or connects to
-// NATS with JetStream, and serves the HTTP API (health, readiness, status, metrics).
+// NATS with JetStream, and serves the HTTP API (health, readiness, status, metrics and the
+// filter's POST /v1/authorize, which verifies agents and mints upstream credentials).
 //
 // See --help for flags; the configuration file format is documented in
 // controlplane/config.
@@ -17,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -25,7 +27,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/jitgate/jitgate/controlplane/api"
+	"github.com/jitgate/jitgate/controlplane/authz"
 	"github.com/jitgate/jitgate/controlplane/config"
+	"github.com/jitgate/jitgate/controlplane/credentials"
+	"github.com/jitgate/jitgate/controlplane/devissuer"
+	"github.com/jitgate/jitgate/controlplane/identity"
 	"github.com/jitgate/jitgate/controlplane/natsembed"
 	"github.com/jitgate/jitgate/controlplane/xds"
 )
@@ -45,18 +51,32 @@ func main() {
 const usageHeader = `jitgated - the jitgate control plane.
 
 Serves Envoy's configuration over ADS (gRPC), the HTTP API (/healthz, /readyz, /v1/status,
-/metrics) and NATS with JetStream (embedded unless --nats-url is given).
+/metrics, and POST /v1/authorize for the filter: verify the agent's OIDC token, mint a
+short-lived upstream credential) and NATS with JetStream (embedded unless --nats-url).
 
 Usage:
   jitgated [--config jitgated.yaml] [flags]
   jitgated --config jitgated.yaml --check-config
 
-Flags override the config file; a config file needs only
+  # local development: a development OIDC issuer and a throwaway service-account key
+  jitgate dev service-account-key --out .jitgate/dev-sa-key.json
+  jitgated --dev-issuer --credentials-key-file .jitgate/dev-sa-key.json --upstream http://127.0.0.1:9050
+  TOKEN=$(jitgate dev token --agent my-agent)
+
+Flags override the config file. Two things have no default: a trusted OIDC issuer
+(identity.issuers, or --dev-issuer) and the service-account key (credentials.keyFile or
+--credentials-key-file). A minimal file:
   apiVersion: jitgate.dev/v1
   kind: ControlPlaneConfig
-and every other field has a default. Relative paths in the file are resolved against the
-file's directory; relative flag values against the working directory.
-SIGHUP reloads the config file; if the new config is invalid the last good one stays live.
+  identity:
+    issuers:
+    - issuer: https://token.actions.githubusercontent.com
+      audiences: [jitgate]
+  credentials:
+    keyFile: /etc/jitgate/sa-key.json
+Relative paths in the file are resolved against the file's directory; relative flag values
+against the working directory. SIGHUP reloads the config file; if the new config is invalid
+the last good one stays live (identity, credentials and listen addresses change on restart).
 
 Flags:
 `
@@ -88,6 +108,9 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	wasm := fs.String("wasm", config.DefaultWasmPath, "path of the compiled filter module, as Envoy opens it (config filter.wasmPath)")
 	natsURL := fs.String("nats-url", "", "URL of an existing NATS cluster with JetStream; empty embeds one (config nats.url)")
 	natsStore := fs.String("nats-store-dir", config.DefaultNATSStoreDir, "JetStream directory of the embedded NATS (config nats.storeDir)")
+	devIssuer := fs.Bool("dev-issuer", false, "run a development OIDC issuer and trust it; for laptops and tests only, never production (config devIssuer.enabled)")
+	devIssuerListen := fs.String("dev-issuer-listen", config.DefaultDevIssuerListen, "loopback IP:port of the development issuer (config devIssuer.listen)")
+	keyFile := fs.String("credentials-key-file", "", "service-account JSON key that signs upstream credentials (config credentials.keyFile)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -111,6 +134,12 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 			f.overrides.NATSURL = natsURL
 		case "nats-store-dir":
 			f.overrides.NATSStoreDir = natsStore
+		case "dev-issuer":
+			f.overrides.DevIssuer = devIssuer
+		case "dev-issuer-listen":
+			f.overrides.DevIssuerListen = devIssuerListen
+		case "credentials-key-file":
+			f.overrides.CredentialsKeyFile = keyFile
 		}
 	})
 	return f, nil
@@ -128,6 +157,9 @@ func loadConfig(f *flags) (*config.Config, error) {
 		return nil, err
 	}
 	if err := cfg.Apply(f.overrides); err != nil {
+		return nil, err
+	}
+	if err := cfg.ValidateForServe(); err != nil {
 		return nil, err
 	}
 	return cfg, nil
@@ -170,9 +202,13 @@ func run(ctx context.Context, args []string, reload <-chan os.Signal, stdout, st
 			fmt.Fprintln(stderr, "jitgated: config invalid:", err)
 			return 1
 		}
-		fmt.Fprintf(stdout, "config OK: xds %s, api %s, agents %s, upstream %s, wasm %s, nats %s\n",
+		fmt.Fprintf(stdout, "config OK: xds %s, api %s, agents %s, upstream %s, wasm %s, nats %s, issuers %s, credentials %s (key %s, ttl %s)\n",
 			cfg.XDS.Listen, cfg.API.Listen, cfg.Envoy.AgentListener, cfg.Upstream.BigQuery.URL,
-			cfg.Filter.WasmPath, natsDescription(cfg))
+			cfg.Filter.WasmPath, natsDescription(cfg), strings.Join(issuerURLs(cfg.IdentityConfig(cfg.DevIssuer.URL())), " "),
+			cfg.Credentials.Mode, cfg.Credentials.KeyFile, cfg.Credentials.TTL)
+		if cfg.DevIssuer.Enabled {
+			fmt.Fprintf(stderr, "warning: the development issuer is enabled (%s): anyone on this machine can mint agent tokens\n", cfg.DevIssuer.URL())
+		}
 		if _, err := os.Stat(cfg.Filter.WasmPath); err != nil {
 			fmt.Fprintf(stderr, "warning: filter module %s: %v (Envoy will reject the filter until it exists)\n", cfg.Filter.WasmPath, err)
 		}
@@ -187,6 +223,69 @@ func run(ctx context.Context, args []string, reload <-chan os.Signal, stdout, st
 		return 1
 	}
 	return 0
+}
+
+func issuerURLs(ic identity.Config) []string {
+	urls := make([]string, len(ic.Issuers))
+	for n, is := range ic.Issuers {
+		urls[n] = is.Issuer
+	}
+	return urls
+}
+
+// newAuthorizer builds what POST /v1/authorize needs: the development issuer when enabled,
+// the identity verifier and the credential minter. stop shuts the development issuer down.
+func newAuthorizer(ctx context.Context, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (
+	svc *authz.Service, st api.IdentityStatus, stop func(), err error) {
+	stop = func() {}
+	devURL := ""
+	if cfg.DevIssuer.Enabled {
+		if err := os.MkdirAll(filepath.Dir(cfg.DevIssuer.KeyFile), 0o700); err != nil {
+			return nil, st, stop, fmt.Errorf("development issuer key directory: %w", err)
+		}
+		dev, err := devissuer.Start(devissuer.Options{Addr: cfg.DevIssuer.Listen, KeyFile: cfg.DevIssuer.KeyFile, Audience: cfg.DevIssuer.Audience})
+		if err != nil {
+			return nil, st, stop, fmt.Errorf("development issuer: %w", err)
+		}
+		stop = func() { _ = dev.Close() }
+		devURL = dev.URL()
+		st.DevIssuer = devURL
+		log.Warn("DEVELOPMENT ISSUER ENABLED: any process on this machine can mint agent tokens for any agent; never enable it in production",
+			"issuer", devURL, "token_endpoint", devURL+devissuer.TokenPath, "audience", cfg.DevIssuer.Audience,
+			"key_file", cfg.DevIssuer.KeyFile)
+	}
+	fail := func(err error) (*authz.Service, api.IdentityStatus, func(), error) {
+		stop()
+		return nil, api.IdentityStatus{}, func() {}, err
+	}
+	idCfg := cfg.IdentityConfig(devURL)
+	verifier, err := identity.NewVerifier(idCfg, identity.Options{Logger: log})
+	if err != nil {
+		return fail(fmt.Errorf("identity: %w", err))
+	}
+	st.Ready, st.Issuers = true, issuerURLs(idCfg)
+	// Discovery is lazy; warming only surfaces a wrong issuer URL in the log early.
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		if err := verifier.Warm(wctx); err != nil {
+			log.Warn("identity issuer not reachable yet; its agents get 503 until it is", "error", err)
+		}
+	}()
+	minter, err := credentials.New(cfg.Credentials, credentials.WithLogger(log))
+	if err != nil {
+		return fail(fmt.Errorf("credentials: %w", err))
+	}
+	svc, err = authz.New(authz.Options{
+		Verifier: verifier, Minter: minter, CredentialTTL: cfg.Credentials.TTL,
+		Logger: log, Metrics: authz.NewMetrics(reg),
+	})
+	if err != nil {
+		return fail(err)
+	}
+	log.Info("authorize ready", "issuers", st.Issuers, "credential_mode", cfg.Credentials.Mode,
+		"credential_ttl", cfg.Credentials.TTL.String(), "key_file", cfg.Credentials.KeyFile)
+	return svc, st, stop, nil
 }
 
 func natsDescription(cfg *config.Config) string {
@@ -218,6 +317,14 @@ func serve(ctx context.Context, f *flags, cfg *config.Config, reload <-chan os.S
 		return fmt.Errorf("api listen: %w", err)
 	}
 
+	authorizer, identityStatus, stopDevIssuer, err := newAuthorizer(ctx, cfg, log, reg)
+	if err != nil {
+		xdsLis.Close()
+		apiLis.Close()
+		return err
+	}
+	defer stopDevIssuer()
+
 	cache := xds.NewCache(cfg.Envoy.NodeCluster, log)
 	publisher := xds.NewPublisher(cache, cfg.Envoy.NodeCluster, log, metrics)
 	if err := publisher.Publish(ctx, cfg); err != nil {
@@ -246,8 +353,10 @@ func serve(ctx context.Context, f *flags, cfg *config.Config, reload <-chan os.S
 			NATS: func() api.NATSStatus {
 				return api.NATSStatus{Embedded: nc.Embedded(), Connected: nc.Healthy(), URL: natsURL}
 			},
-			Gatherer: reg,
-			Started:  started,
+			Identity:  func() api.IdentityStatus { return identityStatus },
+			Authorize: authorizer,
+			Gatherer:  reg,
+			Started:   started,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}

@@ -1,0 +1,133 @@
+package authz
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/jitgate/jitgate/controlplane/credentials"
+	"github.com/jitgate/jitgate/controlplane/identity"
+	"github.com/jitgate/jitgate/filter/authorize"
+)
+
+// Call is one authorize call on its way through the pipeline. Steps read the request and
+// what earlier steps established, and adjust what later steps will do.
+type Call struct {
+	// DecisionID names this decision in the response, logs and (later) audit records.
+	DecisionID string
+	// Request is the filter's document. Its Token is the agent's secret: no step may log,
+	// record or forward it.
+	Request authorize.Request
+	// Identity is the verified agent, set by the identity step before any Step runs.
+	Identity *identity.Identity
+	// Mint is what the credential step will ask the minter for; steps may narrow it (a
+	// policy's service account, scopes or shorter TTL). RequestID and DecisionID are set.
+	Mint credentials.Request
+
+	credential *credentials.Credential
+}
+
+// Step is one stage of a decision (policy, SQL analysis, approval, audit ...).
+type Step interface {
+	// Name labels the step in logs ("policy").
+	Name() string
+	// Run returns nil to let the decision continue, or the Denial that ends it.
+	Run(ctx context.Context, c *Call) *Denial
+}
+
+// NewStep makes a Step of a function.
+func NewStep(name string, run func(ctx context.Context, c *Call) *Denial) Step {
+	return funcStep{name, run}
+}
+
+type funcStep struct {
+	name string
+	run  func(context.Context, *Call) *Denial
+}
+
+func (f funcStep) Name() string                             { return f.name }
+func (f funcStep) Run(ctx context.Context, c *Call) *Denial { return f.run(ctx, c) }
+
+// Denial ends a decision: the agent gets Status with Reason and Message.
+type Denial struct {
+	// Status is 401 (identity), 403 (policy), 429 or 503 (a dependency is unavailable).
+	Status int
+	// Reason is a stable code for logs, metrics and audit ("token_expired").
+	Reason string
+	// Message is for the agent's eyes: a sentence saying what happened and what to do.
+	Message string
+	// Err is the cause, logged but never sent to the agent. It must not contain secrets.
+	Err error
+}
+
+// Unauthenticated denies with 401: the agent's identity could not be established.
+func Unauthenticated(reason, message string, err error) *Denial {
+	return &Denial{Status: http.StatusUnauthorized, Reason: reason, Message: message, Err: err}
+}
+
+// Forbidden denies with 403: the agent may not do this.
+func Forbidden(reason, message string, err error) *Denial {
+	return &Denial{Status: http.StatusForbidden, Reason: reason, Message: message, Err: err}
+}
+
+// Unavailable denies with 503: something the decision needs is down; clients retry.
+func Unavailable(reason, message string, err error) *Denial {
+	return &Denial{Status: http.StatusServiceUnavailable, Reason: reason, Message: message, Err: err}
+}
+
+// identityStep verifies the agent's token and fills Call.Identity.
+type identityStep struct{ verifier TokenVerifier }
+
+func (identityStep) Name() string { return "identity" }
+
+func (s identityStep) Run(ctx context.Context, c *Call) *Denial {
+	id, err := s.verifier.Verify(ctx, c.Request.Token)
+	if err != nil {
+		reason := identity.Reason(err)
+		switch reason {
+		case identity.ReasonIssuerUnavailable:
+			return Unavailable(reason, "The gateway cannot reach the issuer of the agent identity token to verify it; retry later.", err)
+		case identity.ReasonInternal:
+			return Unavailable(reason, "The gateway could not verify the agent identity token; retry later.", err)
+		}
+		return Unauthenticated(reason, identityMessages[reason], err)
+	}
+	c.Identity = &id
+	return nil
+}
+
+// identityMessages tell the agent why its token was refused, without echoing it or the
+// gateway's configuration.
+var identityMessages = map[string]string{
+	identity.ReasonMissing:             "No agent identity token was presented; send an OIDC ID token from a trusted issuer as \"Authorization: Bearer <token>\".",
+	identity.ReasonMalformed:           "The agent identity token is not a well-formed signed JWT.",
+	identity.ReasonExpired:             "The agent identity token has expired; get a fresh token and retry.",
+	identity.ReasonNotYetValid:         "The agent identity token is not valid yet; check the clock of the machine that issued it.",
+	identity.ReasonWrongAudience:       "The agent identity token was not issued for this gateway (its audience is not accepted).",
+	identity.ReasonUnknownIssuer:       "The agent identity token comes from an issuer this gateway does not trust.",
+	identity.ReasonBadSignature:        "The agent identity token's signature is invalid.",
+	identity.ReasonAlgorithmNotAllowed: "The agent identity token is signed with an algorithm this gateway does not accept.",
+	identity.ReasonUnknownKey:          "The agent identity token is signed with a key its issuer does not publish.",
+	identity.ReasonInvalidClaims:       "The agent identity token lacks a required claim or has a claim of the wrong type.",
+}
+
+// mintStep mints the upstream credential, last, once everything else allowed the call.
+type mintStep struct {
+	minter  credentials.Minter
+	metrics *Metrics
+}
+
+func (mintStep) Name() string { return "credential" }
+
+func (s mintStep) Run(ctx context.Context, c *Call) *Denial {
+	cred, err := s.minter.Mint(ctx, c.Mint)
+	if err == nil && (cred.Token.IsZero() || cred.ID == "" || cred.ExpiresAt.IsZero()) {
+		err = errors.New("minter returned an incomplete credential")
+	}
+	if err != nil {
+		return Unavailable("credential_unavailable", "The gateway could not obtain an upstream credential for this request; retry later.", err)
+	}
+	s.metrics.minted(string(cred.Mode))
+	c.credential = &cred
+	return nil
+}

@@ -1,0 +1,219 @@
+// Package authz owns the control plane's answer to the filter's authorize callout
+// (POST /v1/authorize; the contract is filter/authorize). Every call becomes one decision
+// with its own id: the agent's token is verified (identity), the ordered Steps run (policy,
+// SQL analysis, approvals and audit will slot in there), and only then is a short-lived
+// upstream credential minted for the call. Each decision is logged once and counted; the
+// agent's token and the minted credential are never logged, counted or echoed in errors.
+package authz
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/jitgate/jitgate/controlplane/credentials"
+	"github.com/jitgate/jitgate/controlplane/identity"
+	"github.com/jitgate/jitgate/filter/authorize"
+)
+
+// TokenVerifier verifies an agent's bearer token; *identity.Verifier implements it.
+type TokenVerifier interface {
+	Verify(ctx context.Context, rawToken string) (identity.Identity, error)
+}
+
+// Options are a Service's dependencies.
+type Options struct {
+	// Verifier checks agent tokens. Required.
+	Verifier TokenVerifier
+	// Minter mints the upstream credential of an allowed call. Required.
+	Minter credentials.Minter
+	// CredentialTTL is the lifetime asked of the minter; a Step may shorten it (a policy's
+	// TTL). Zero leaves it to the minter's configured default.
+	CredentialTTL time.Duration
+	// Steps run in order after the agent is verified and before the credential is minted;
+	// the first denial ends the decision.
+	Steps []Step
+	// Logger receives one line per decision. Default slog.Default().
+	Logger *slog.Logger
+	// Metrics records decisions and mints; nil records into a private registry.
+	Metrics *Metrics
+	// Now is the clock for decision ids and latency. Default time.Now.
+	Now func() time.Time
+}
+
+// Service serves POST authorize.Path. It is safe for concurrent use.
+type Service struct {
+	pipeline []Step
+	ttl      time.Duration
+	log      *slog.Logger
+	metrics  *Metrics
+	now      func() time.Time
+}
+
+// New checks o and builds a Service.
+func New(o Options) (*Service, error) {
+	if o.Verifier == nil || o.Minter == nil {
+		return nil, errors.New("authz: a Verifier and a Minter are required")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics(prometheus.NewRegistry())
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	pipeline := []Step{identityStep{o.Verifier}}
+	for _, st := range o.Steps {
+		if st == nil {
+			return nil, errors.New("authz: nil Step")
+		}
+		pipeline = append(pipeline, st)
+	}
+	pipeline = append(pipeline, mintStep{o.Minter, o.Metrics})
+	return &Service{pipeline: pipeline, ttl: o.CredentialTTL, log: o.Logger, metrics: o.Metrics, now: o.Now}, nil
+}
+
+// ServeHTTP answers one authorize call. A document that breaks the contract gets 400 (413
+// when too large) and no decision; the filter fails closed on anything but 200.
+func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := s.now()
+	id := NewDecisionID(start)
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, http.StatusMethodNotAllowed, id, "use POST")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, authorize.MaxDocumentBytes))
+	var req authorize.Request
+	if err == nil {
+		req, err = authorize.ParseRequest(body)
+	}
+	if err != nil {
+		code, reason := http.StatusBadRequest, "malformed_request"
+		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
+			code, reason = http.StatusRequestEntityTooLarge, "request_too_large"
+		}
+		s.metrics.decided("error", reason, s.now().Sub(start))
+		// Contract errors name fields and offsets, never values, so they are safe to log.
+		s.log.LogAttrs(r.Context(), slog.LevelWarn, "authorize request rejected",
+			slog.String("decision_id", id), slog.Int("status", code), slog.String("reason", reason),
+			slog.String("peer", r.RemoteAddr), slog.String("error", err.Error()))
+		writeError(w, code, id, fmt.Sprintf("%s: %v", reason, err))
+		return
+	}
+
+	c := &Call{
+		DecisionID: id,
+		Request:    req,
+		Mint:       credentials.Request{TTL: s.ttl, RequestID: req.RequestID, DecisionID: id},
+	}
+	resp, step, denial := s.decide(r.Context(), c)
+	out, err := resp.Marshal()
+	if err != nil {
+		// A response the contract rejects is a bug here; the filter denies on 500.
+		s.log.LogAttrs(r.Context(), slog.LevelError, "authorize response invalid", slog.String("decision_id", id), slog.String("error", err.Error()))
+		writeError(w, http.StatusInternalServerError, id, "internal error")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(out)
+
+	latency := s.now().Sub(start)
+	reason := resp.Reason
+	if resp.Decision == authorize.Allow {
+		reason = "ok"
+	}
+	s.metrics.decided(string(resp.Decision), reason, latency)
+	s.logDecision(r, c, resp, reason, step, denial, latency)
+}
+
+// decide runs the pipeline and builds the response; step names the step that denied.
+func (s *Service) decide(ctx context.Context, c *Call) (resp authorize.Response, step string, d *Denial) {
+	resp = authorize.Response{Version: authorize.Version, DecisionID: c.DecisionID}
+	for _, st := range s.pipeline {
+		if d = runStep(ctx, st, c); d != nil {
+			step = st.Name()
+			break
+		}
+	}
+	if c.Identity != nil {
+		resp.Identity = &authorize.Identity{AgentID: c.Identity.AgentID, Issuer: c.Identity.Issuer, Groups: c.Identity.Groups}
+	}
+	if d != nil {
+		resp.Decision, resp.Status, resp.Reason, resp.Message = authorize.Deny, d.Status, d.Reason, d.Message
+		return resp, step, d
+	}
+	resp.Decision = authorize.Allow
+	resp.Credential = &authorize.Credential{
+		Authorization: "Bearer " + c.credential.Token.Reveal(),
+		ID:            c.credential.ID,
+		ExpiresAtUnix: c.credential.ExpiresAt.Unix(),
+	}
+	return resp, "", nil
+}
+
+// runStep runs one step; a panic fails the decision closed instead of killing the request.
+func runStep(ctx context.Context, st Step, c *Call) (d *Denial) {
+	defer func() {
+		if p := recover(); p != nil {
+			d = Unavailable("internal_error", "The gateway could not decide on this request; retry later.",
+				fmt.Errorf("step %s panicked: %v", st.Name(), p))
+		}
+	}()
+	if err := ctx.Err(); err != nil {
+		return Unavailable("cancelled", "The request was cancelled before a decision was made.", err)
+	}
+	return st.Run(ctx, c)
+}
+
+// logDecision writes the one log line of a decision. Never the token, the credential or
+// the SQL text.
+func (s *Service) logDecision(r *http.Request, c *Call, resp authorize.Response, reason, step string, d *Denial, latency time.Duration) {
+	attrs := []slog.Attr{
+		slog.String("decision_id", c.DecisionID),
+		slog.String("request_id", c.Request.RequestID),
+		slog.String("decision", string(resp.Decision)),
+		slog.String("reason", reason),
+	}
+	if resp.Identity != nil {
+		attrs = append(attrs, slog.String("agent", resp.Identity.AgentID), slog.String("issuer", resp.Identity.Issuer),
+			slog.Any("groups", resp.Identity.Groups))
+	}
+	attrs = append(attrs,
+		slog.String("api", c.Request.Call.API),
+		slog.String("project", c.Request.Call.Project),
+		slog.String("job_id", c.Request.Call.JobID),
+	)
+	if resp.Credential != nil {
+		attrs = append(attrs, slog.String("credential_id", resp.Credential.ID), slog.Int64("credential_expires_at", resp.Credential.ExpiresAtUnix))
+	}
+	if d != nil {
+		attrs = append(attrs, slog.Int("status", d.Status), slog.String("step", step))
+		if d.Err != nil {
+			attrs = append(attrs, slog.String("error", d.Err.Error()))
+		}
+	}
+	attrs = append(attrs,
+		slog.Float64("latency_ms", float64(latency.Microseconds())/1000),
+		slog.String("client", c.Request.Client.Address),
+		slog.String("peer", r.RemoteAddr),
+	)
+	s.log.LogAttrs(r.Context(), slog.LevelInfo, "authorize decision", attrs...)
+}
+
+func writeError(w http.ResponseWriter, code int, decisionID, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg, "decisionId": decisionID})
+}
