@@ -22,7 +22,11 @@ const project = "jitgate-demo"
 var (
 	gw   *stack.Stack
 	root string
+	// agentToken is a valid token of the agent the tests act as, from the dev issuer.
+	agentToken string
 )
+
+const agentID = "e2e-agent"
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -40,12 +44,14 @@ func run(m *testing.M) int {
 
 	// Build what we test from this tree, once, so a stale bin/ can never be what passes.
 	jitgated := filepath.Join(work, "jitgated")
+	cli := filepath.Join(work, "jitgate")
 	wasm := filepath.Join(work, "jitgate.wasm")
 	builds := []*exec.Cmd{
-		exec.Command("go", "build", "-o", jitgated, "./controlplane/cmd/jitgated"),
 		exec.Command("go", "build", "-buildmode=c-shared", "-o", wasm, "./filter"),
+		exec.Command("go", "build", "-o", jitgated, "./controlplane/cmd/jitgated"),
+		exec.Command("go", "build", "-o", cli, "./controlplane/cmd/jitgate"),
 	}
-	builds[1].Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+	builds[0].Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
 	for _, b := range builds {
 		b.Dir = root
 		if out, err := b.CombinedOutput(); err != nil {
@@ -59,6 +65,7 @@ func run(m *testing.M) int {
 	gw, err = stack.Start(ctx, stack.Options{
 		Root:     root,
 		Jitgated: jitgated,
+		CLI:      cli,
 		Wasm:     wasm,
 		Data:     filepath.Join(root, "tools", "demo", "bigquery-data.yaml"),
 		Project:  project,
@@ -68,6 +75,11 @@ func run(m *testing.M) int {
 	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		return 1
+	}
+	if agentToken, err = gw.Token(ctx, agentID, "analysts"); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		gw.Close()
 		return 1
 	}
 	code := m.Run()

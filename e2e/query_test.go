@@ -38,7 +38,7 @@ func goClient(t *testing.T) *bigquery.Client {
 	t.Helper()
 	c, err := bigquery.NewClient(context.Background(), project,
 		option.WithEndpoint(gw.Gateway+"/bigquery/v2/"),
-		option.WithTokenSource(oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "agent-token-e2e"})))
+		option.WithTokenSource(oauth2.StaticTokenSource(&oauth2.Token{AccessToken: agentToken})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ func rawCall(t *testing.T, method, path string, body []byte, header http.Header)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer agent-token-e2e")
+	req.Header.Set("Authorization", "Bearer "+agentToken)
 	for k, v := range header {
 		req.Header[k] = v
 	}
@@ -248,7 +248,7 @@ func TestGzipQueryBodyLikeJava(t *testing.T) {
 func pythonQuery(t *testing.T, mode string, pageSize int, sql string) [][]string {
 	t.Helper()
 	args := []string{root + "/tools/agent/bq_query.py", "--endpoint", gw.Gateway, "--project", project,
-		"--token", "agent-token-e2e", "--mode", mode, sql}
+		"--token", agentToken, "--mode", mode, sql}
 	if pageSize > 0 {
 		args = append(args, "--page-size", fmt.Sprint(pageSize))
 	}

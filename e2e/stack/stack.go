@@ -29,14 +29,14 @@ import (
 type Options struct {
 	// Root is the repository root (for .tools/).
 	Root string
-	// Jitgated and Wasm are the built control plane binary and filter module.
-	Jitgated, Wasm string
+	// Jitgated, CLI and Wasm are the built control plane, operator CLI and filter module.
+	Jitgated, CLI, Wasm string
 	// Data is the emulator's seed YAML; Project is the project it creates.
 	Data, Project string
 	// WorkDir holds logs, the bootstrap and NATS' store.
 	WorkDir string
 	// Addresses (host:port). Empty: a free loopback port.
-	AgentAddr, XDSAddr, APIAddr, AdminAddr, EmulatorAddr string
+	AgentAddr, XDSAddr, APIAddr, AdminAddr, EmulatorAddr, DevIssuerAddr string
 	// Tap puts a recording proxy between Envoy and the emulator (see Tap).
 	Tap bool
 	// ExtraJitgatedArgs are appended to jitgated's command line.
@@ -54,11 +54,15 @@ type Stack struct {
 	Gateway string
 	// Emulator is the upstream's base URL (tests use it to check what reached upstream).
 	Emulator string
-	// Admin is Envoy's admin base URL; API is jitgated's HTTP API base URL.
-	Admin, API string
+	// Admin is Envoy's admin base URL; API is jitgated's HTTP API base URL; DevIssuer is
+	// the development OIDC issuer jitgated runs for local agents.
+	Admin, API, DevIssuer string
+	// ServiceAccountKey is the throwaway upstream key jitgated mints credentials with.
+	ServiceAccountKey string
 	// Tap records what reached the upstream (nil unless Options.Tap).
-	Tap       *Tap
-	bootstrap string
+	Tap          *Tap
+	bootstrap    string
+	jitgatedArgs []string
 }
 
 // Start brings the whole gateway up and returns once Envoy serves the agent listener with
@@ -67,7 +71,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	if o.Project == "" {
 		return nil, errors.New("stack: project is empty")
 	}
-	for _, p := range []string{o.Jitgated, o.Wasm, o.Data, EmulatorBinary(o.Root), EnvoyBinary(o.Root)} {
+	for _, p := range []string{o.Jitgated, o.CLI, o.Wasm, o.Data, EmulatorBinary(o.Root), EnvoyBinary(o.Root)} {
 		if _, err := os.Stat(p); err != nil {
 			return nil, fmt.Errorf("stack: %s is missing (run `make build` and tools/setup.sh): %w", p, err)
 		}
@@ -75,7 +79,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	if err := os.MkdirAll(o.WorkDir, 0o755); err != nil {
 		return nil, err
 	}
-	for _, a := range []*string{&o.AgentAddr, &o.XDSAddr, &o.APIAddr, &o.AdminAddr, &o.EmulatorAddr} {
+	for _, a := range []*string{&o.AgentAddr, &o.XDSAddr, &o.APIAddr, &o.AdminAddr, &o.EmulatorAddr, &o.DevIssuerAddr} {
 		if *a == "" {
 			p, err := FreePort()
 			if err != nil {
@@ -91,6 +95,9 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		Emulator: "http://" + o.EmulatorAddr,
 		Admin:    "http://" + o.AdminAddr,
 		API:      "http://" + o.APIAddr,
+		// The issuer URL is what tokens carry as iss; jitgated serves it on loopback.
+		DevIssuer:         "http://" + o.DevIssuerAddr,
+		ServiceAccountKey: filepath.Join(o.WorkDir, "dev-service-account-key.json"),
 	}
 	ok := false
 	defer func() {
@@ -121,17 +128,24 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		upstream = s.Tap.URL
 	}
 
-	s.progress("starting jitgated (ADS %s, API %s)", o.XDSAddr, o.APIAddr)
+	// A throwaway service-account key: the emulator checks no credentials, but jitgated
+	// mints every upstream credential from it exactly as it would from a real key.
+	if _, err := os.Stat(s.ServiceAccountKey); err != nil {
+		if out, err := exec.CommandContext(ctx, o.CLI, "dev", "service-account-key", "--out", s.ServiceAccountKey).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("generate the dev service-account key: %v: %s", err, out)
+		}
+	}
+
+	s.progress("starting jitgated (ADS %s, API %s, development OIDC issuer %s)", o.XDSAddr, o.APIAddr, s.DevIssuer)
 	args := []string{
+		"--dev-issuer", "--dev-issuer-listen=" + o.DevIssuerAddr, "--credentials-key-file=" + s.ServiceAccountKey,
 		"--xds-listen=" + o.XDSAddr, "--api-listen=" + o.APIAddr, "--agent-listen=" + o.AgentAddr,
 		"--upstream=" + upstream, "--wasm=" + o.Wasm,
 		"--nats-store-dir=" + filepath.Join(o.WorkDir, "nats"), "--log-format=json",
 	}
-	if err := s.start("jitgated", o.Jitgated, append(args, o.ExtraJitgatedArgs...)...); err != nil {
+	s.jitgatedArgs = append(args, o.ExtraJitgatedArgs...)
+	if err := s.StartJitgated(ctx); err != nil {
 		return nil, err
-	}
-	if err := waitFor(ctx, "jitgated", 60*time.Second, s.API+"/readyz", s.alive("jitgated")); err != nil {
-		return nil, s.withLogs(err, "jitgated")
 	}
 
 	boot, err := envoy.Render(envoy.Params{NodeID: "jitgate-e2e", XDS: o.XDSAddr, Admin: o.AdminAddr})
@@ -148,6 +162,38 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	ok = true
 	return s, nil
 }
+
+// Token mints an agent token at the development issuer with the operator CLI, exactly
+// as an agent author would (`jitgate dev token`).
+func (s *Stack) Token(ctx context.Context, agent string, groups ...string) (string, error) {
+	args := []string{"dev", "token", "--issuer", s.DevIssuer, "--agent", agent}
+	if len(groups) > 0 {
+		args = append(args, "--groups", strings.Join(groups, ","))
+	}
+	out, err := exec.CommandContext(ctx, s.opts.CLI, args...).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return "", fmt.Errorf("jitgate dev token: %v: %s", err, ee.Stderr)
+		}
+		return "", fmt.Errorf("jitgate dev token: %w", err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// StartJitgated starts the control plane again after StopJitgated, with the same flags.
+func (s *Stack) StartJitgated(ctx context.Context) error {
+	if err := s.start("jitgated", s.opts.Jitgated, s.jitgatedArgs...); err != nil {
+		return err
+	}
+	if err := waitFor(ctx, "jitgated", 60*time.Second, s.API+"/readyz", s.alive("jitgated")); err != nil {
+		return s.withLogs(err, "jitgated")
+	}
+	return nil
+}
+
+// StopJitgated stops the control plane (Envoy keeps running on its last config).
+func (s *Stack) StopJitgated() { s.stop("jitgated") }
 
 // StartEnvoy starts Envoy (again) and waits until the agent listener is live with the
 // jitgate filter's ECDS configuration applied.

@@ -38,6 +38,8 @@ func run() error {
 	api := fs.String("api-listen", "127.0.0.1:18001", "jitgated's HTTP API address")
 	admin := fs.String("admin", "127.0.0.1:9901", "Envoy's admin address")
 	emu := fs.String("emulator", "127.0.0.1:9050", "the BigQuery emulator's address (the upstream)")
+	issuer := fs.String("dev-issuer", "127.0.0.1:18002", "the development OIDC issuer's address (jitgated serves it; dev only)")
+	agentID := fs.String("agent", "demo-agent", "the agent id the demo query runs as")
 	work := fs.String("workdir", ".jitgate/run", "logs, Envoy bootstrap and NATS store")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: devstack [flags]\n\nStarts the BigQuery emulator, jitgated and Envoy, queries through the gateway, serves until Ctrl-C.\n\n")
@@ -70,9 +72,9 @@ func run() error {
 	startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	s, err := stack.Start(startCtx, stack.Options{
-		Root: *root, Jitgated: abs("bin/jitgated"), Wasm: abs("build/jitgate.wasm"),
+		Root: *root, Jitgated: abs("bin/jitgated"), CLI: abs("bin/jitgate"), Wasm: abs("build/jitgate.wasm"),
 		Data: abs(*data), Project: *project, WorkDir: abs(*work),
-		AgentAddr: *agent, XDSAddr: *xds, APIAddr: *api, AdminAddr: *admin, EmulatorAddr: *emu,
+		AgentAddr: *agent, XDSAddr: *xds, APIAddr: *api, AdminAddr: *admin, EmulatorAddr: *emu, DevIssuerAddr: *issuer,
 		Progress: os.Stdout,
 	})
 	if err != nil {
@@ -80,9 +82,13 @@ func run() error {
 	}
 	defer s.Close()
 
+	token, err := s.Token(ctx, *agentID, "analysts")
+	if err != nil {
+		return err
+	}
 	agentCmd := []string{stack.Python(*root), filepath.Join(*root, "tools/agent/bq_query.py"),
-		"--endpoint", s.Gateway, "--project", *project, "--token", "dev-agent-token", *sql}
-	fmt.Printf("[jitgate] sending a query through the gateway with the standard Python client:\n  %s\n", *sql)
+		"--endpoint", s.Gateway, "--project", *project, "--token", token, *sql}
+	fmt.Printf("[jitgate] agent %q got a token from the development issuer; sending a query through the gateway with the standard Python client:\n  %s\n", *agentID, *sql)
 	cmd := exec.CommandContext(ctx, agentCmd[0], agentCmd[1:]...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if err := cmd.Run(); err != nil {
@@ -92,10 +98,12 @@ func run() error {
 jitgate is up. Point any standard BigQuery client at the gateway:
   endpoint   %[1]s          (Go: option.WithEndpoint("%[1]s/bigquery/v2/"))
   project    %[2]s
-  try        %[3]s %[4]s --endpoint %[1]s --project %[2]s "SELECT COUNT(*) FROM crm.customers" --default-dataset crm
+  token      TOKEN=$(%[8]s dev token --issuer %[9]s --agent my-agent --groups analysts)
+  try        %[3]s %[4]s --endpoint %[1]s --project %[2]s --token "$TOKEN" --default-dataset crm "SELECT COUNT(*) FROM customers"
 Envoy admin %[5]s, control plane %[6]s/v1/status, logs in %[7]s.
+The development issuer is for local use only; production configs name real issuers (README).
 Press Ctrl-C to stop.
-`, s.Gateway, *project, agentCmd[0], agentCmd[1], s.Admin, s.API, abs(*work))
+`, s.Gateway, *project, agentCmd[0], agentCmd[1], s.Admin, s.API, abs(*work), abs("bin/jitgate"), s.DevIssuer)
 	<-ctx.Done()
 	fmt.Println("\n[jitgate] stopping Envoy, jitgated and the emulator")
 	return nil
