@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jitgate/jitgate/controlplane/devissuer"
 	"github.com/jitgate/jitgate/e2e/stack"
 )
 
@@ -24,7 +25,13 @@ var (
 	root string
 	// agentToken is a valid token of the agent the tests act as, from the dev issuer.
 	agentToken string
+	// corpIssuer is a second OIDC issuer the gateway trusts (a corporate IdP), run by the
+	// tests so they can mint every kind of bad token and rotate its keys.
+	corpIssuer *devissuer.Issuer
 )
+
+// corpAudience is the audience the gateway accepts from corpIssuer.
+const corpAudience = "jitgate-e2e"
 
 const agentID = "e2e-agent"
 
@@ -60,9 +67,16 @@ func run(m *testing.M) int {
 		}
 	}
 
+	if corpIssuer, err = devissuer.Start(devissuer.Options{Addr: "127.0.0.1:0"}); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: corp issuer: %v\n", err)
+		return 1
+	}
+	defer corpIssuer.Close()
+
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	gw, err = stack.Start(ctx, stack.Options{
+		Issuers:  []stack.Issuer{{URL: corpIssuer.URL(), Audiences: []string{corpAudience}}},
 		Root:     root,
 		Jitgated: jitgated,
 		CLI:      cli,

@@ -33,12 +33,20 @@ var wantCustomers = [][]string{
 	{"9", "Frances Allen"}, {"10", "John McCarthy"}, {"11", "Niklaus Wirth"}, {"12", "Karen Sparck Jones"},
 }
 
-// goClient is the standard Go client pointed at the gateway, as an agent would configure it.
+// goClient is the standard Go client pointed at the gateway, as an agent would configure it
+// (endpoint and token), with the transport under it recording what the agent received.
 func goClient(t *testing.T) *bigquery.Client {
+	return goClientWithToken(t, agentToken)
+}
+
+func goClientWithToken(t *testing.T, token string) *bigquery.Client {
 	t.Helper()
+	hc := &http.Client{Transport: &oauth2.Transport{
+		Source: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: token}),
+		Base:   agentSaw,
+	}}
 	c, err := bigquery.NewClient(context.Background(), project,
-		option.WithEndpoint(gw.Gateway+"/bigquery/v2/"),
-		option.WithTokenSource(oauth2.StaticTokenSource(&oauth2.Token{AccessToken: agentToken})))
+		option.WithEndpoint(gw.Gateway+"/bigquery/v2/"), option.WithHTTPClient(hc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,15 +151,23 @@ type bqError struct {
 }
 
 // rawClient bounds every raw call, so a gateway that holds a request fails the test quickly.
-var rawClient = &http.Client{Timeout: 30 * time.Second}
+var rawClient = &http.Client{Timeout: 30 * time.Second, Transport: agentSaw}
 
 func rawCall(t *testing.T, method, path string, body []byte, header http.Header) (*http.Response, []byte) {
+	t.Helper()
+	return rawCallAs(t, "Bearer "+agentToken, method, path, body, header)
+}
+
+// rawCallAs sends one request with the given Authorization value ("" sends none).
+func rawCallAs(t *testing.T, authorization, method, path string, body []byte, header http.Header) (*http.Response, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(method, gw.Gateway+path, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+agentToken)
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
 	for k, v := range header {
 		req.Header[k] = v
 	}

@@ -37,12 +37,20 @@ type Options struct {
 	WorkDir string
 	// Addresses (host:port). Empty: a free loopback port.
 	AgentAddr, XDSAddr, APIAddr, AdminAddr, EmulatorAddr, DevIssuerAddr string
+	// Issuers are trusted by jitgated besides its development issuer.
+	Issuers []Issuer
 	// Tap puts a recording proxy between Envoy and the emulator (see Tap).
 	Tap bool
 	// ExtraJitgatedArgs are appended to jitgated's command line.
 	ExtraJitgatedArgs []string
 	// Progress, if set, receives one line per step.
 	Progress io.Writer
+}
+
+// Issuer is an OIDC issuer jitgated trusts.
+type Issuer struct {
+	URL       string
+	Audiences []string
 }
 
 // Stack is a running gateway.
@@ -136,8 +144,12 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		}
 	}
 
+	cfgFile, err := s.writeConfig()
+	if err != nil {
+		return nil, err
+	}
 	s.progress("starting jitgated (ADS %s, API %s, development OIDC issuer %s)", o.XDSAddr, o.APIAddr, s.DevIssuer)
-	args := []string{
+	args := []string{"--config=" + cfgFile,
 		"--dev-issuer", "--dev-issuer-listen=" + o.DevIssuerAddr, "--credentials-key-file=" + s.ServiceAccountKey,
 		"--xds-listen=" + o.XDSAddr, "--api-listen=" + o.APIAddr, "--agent-listen=" + o.AgentAddr,
 		"--upstream=" + upstream, "--wasm=" + o.Wasm,
@@ -161,6 +173,29 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	}
 	ok = true
 	return s, nil
+}
+
+// writeConfig writes jitgated's config file: the development issuer keeps its signing key
+// in the work dir (so tokens survive a jitgated restart), plus any extra issuers.
+func (s *Stack) writeConfig() (string, error) {
+	var b strings.Builder
+	b.WriteString("apiVersion: jitgate.dev/v1\nkind: ControlPlaneConfig\n")
+	fmt.Fprintf(&b, "devIssuer:\n  keyFile: %s\n", strconv.Quote(filepath.Join(s.opts.WorkDir, "dev-issuer-key.pem")))
+	if len(s.opts.Issuers) > 0 {
+		b.WriteString("identity:\n  issuers:\n")
+		for _, is := range s.opts.Issuers {
+			fmt.Fprintf(&b, "  - issuer: %s\n    audiences: [", strconv.Quote(is.URL))
+			for i, a := range is.Audiences {
+				if i > 0 {
+					b.WriteString(", ")
+				}
+				b.WriteString(strconv.Quote(a))
+			}
+			b.WriteString("]\n")
+		}
+	}
+	path := filepath.Join(s.opts.WorkDir, "jitgated.yaml")
+	return path, os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
 // Token mints an agent token at the development issuer with the operator CLI, exactly
