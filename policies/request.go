@@ -1,0 +1,174 @@
+package policies
+
+import (
+	"fmt"
+	"strings"
+)
+
+// name is a split qualified name, as written and lower-cased.
+type name struct {
+	raw  string
+	segs []string
+	low  []string
+}
+
+func newName(s string) name {
+	n := name{raw: s, segs: SplitQualified(s)}
+	n.low = SplitQualified(strings.ToLower(s))
+	return n
+}
+
+func (n name) wellFormed(segments int) bool {
+	if len(n.segs) != segments || len(n.low) != segments {
+		return false
+	}
+	for _, s := range n.segs {
+		if s == "" {
+			return false
+		}
+	}
+	return true
+}
+
+// request is an Input reduced to what policies test.
+type request struct {
+	api     string
+	project *name
+	// kind and family are set for calls that run SQL or read table data.
+	kind, family string
+	reads        []name
+	writes       []name
+	// destination: a query result is written to a table (needs DML).
+	destination bool
+	// meta is a table whose metadata is read (tables.get); dataset a dataset-level call.
+	meta     *name
+	dataset  *name
+	findings []DenyRuleKind
+	bytes    *int64
+	// jobScoped calls act on an existing job and only need API and project.
+	jobScoped bool
+	// approvable calls are subject to approval rules (they run SQL or read table data).
+	approvable bool
+}
+
+func (r *request) finding(k DenyRuleKind) bool { return contains(r.findings, k) }
+
+func (r *request) tables() []name {
+	out := append(append([]name(nil), r.reads...), r.writes...)
+	if r.meta != nil {
+		out = append(out, *r.meta)
+	}
+	return out
+}
+
+// newRequest builds the request or says why the call cannot be decided.
+func newRequest(in Input) (*request, string, string) {
+	c := in.Call
+	r := &request{api: c.API}
+	if c.API != "projects.list" {
+		if c.Project == "" {
+			return nil, RuleInvalidInput, fmt.Sprintf("%s call names no project", c.API)
+		}
+		p := newName(c.Project)
+		if !p.wellFormed(1) {
+			return nil, RuleInvalidInput, fmt.Sprintf("project %q is not a project id", c.Project)
+		}
+		r.project = &p
+	}
+	table := func() (*name, string, string) {
+		if c.Dataset == "" || c.Table == "" {
+			return nil, RuleInvalidInput, fmt.Sprintf("%s call names no dataset or table", c.API)
+		}
+		t := newName(c.Project + "." + c.Dataset + "." + c.Table)
+		if !t.wellFormed(3) {
+			return nil, RuleInvalidInput, fmt.Sprintf("table %q is not project.dataset.table", t.raw)
+		}
+		return &t, "", ""
+	}
+	jobOwner := func() (string, string) {
+		switch {
+		case in.Job == nil || in.Job.OwnerAgentID == "":
+			return RuleNotDecidable, fmt.Sprintf("%s: the job's owner is unknown (job ledger)", c.API)
+		case in.Job.OwnerAgentID != in.Identity.AgentID:
+			return RuleJobNotOwned, fmt.Sprintf("job %s belongs to another agent", c.JobID)
+		}
+		return "", ""
+	}
+
+	switch c.API {
+	case "jobs.query", "jobs.insert":
+		q, a := in.Query, in.Analysis
+		switch {
+		case q == nil:
+			return nil, RuleNotDecidable, "the query body was not decoded"
+		case q.LegacySQL:
+			return nil, RuleLegacySQL, "legacy SQL cannot be analysed; send useLegacySql: false"
+		case a == nil:
+			return nil, RuleNotDecidable, "SQL analysis is unavailable, so statement kind and tables cannot be decided"
+		}
+		r.findings, r.bytes, r.approvable = a.Findings, a.EstimatedBytes, true
+		fam, ok := statementFamily[a.StatementKind]
+		if !ok {
+			return r, RuleUnknownStatementKind, fmt.Sprintf("statement kind %q is not one policies know", a.StatementKind)
+		}
+		r.kind, r.family = a.StatementKind, fam
+		for _, t := range a.ReferencedTables {
+			n := newName(t)
+			if !n.wellFormed(3) {
+				return r, RuleNotDecidable, fmt.Sprintf("referenced table %q is not fully qualified", t)
+			}
+			r.reads = append(r.reads, n)
+		}
+		for _, t := range a.WrittenTables {
+			n := newName(t)
+			if !n.wellFormed(3) {
+				return r, RuleNotDecidable, fmt.Sprintf("written table %q is not fully qualified", t)
+			}
+			r.writes = append(r.writes, n)
+		}
+		if q.Destination != "" {
+			n := newName(q.Destination)
+			if !n.wellFormed(3) {
+				return r, RuleNotDecidable, fmt.Sprintf("destination table %q is not fully qualified", q.Destination)
+			}
+			r.writes = append(r.writes, n)
+			r.destination = true
+		}
+	case "jobs.get", "jobs.getQueryResults", "jobs.cancel", "jobs.delete":
+		if code, why := jobOwner(); code != "" {
+			return nil, code, why
+		}
+		r.jobScoped = true
+	case "tabledata.list":
+		if strings.HasPrefix(c.Dataset, "_") {
+			// An anonymous result dataset: reading a job's results, not a table.
+			if code, why := jobOwner(); code != "" {
+				return nil, code, why
+			}
+			r.jobScoped = true
+			break
+		}
+		t, code, why := table()
+		if code != "" {
+			return nil, code, why
+		}
+		r.reads = []name{*t}
+		r.kind, r.family, r.approvable = FamilySelect, FamilySelect, true
+	case "tables.get":
+		t, code, why := table()
+		if code != "" {
+			return nil, code, why
+		}
+		r.meta = t
+	case "datasets.get", "tables.list":
+		if c.Dataset == "" {
+			return nil, RuleInvalidInput, fmt.Sprintf("%s call names no dataset", c.API)
+		}
+		ds := newName(c.Project + "." + c.Dataset)
+		if !ds.wellFormed(2) {
+			return nil, RuleInvalidInput, fmt.Sprintf("dataset %q is not project.dataset", ds.raw)
+		}
+		r.dataset = &ds
+	}
+	return r, "", ""
+}
