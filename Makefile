@@ -51,8 +51,9 @@ e2e: setup ## end-to-end tests through real Envoy, jitgated, NATS and the emulat
 
 test: setup vet unit e2e ## everything CI runs
 
-bench: wasm ## Go benchmarks of the filter (native; wasm benchmarks come with the masking engine)
-	$(GO) test -run '^$$' -bench . -benchmem ./filter/...
+bench: setup wasm ## benchmarks: filter, policies, identity (Go) and latency through real Envoy vs direct
+	$(GO) test -run '^$$' -bench . -benchmem ./filter/... ./policies/... ./controlplane/...
+	$(GO) test -run '^$$' -bench . -benchtime 200x ./e2e
 
 run: setup build ## bring up the gateway on embedded defaults (DATA=seed.yaml) and query through it
 	$(GO) build -o bin/devstack ./tools/devstack
