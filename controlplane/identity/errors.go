@@ -26,7 +26,9 @@ var (
 	ErrBadSignature = errors.New("token signature invalid")
 	// ErrAlgorithmNotAllowed: alg is none, HMAC, or not in the issuer's algorithms.
 	ErrAlgorithmNotAllowed = errors.New("token algorithm not allowed")
-	// ErrUnknownKey: the kid is not in the issuer's key set, even after refetching it.
+	// ErrUnknownKey: the kid is not in the issuer's key set, even after refetching it, or
+	// the token was signed with a cached key the issuer no longer publishes (see
+	// Options.KeyMaxAge).
 	ErrUnknownKey = errors.New("token signing key unknown")
 	// ErrInvalidClaims: a required claim (exp, the agent claim) is missing or a claim has
 	// the wrong type (e.g. groups that are not strings).

@@ -28,6 +28,7 @@ const (
 	DefaultDiscoveryBackoffMin = time.Second
 	DefaultDiscoveryBackoffMax = time.Minute
 	DefaultKeyRefreshInterval  = 10 * time.Second
+	DefaultKeyMaxAge           = 5 * time.Minute
 )
 
 // Options tune a Verifier; the zero value is right for production.
@@ -37,7 +38,8 @@ type Options struct {
 	// go-oidc fetches keys on a context that is never cancelled. The client is copied and
 	// its Transport wrapped, never modified.
 	HTTPClient *http.Client
-	// Now is the clock for exp, nbf and iat. Default time.Now.
+	// Now is the clock for exp, nbf and iat, and for KeyRefreshInterval and KeyMaxAge.
+	// Default time.Now.
 	Now func() time.Time
 	// Logger receives discovery failures and recoveries; nil discards them.
 	Logger *slog.Logger
@@ -45,8 +47,23 @@ type Options struct {
 	// discovery attempts for an unreachable issuer. Defaults 1s and 1m.
 	DiscoveryBackoffMin, DiscoveryBackoffMax time.Duration
 	// KeyRefreshInterval is the least time between two JWKS fetches for one issuer
-	// (unknown kids trigger refetches). Default 10s.
+	// (unknown kids trigger refetches); within it the last key set answers. So a token
+	// signed with a key the issuer has just rotated in is rejected as ErrUnknownKey until
+	// KeyRefreshInterval has passed since the previous fetch, then accepted. Default 10s.
 	KeyRefreshInterval time.Duration
+	// KeyMaxAge bounds how long a key the issuer stopped publishing keeps verifying
+	// tokens. go-oidc caches keys until an unknown kid or a failed signature forces a
+	// refetch, so on its own a removed key would be trusted indefinitely. After a token's
+	// signature verifies, if the issuer's last successful JWKS fetch is older than
+	// KeyMaxAge the JWKS is fetched again (still at most once per KeyRefreshInterval), and
+	// the token is rejected with ErrUnknownKey unless its kid is in the latest key set (a
+	// token without kid must verify with a key of the latest set). Tokens signed with a
+	// removed key are thus accepted for at most about max(KeyMaxAge, KeyRefreshInterval)
+	// after the removal, and not at all once any later fetch has seen the new set. If the
+	// refetch fails, the last key set fetched stays in use (a warning is logged) so an
+	// IdP outage does not lock every agent out. Default 5m; zero or negative means the
+	// default.
+	KeyMaxAge time.Duration
 }
 
 // Identity is a verified agent.
@@ -96,6 +113,9 @@ func NewVerifier(cfg Config, opts Options) (*Verifier, error) {
 	if opts.KeyRefreshInterval <= 0 {
 		opts.KeyRefreshInterval = DefaultKeyRefreshInterval
 	}
+	if opts.KeyMaxAge <= 0 {
+		opts.KeyMaxAge = DefaultKeyMaxAge
+	}
 	v := &Verifier{now: opts.Now, issuers: map[string]*issuer{}}
 	for _, ic := range cfg.WithDefaults().Issuers {
 		v.issuers[ic.Issuer] = newIssuer(ic, opts)
@@ -106,9 +126,10 @@ func NewVerifier(cfg Config, opts Options) (*Verifier, error) {
 
 // Verify checks rawToken and returns the agent it identifies. The token's unverified iss
 // only selects which configured issuer checks it; that issuer then checks the algorithm
-// allowlist, signature (refetching the key set for an unknown kid), iss, aud (any accepted
-// audience), exp, nbf and iat (within the issuer's clock skew), and the agent and groups
-// claims. Errors wrap one sentinel (see Reason) and never contain the token.
+// allowlist, signature (refetching the key set for an unknown kid), that the signing key
+// is still published (refetching a key set older than Options.KeyMaxAge), iss, aud (any
+// accepted audience), exp, nbf and iat (within the issuer's clock skew), and the agent and
+// groups claims. Errors wrap one sentinel (see Reason) and never contain the token.
 func (v *Verifier) Verify(ctx context.Context, rawToken string) (Identity, error) {
 	if rawToken == "" {
 		return Identity{}, &Error{Kind: ErrMissing, Detail: "empty token"}
@@ -175,12 +196,13 @@ type issuer struct {
 	now        func() time.Time
 	backoffMin time.Duration
 	backoffMax time.Duration
+	keyMaxAge  time.Duration
 
 	discoveryClient *http.Client
 	keyClient       *http.Client
 	keys            *keySetTransport
 
-	ready atomic.Pointer[oidc.IDTokenVerifier]
+	ready atomic.Pointer[provider]
 	// discovering admits one discovery at a time; waiters honour their context.
 	discovering chan struct{}
 
@@ -195,7 +217,7 @@ func newIssuer(ic IssuerConfig, opts Options) *issuer {
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	keys := &keySetTransport{base: base, minInterval: opts.KeyRefreshInterval}
+	keys := &keySetTransport{base: base, minInterval: opts.KeyRefreshInterval, now: opts.Now}
 	withTransport := func(rt http.RoundTripper) *http.Client {
 		c := *opts.HTTPClient
 		c.Transport = rt
@@ -215,6 +237,7 @@ func newIssuer(ic IssuerConfig, opts Options) *issuer {
 		now:             opts.Now,
 		backoffMin:      opts.DiscoveryBackoffMin,
 		backoffMax:      opts.DiscoveryBackoffMax,
+		keyMaxAge:       opts.KeyMaxAge,
 		discoveryClient: withTransport(cappedTransport{base}),
 		keyClient:       withTransport(keys),
 		keys:            keys,
@@ -227,9 +250,19 @@ func newIssuer(ic IssuerConfig, opts Options) *issuer {
 		// No discovery: the key set URL is configured, so the verifier exists from the
 		// start and only the (lazy) key fetch can fail.
 		p := (&oidc.ProviderConfig{IssuerURL: ic.Issuer, JWKSURL: ic.JWKSURL}).NewProvider(context.Background())
-		iss.ready.Store(iss.newOIDCVerifier(p))
+		iss.ready.Store(iss.newProvider(p, ic.JWKSURL))
 	}
 	return iss
+}
+
+// provider is an issuer's go-oidc verifier and the URL its keys come from.
+type provider struct {
+	verifier *oidc.IDTokenVerifier
+	jwksURL  string
+}
+
+func (s *issuer) newProvider(p *oidc.Provider, jwksURL string) *provider {
+	return &provider{verifier: s.newOIDCVerifier(p), jwksURL: jwksURL}
 }
 
 func (s *issuer) newOIDCVerifier(p *oidc.Provider) *oidc.IDTokenVerifier {
@@ -244,7 +277,7 @@ func (s *issuer) newOIDCVerifier(p *oidc.Provider) *oidc.IDTokenVerifier {
 
 // load returns the go-oidc verifier, running discovery when it is missing and the backoff
 // has passed (or force is set).
-func (s *issuer) load(ctx context.Context, force bool) (*oidc.IDTokenVerifier, error) {
+func (s *issuer) load(ctx context.Context, force bool) (*provider, error) {
 	if v := s.ready.Load(); v != nil {
 		return v, nil
 	}
@@ -289,7 +322,7 @@ func (s *issuer) load(ctx context.Context, force bool) (*oidc.IDTokenVerifier, e
 	return v, nil
 }
 
-func (s *issuer) discover(ctx context.Context) (*oidc.IDTokenVerifier, error) {
+func (s *issuer) discover(ctx context.Context) (*provider, error) {
 	p, err := oidc.NewProvider(oidc.ClientContext(ctx, s.discoveryClient), s.cfg.Issuer)
 	if err != nil {
 		return nil, err
@@ -308,7 +341,7 @@ func (s *issuer) discover(ctx context.Context) (*oidc.IDTokenVerifier, error) {
 	if err := checkURL(meta.JWKSURI); err != nil {
 		return nil, fmt.Errorf("discovery document jwks_uri: %w", err)
 	}
-	return s.newOIDCVerifier(p), nil
+	return s.newProvider(p, meta.JWKSURI), nil
 }
 
 func (s *issuer) status() IssuerStatus {
@@ -329,13 +362,16 @@ func (s *issuer) verify(ctx context.Context, raw string, tok unverifiedToken, no
 	if !slices.Contains(s.algorithms, tok.alg) {
 		return Identity{}, newError(ErrAlgorithmNotAllowed, name, "alg %s is not in this issuer's algorithms %v", untrusted(tok.alg), s.algorithms)
 	}
-	oidcVerifier, err := s.load(ctx, false)
+	p, err := s.load(ctx, false)
 	if err != nil {
 		return Identity{}, err
 	}
-	idt, err := oidcVerifier.Verify(ctx, raw)
+	idt, err := p.verifier.Verify(ctx, raw)
 	if err != nil {
 		return Identity{}, s.classify(err, tok)
+	}
+	if err := s.checkKeyPublished(ctx, p.jwksURL, raw, tok, now); err != nil {
+		return Identity{}, err
 	}
 
 	var claims verifiedClaims
@@ -378,6 +414,40 @@ func (s *issuer) verify(ctx context.Context, raw string, tok unverifiedToken, no
 		Subject:   idt.Subject,
 		ExpiresAt: idt.Expiry,
 	}, nil
+}
+
+// checkKeyPublished runs after go-oidc verified raw's signature with a key from its cache,
+// which never expires keys by time. When the last key set fetched is older than keyMaxAge
+// it is fetched again (the transport's throttle still applies), and the token must have
+// been signed with a key of the latest set: its kid must be listed, or, without a kid, one
+// of the set's keys must verify it. A failed refetch keeps the last set in use.
+func (s *issuer) checkKeyPublished(ctx context.Context, jwksURL, raw string, tok unverifiedToken, now time.Time) error {
+	ks := s.keys.latest.Load()
+	if (ks == nil || now.Sub(ks.fetched) >= s.keyMaxAge) && s.keys.due() {
+		if err := s.keys.refresh(ctx, s.keyClient, jwksURL); err != nil {
+			attrs := []any{"error", err}
+			if ks != nil {
+				attrs = append(attrs, "key_set_age", now.Sub(ks.fetched).Round(time.Second))
+			}
+			s.log.Warn("JWKS refresh failed; still verifying against the last key set fetched", attrs...)
+		}
+		ks = s.keys.latest.Load()
+	}
+	if ks == nil {
+		// go-oidc verified with keys this transport fetched, so this cannot happen; if it
+		// does, nothing says the key is still published.
+		return newError(ErrIssuerUnavailable, s.cfg.Issuer, "no key set fetched")
+	}
+	if tok.kid != "" {
+		if !ks.kids[tok.kid] {
+			return newError(ErrUnknownKey, s.cfg.Issuer, "signing key no longer published by the issuer (kid %s)", untrusted(tok.kid))
+		}
+		return nil
+	}
+	if !ks.verifies(raw, s.algorithms) {
+		return newError(ErrUnknownKey, s.cfg.Issuer, "signing key no longer published by the issuer (token has no kid)")
+	}
+	return nil
 }
 
 // classify maps a go-oidc verification error to a sentinel. go-oidc v3.21.0 formats these
