@@ -76,16 +76,17 @@ func run(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	gw, err = stack.Start(ctx, stack.Options{
-		Issuers:  []stack.Issuer{{URL: corpIssuer.URL(), Audiences: []string{corpAudience}}},
-		Root:     root,
-		Jitgated: jitgated,
-		CLI:      cli,
-		Wasm:     wasm,
-		Data:     filepath.Join(root, "tools", "demo", "bigquery-data.yaml"),
-		Project:  project,
-		WorkDir:  work,
-		Tap:      true,
-		Progress: os.Stderr,
+		Issuers:   []stack.Issuer{{URL: corpIssuer.URL(), Audiences: []string{corpAudience}}},
+		KeyMaxAge: 2 * time.Second,
+		Root:      root,
+		Jitgated:  jitgated,
+		CLI:       cli,
+		Wasm:      wasm,
+		Data:      filepath.Join(root, "tools", "demo", "bigquery-data.yaml"),
+		Project:   project,
+		WorkDir:   work,
+		Tap:       true,
+		Progress:  os.Stderr,
 	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)

@@ -38,6 +38,9 @@ var ErrInvalidConfig = errors.New("invalid identity config")
 type Config struct {
 	// Issuers are tried by the token's iss claim; at least one is required.
 	Issuers []IssuerConfig `yaml:"issuers" json:"issuers"`
+	// KeyMaxAge bounds how long a signing key that an issuer has removed from its JWKS
+	// keeps verifying tokens (Options.KeyMaxAge; 0 means the 5 minute default).
+	KeyMaxAge Duration `yaml:"keyMaxAge,omitempty" json:"keyMaxAge,omitempty"`
 }
 
 // IssuerConfig is one trusted OIDC issuer (GitHub Actions, a Kubernetes service-account
@@ -86,7 +89,7 @@ func (d Duration) MarshalText() ([]byte, error) {
 
 // WithDefaults returns a copy with every unset field of every issuer defaulted.
 func (c Config) WithDefaults() Config {
-	out := Config{Issuers: make([]IssuerConfig, len(c.Issuers))}
+	out := Config{Issuers: make([]IssuerConfig, len(c.Issuers)), KeyMaxAge: c.KeyMaxAge}
 	for n, ic := range c.Issuers {
 		out.Issuers[n] = ic.WithDefaults()
 	}
@@ -120,6 +123,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: issuers: at least one issuer is required", ErrInvalidConfig)
 	}
 	var errs []error
+	if c.KeyMaxAge < 0 || time.Duration(c.KeyMaxAge) > time.Hour {
+		errs = append(errs, fmt.Errorf("%w: keyMaxAge: %s outside 0..1h", ErrInvalidConfig, time.Duration(c.KeyMaxAge)))
+	}
 	seen := map[string]int{}
 	for n, ic := range c.Issuers {
 		for _, err := range ic.problems() {

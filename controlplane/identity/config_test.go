@@ -157,3 +157,21 @@ func TestConfigDecodesStrictYAMLAndJSON(t *testing.T) {
 		}
 	}
 }
+
+func TestKeyMaxAgeBounds(t *testing.T) {
+	base := identity.Config{Issuers: []identity.IssuerConfig{{Issuer: "https://issuer.example", Audiences: []string{"a"}}}}
+	for _, tc := range []struct {
+		age time.Duration
+		ok  bool
+	}{{0, true}, {2 * time.Second, true}, {time.Hour, true}, {-time.Second, false}, {2 * time.Hour, false}} {
+		c := base
+		c.KeyMaxAge = identity.Duration(tc.age)
+		err := c.WithDefaults().Validate()
+		if (err == nil) != tc.ok {
+			t.Errorf("keyMaxAge %s: err = %v, want ok=%v", tc.age, err, tc.ok)
+		}
+		if got := c.WithDefaults().KeyMaxAge; got != c.KeyMaxAge {
+			t.Errorf("WithDefaults dropped keyMaxAge: %s", time.Duration(got))
+		}
+	}
+}

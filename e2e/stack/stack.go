@@ -39,6 +39,9 @@ type Options struct {
 	AgentAddr, XDSAddr, APIAddr, AdminAddr, EmulatorAddr, DevIssuerAddr string
 	// Issuers are trusted by jitgated besides its development issuer.
 	Issuers []Issuer
+	// KeyMaxAge, when set, bounds how long a key removed from an issuer's JWKS still
+	// verifies (identity.keyMaxAge); tests shorten it from the 5 minute default.
+	KeyMaxAge time.Duration
 	// Tap puts a recording proxy between Envoy and the emulator (see Tap).
 	Tap bool
 	// ExtraJitgatedArgs are appended to jitgated's command line.
@@ -181,8 +184,14 @@ func (s *Stack) writeConfig() (string, error) {
 	var b strings.Builder
 	b.WriteString("apiVersion: jitgate.dev/v1\nkind: ControlPlaneConfig\n")
 	fmt.Fprintf(&b, "devIssuer:\n  keyFile: %s\n", strconv.Quote(filepath.Join(s.opts.WorkDir, "dev-issuer-key.pem")))
+	if len(s.opts.Issuers) > 0 || s.opts.KeyMaxAge > 0 {
+		b.WriteString("identity:\n")
+	}
+	if s.opts.KeyMaxAge > 0 {
+		fmt.Fprintf(&b, "  keyMaxAge: %s\n", s.opts.KeyMaxAge)
+	}
 	if len(s.opts.Issuers) > 0 {
-		b.WriteString("identity:\n  issuers:\n")
+		b.WriteString("  issuers:\n")
 		for _, is := range s.opts.Issuers {
 			fmt.Fprintf(&b, "  - issuer: %s\n    audiences: [", strconv.Quote(is.URL))
 			for i, a := range is.Audiences {
