@@ -1,5 +1,5 @@
 // Package api owns jitgated's HTTP API: liveness (/healthz), readiness (/readyz), the
-// operator status document (/v1/status), Prometheus metrics (/metrics) and the filter's
+// operator status document (/v1/status: xDS, NATS, identity and the live policies), Prometheus metrics (/metrics) and the filter's
 // callouts (POST /v1/authorize, served by controlplane/authz), which Envoy reaches through
 // the "jitgate_controlplane" cluster.
 package api
@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/jitgate/jitgate/controlplane/policystore"
 	"github.com/jitgate/jitgate/controlplane/xds"
 	"github.com/jitgate/jitgate/filter/authorize"
 )
@@ -24,6 +25,8 @@ type Options struct {
 	NATS func() NATSStatus
 	// Identity reports the agent identity verifier; nil means it was not constructed.
 	Identity func() IdentityStatus
+	// Policies reports the policy store; nil means no policies are configured.
+	Policies func() policystore.Status
 	// Authorize serves the filter's authorize callout (authz.Service); nil answers 503.
 	Authorize http.Handler
 	// Gatherer serves /metrics.
@@ -65,6 +68,8 @@ type Status struct {
 	NATS NATSStatus `json:"nats"`
 	// Identity is the agent identity verifier.
 	Identity IdentityStatus `json:"identity"`
+	// Policies is the live policy bundle and the last reload error.
+	Policies policystore.Status `json:"policies"`
 }
 
 // NewHandler returns the API's HTTP handler.
@@ -111,6 +116,10 @@ func (o Options) status() Status {
 	}
 	if o.Identity != nil {
 		st.Identity = o.Identity()
+	}
+	st.Policies = policystore.DisabledStatus()
+	if o.Policies != nil {
+		st.Policies = o.Policies()
 	}
 	st.Ready = st.XDS.SnapshotVersion != "" && st.NATS.Connected && st.Identity.Ready && o.Authorize != nil
 	return st

@@ -23,6 +23,13 @@ type Call struct {
 	// Mint is what the credential step will ask the minter for; steps may narrow it (a
 	// policy's service account, scopes or shorter TTL). RequestID and DecisionID are set.
 	Mint credentials.Request
+	// Policy is the policy (and bundle) that decided, set by the policy step; the
+	// response and the decision log carry it.
+	Policy *authorize.PolicyRef
+	// PolicyRule is the policy decision's rule code ("allow", "table_denied", ...).
+	PolicyRule string
+	// DryRunWouldDeny lists dry-run deny rules that fired, "policy/rule", for the log.
+	DryRunWouldDeny []string
 
 	credential *credentials.Credential
 }

@@ -149,6 +149,7 @@ func (s *Service) decide(ctx context.Context, c *Call) (resp authorize.Response,
 	if c.Identity != nil {
 		resp.Identity = &authorize.Identity{AgentID: c.Identity.AgentID, Issuer: c.Identity.Issuer, Groups: c.Identity.Groups}
 	}
+	resp.Policy = c.Policy
 	if d != nil {
 		resp.Decision, resp.Status, resp.Reason, resp.Message = authorize.Deny, d.Status, d.Reason, d.Message
 		return resp, step, d
@@ -194,6 +195,15 @@ func (s *Service) logDecision(r *http.Request, c *Call, resp authorize.Response,
 		slog.String("project", c.Request.Call.Project),
 		slog.String("job_id", c.Request.Call.JobID),
 	)
+	if p := resp.Policy; p != nil {
+		if p.Name != "" {
+			attrs = append(attrs, slog.String("policy", p.Name+"@"+p.Version))
+		}
+		attrs = append(attrs, slog.String("policy_bundle", p.Bundle), slog.String("policy_rule", c.PolicyRule))
+		if len(c.DryRunWouldDeny) > 0 {
+			attrs = append(attrs, slog.Any("policy_would_deny", c.DryRunWouldDeny))
+		}
+	}
 	if resp.Credential != nil {
 		attrs = append(attrs, slog.String("credential_id", resp.Credential.ID), slog.Int64("credential_expires_at", resp.Credential.ExpiresAtUnix))
 	}

@@ -2,14 +2,15 @@
 // (apiVersion jitgate.dev/v1, kind ControlPlaneConfig) that says where the control plane
 // listens, where Envoy's agent listener and the BigQuery upstream are, which filter module
 // Envoy loads, how NATS is reached, which OIDC issuers identify agents and how upstream
-// credentials are minted. Unknown fields are rejected with file:line, and command-line
-// flags override the file (see Overrides). Every field has a default except the two a
-// serving control plane cannot guess (see ValidateForServe): at least one trusted issuer
-// (identity.issuers, or the development issuer) and credentials.keyFile.
+// credentials are minted, and which policy directory decides calls. Unknown fields are
+// rejected with file:line, and command-line flags override the file (see Overrides). Every
+// field has a default except the two a serving control plane cannot guess (see
+// ValidateForServe): at least one trusted issuer (identity.issuers, or the development
+// issuer) and credentials.keyFile.
 //
 // Relative paths written in the file (filter.wasmPath, nats.storeDir, credentials.keyFile,
-// devIssuer.keyFile) are resolved against the directory of the config file; defaults and
-// flag values are resolved against the process's working directory.
+// devIssuer.keyFile, policies.dir) are resolved against the directory of the config file;
+// defaults and flag values are resolved against the process's working directory.
 package config
 
 import (
@@ -98,6 +99,10 @@ type Config struct {
 	// DevIssuer runs a development OIDC issuer inside jitgated and trusts it. For laptops
 	// and tests only: anyone who can reach it can mint a token for any agent.
 	DevIssuer DevIssuer `yaml:"devIssuer"`
+	// Policies is the policy directory (policies/README.md) that decides every authorize
+	// call. Empty: no policies, every verified agent is allowed what the filter's built-in
+	// rules allow (jitgated warns at start).
+	Policies Policies `yaml:"policies"`
 
 	// sources maps a field path ("upstream.bigquery.url") to where its value came from
 	// ("jitgated.yaml:12" or "--upstream"), so validation errors can point at it.
@@ -192,13 +197,23 @@ type DevIssuer struct {
 	Audience string `yaml:"audience"`
 }
 
+// Policies configures the policy directory.
+type Policies struct {
+	// Dir holds the *.yaml / *.yml policy documents. jitgated loads it at start (and
+	// refuses to start if it does not load), watches it for changes and reloads it on
+	// SIGHUP; an invalid change keeps the last good policies live. A relative path in the
+	// file is resolved against the file's directory. Changing dir itself takes a restart.
+	// Default empty (no policies).
+	Dir string `yaml:"dir"`
+}
+
 // URL is the issuer identifier of the development issuer (the iss of its tokens).
 func (d DevIssuer) URL() string { return "http://" + d.Listen }
 
 // IdentityConfig is the identity configuration to verify with: the configured issuers,
 // plus the development issuer at devIssuerURL when it is enabled.
 func (c *Config) IdentityConfig(devIssuerURL string) identity.Config {
-	out := identity.Config{Issuers: append([]identity.IssuerConfig(nil), c.Identity.Issuers...)}
+	out := identity.Config{Issuers: append([]identity.IssuerConfig(nil), c.Identity.Issuers...), KeyMaxAge: c.Identity.KeyMaxAge}
 	if c.DevIssuer.Enabled {
 		out.Issuers = append(out.Issuers, identity.IssuerConfig{Issuer: devIssuerURL, Audiences: []string{c.DevIssuer.Audience}})
 	}
@@ -283,6 +298,7 @@ func (c *Config) finish(fileDir string) error {
 		c.NATS.StoreDir = resolve(fileDir, c.NATS.StoreDir)
 		c.Credentials.KeyFile = resolve(fileDir, c.Credentials.KeyFile)
 		c.DevIssuer.KeyFile = resolve(fileDir, c.DevIssuer.KeyFile)
+		c.Policies.Dir = resolve(fileDir, c.Policies.Dir)
 	}
 	if err := c.applyDefaults(); err != nil {
 		return err
@@ -324,7 +340,7 @@ func (c *Config) applyDefaults() error {
 	}
 	// Remaining relative paths came from defaults or flags: anchor them at the working
 	// directory now, so Envoy (whose cwd may differ) gets an absolute filename.
-	for _, p := range []*string{&c.Filter.WasmPath, &c.NATS.StoreDir, &c.Credentials.KeyFile, &c.DevIssuer.KeyFile} {
+	for _, p := range []*string{&c.Filter.WasmPath, &c.NATS.StoreDir, &c.Credentials.KeyFile, &c.DevIssuer.KeyFile, &c.Policies.Dir} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			abs, err := filepath.Abs(*p)
 			if err != nil {
@@ -387,6 +403,7 @@ func (c *Config) Validate() error {
 		{"devIssuer.listen", checkLoopbackListen(c.DevIssuer.Listen)},
 		{"devIssuer.keyFile", checkAbs(c.DevIssuer.KeyFile)},
 		{"devIssuer.audience", checkAudience(c.DevIssuer.Audience)},
+		{"policies.dir", checkOptionalAbs(c.Policies.Dir)},
 	}
 	for _, ch := range checks {
 		if ch.err != nil {
@@ -442,6 +459,7 @@ type Overrides struct {
 	DevIssuer          *bool
 	DevIssuerListen    *string
 	CredentialsKeyFile *string
+	PoliciesDir        *string
 }
 
 // Apply overrides c's fields with every non-nil value in o (relative paths against the
@@ -463,6 +481,7 @@ func (c *Config) Apply(o Overrides) error {
 	set(&c.NATS.StoreDir, o.NATSStoreDir, "nats.storeDir", "--nats-store-dir")
 	set(&c.DevIssuer.Listen, o.DevIssuerListen, "devIssuer.listen", "--dev-issuer-listen")
 	set(&c.Credentials.KeyFile, o.CredentialsKeyFile, "credentials.keyFile", "--credentials-key-file")
+	set(&c.Policies.Dir, o.PoliciesDir, "policies.dir", "--policies")
 	if o.DevIssuer != nil {
 		c.DevIssuer.Enabled = *o.DevIssuer
 		c.sources["devIssuer.enabled"] = "--dev-issuer"

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/jitgate/jitgate/controlplane/config"
+	"github.com/jitgate/jitgate/controlplane/policystore"
 )
 
 const envoyBinary = "../../.tools/venv/bin/envoy"
@@ -66,9 +68,22 @@ filter: {wasmPath: %q}
 	}
 	cache := NewCache(cfg.Envoy.NodeCluster, quietLogger())
 	metrics := NewMetrics(prometheus.NewRegistry())
-	if err := NewPublisher(cache, cfg.Envoy.NodeCluster, quietLogger(), metrics).Publish(ctx, cfg); err != nil {
+	// A policy directory, watched as jitgated watches it: every new bundle is republished.
+	policyDir := filepath.Join(dir, "policies")
+	if err := os.Mkdir(policyDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	writeSmokePolicy(t, policyDir, 0)
+	store, err := policystore.Open(policyDir, policystore.Options{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publisher := NewPublisher(cache, cfg.Envoy.NodeCluster, quietLogger(), metrics)
+	store.Subscribe(func(s *policystore.Snapshot) { _ = publisher.PublishPolicyVersion(ctx, s.Bundle.Version) })
+	if err := publisher.Publish(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	go store.Watch(ctx)
 	srv := NewGRPCServer(ctx, cache, quietLogger(), metrics)
 	go srv.Serve(xdsLis)
 	defer srv.Stop()
@@ -175,6 +190,55 @@ static_resources:
 	if !strings.Contains(log, `"path":"/bigquery/v2/projects/p/queries/job-1"`) {
 		t.Errorf("access log lacks the request path:\n%s", log)
 	}
+
+	// Policy propagation: from writing a policy file to Envoy having applied (and so
+	// acknowledged) the ECDS filter configuration that carries the new bundle version.
+	if !ecdsHas(admin, store.Bundle().Version) {
+		t.Fatalf("Envoy's filter configuration lacks the initial policy version %s", store.Bundle().Version)
+	}
+	const edits = 10
+	var took []time.Duration
+	for i := 1; i <= edits; i++ {
+		before := store.Bundle().Version
+		start := time.Now()
+		writeSmokePolicy(t, policyDir, i)
+		var v string
+		for {
+			if v = store.Bundle().Version; v != before && ecdsHas(admin, v) {
+				break
+			}
+			if time.Since(start) > 5*time.Second {
+				t.Fatalf("edit %d: Envoy did not apply policy version %q within 5s", i, v)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		took = append(took, time.Since(start))
+	}
+	slices.Sort(took)
+	t.Logf("policy file write → Envoy ECDS applied, %d edits: median %s, worst %s", edits, took[edits/2], took[edits-1])
+	if took[edits-1] > time.Second {
+		t.Errorf("worst propagation %s, want under 1s", took[edits-1])
+	}
+}
+
+// writeSmokePolicy writes a policy whose content (and so version) depends on n.
+func writeSmokePolicy(t *testing.T, dir string, n int) {
+	t.Helper()
+	doc := fmt.Sprintf("apiVersion: jitgate.dev/v1\nkind: AgentPolicy\nmetadata: {name: smoke}\nspec:\n  who: {agents: [agent-%d]}\n  where: {projects: [p], apis: [datasets.list]}\n", n)
+	if err := os.WriteFile(filepath.Join(dir, "smoke.yaml"), []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ecdsHas reports whether Envoy's applied ECDS filter configuration names policy version v.
+func ecdsHas(admin, v string) bool {
+	resp, err := http.Get("http://" + admin + "/config_dump?resource=ecds_filters")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return bytes.Contains(b, []byte(`\"policyVersion\":\"`+v+`\"`))
 }
 
 func listenerActive(admin, name string) bool {

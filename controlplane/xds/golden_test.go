@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/jitgate/jitgate/controlplane/config"
+	"github.com/jitgate/jitgate/policies/source"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/out from testdata/in (and delete stale files)")
@@ -45,7 +46,17 @@ func TestGolden(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", in, err)
 		}
-		rs, err := Translate(cfg)
+		// A config naming a policy directory: policy YAML → compiled bundle → the version
+		// in the ECDS filter configuration.
+		policyVersion := ""
+		if cfg.Policies.Dir != "" {
+			res, err := source.Load(cfg.Policies.Dir)
+			if err != nil {
+				t.Fatalf("%s: policies: %v", in, err)
+			}
+			policyVersion = res.Bundle.Version
+		}
+		rs, err := Translate(cfg, policyVersion)
 		if err != nil {
 			t.Fatalf("%s: %v", in, err)
 		}

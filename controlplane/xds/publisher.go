@@ -37,6 +37,9 @@ type Status struct {
 	LastErrorTime time.Time `json:"lastErrorTime,omitzero"`
 	// Failures counts translation failures since start.
 	Failures uint64 `json:"failures"`
+	// PolicyVersion is the policy bundle version in the served filter configuration;
+	// empty without policies.
+	PolicyVersion string `json:"policyVersion,omitempty"`
 }
 
 // Publisher translates configurations into snapshots and sets them in the cache. Versions
@@ -51,6 +54,10 @@ type Publisher struct {
 	mu      sync.Mutex
 	version uint64
 	status  Status
+	// cfg and policyVersion are the inputs of the live snapshot; either changing
+	// republishes with the other kept.
+	cfg           *config.Config
+	policyVersion string
 }
 
 // NewPublisher returns a publisher writing the snapshot for every node (see FleetHash) into
@@ -59,13 +66,31 @@ func NewPublisher(cache cachev3.SnapshotCache, key string, log *slog.Logger, met
 	return &Publisher{cache: cache, key: key, log: log, metrics: metrics}
 }
 
-// Publish translates cfg and, if the result is complete and consistent, serves it as the
-// next snapshot version. On error the previous snapshot stays live.
+// Publish translates cfg (with the current policy version) and, if the result is complete
+// and consistent, serves it as the next snapshot version. On error the previous snapshot
+// stays live.
 func (p *Publisher) Publish(ctx context.Context, cfg *config.Config) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.publish(ctx, cfg, p.policyVersion)
+}
+
+// PublishPolicyVersion serves the next snapshot with the policy bundle version v in the
+// filter's configuration and the last published config. Before the first Publish it only
+// records v.
+func (p *Publisher) PublishPolicyVersion(ctx context.Context, v string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cfg == nil {
+		p.policyVersion = v
+		return nil
+	}
+	return p.publish(ctx, p.cfg, v)
+}
+
+func (p *Publisher) publish(ctx context.Context, cfg *config.Config, policyVersion string) error {
 	version := strconv.FormatUint(p.version+1, 10)
-	snap, err := buildSnapshot(version, cfg)
+	snap, err := buildSnapshot(version, cfg, policyVersion)
 	if err == nil {
 		err = p.cache.SetSnapshot(ctx, p.key, snap)
 	}
@@ -79,14 +104,16 @@ func (p *Publisher) Publish(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	p.version++
+	p.cfg, p.policyVersion = cfg, policyVersion
 	p.status.SnapshotVersion = version
+	p.status.PolicyVersion = policyVersion
 	p.status.LastSuccess = time.Now()
 	p.status.LastError = ""
 	p.status.LastErrorTime = time.Time{}
 	p.metrics.translated("ok")
 	p.metrics.setVersion(p.version)
 	p.log.Info("xds snapshot published", "version", version, "node_key", p.key,
-		"upstream", cfg.Upstream.BigQuery.URL, "wasm", cfg.Filter.WasmPath)
+		"upstream", cfg.Upstream.BigQuery.URL, "wasm", cfg.Filter.WasmPath, "policy_version", policyVersion)
 	return nil
 }
 
@@ -97,8 +124,8 @@ func (p *Publisher) Status() Status {
 	return p.status
 }
 
-func buildSnapshot(version string, cfg *config.Config) (*cachev3.Snapshot, error) {
-	rs, err := Translate(cfg)
+func buildSnapshot(version string, cfg *config.Config, policyVersion string) (*cachev3.Snapshot, error) {
+	rs, err := Translate(cfg, policyVersion)
 	if err != nil {
 		return nil, err
 	}

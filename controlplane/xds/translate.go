@@ -57,14 +57,16 @@ func (rs Resources) add(typ resourcev3.Type, name string, r cachetypes.Resource)
 }
 
 // Translate builds the listener, routes, clusters and ECDS filter configuration for cfg,
-// which must already be validated.
-func Translate(cfg *config.Config) (Resources, error) {
+// which must already be validated. policyVersion is the live policy bundle's version
+// (empty without policies); it goes into the filter's configuration, so every policy
+// change reaches every Envoy as a new ECDS version.
+func Translate(cfg *config.Config, policyVersion string) (Resources, error) {
 	rs := Resources{}
 	steps := []func(*config.Config, Resources) error{
 		addListener,
 		addRoutes,
 		addClusters,
-		addFilterConfig,
+		func(cfg *config.Config, rs Resources) error { return addFilterConfig(cfg, policyVersion, rs) },
 	}
 	for _, step := range steps {
 		if err := step(cfg, rs); err != nil {

@@ -38,7 +38,10 @@ func jitgateHTTPFilter() (*hcmv3.HttpFilter, error) {
 }
 
 // FilterConfig is the document the filter receives as its plugin configuration.
-func FilterConfig(cfg *config.Config) filterconfig.Config {
+// policyVersion is the live policy bundle's version (empty without policies): the control
+// plane makes every policy decision in the authorize callout, so the filter needs only
+// the version, which makes a policy change a new ECDS version on every Envoy.
+func FilterConfig(cfg *config.Config, policyVersion string) filterconfig.Config {
 	return filterconfig.Config{
 		Version:             filterconfig.Version,
 		MaxRequestBodyBytes: cfg.Filter.MaxRequestBodyBytes,
@@ -47,13 +50,14 @@ func FilterConfig(cfg *config.Config) filterconfig.Config {
 			Authority:     FilterControlPlaneAuthority,
 			TimeoutMillis: cfg.Filter.CalloutTimeoutMillis,
 		},
+		PolicyVersion: policyVersion,
 	}
 }
 
 // addFilterConfig adds the ECDS TypedExtensionConfig for the jitgate filter: the Wasm module
 // from cfg.Filter.WasmPath with the filter configuration as a JSON string.
-func addFilterConfig(cfg *config.Config, rs Resources) error {
-	doc, err := FilterConfig(cfg).Marshal()
+func addFilterConfig(cfg *config.Config, policyVersion string, rs Resources) error {
+	doc, err := FilterConfig(cfg, policyVersion).Marshal()
 	if err != nil {
 		return fmt.Errorf("%w: filter configuration: %v", ErrTranslate, err)
 	}

@@ -122,6 +122,20 @@ type Response struct {
 	Identity *Identity `json:"identity,omitempty"`
 	// Credential is set exactly when Decision is Allow.
 	Credential *Credential `json:"credential,omitempty"`
+	// Policy is the policy (name and content version) that made the decision, when the
+	// control plane decides with policies; absent when the decision was made before any
+	// policy was consulted (identity) or no policies are loaded.
+	Policy *PolicyRef `json:"policy,omitempty"`
+}
+
+// PolicyRef names the policy at the version that decided (policies.PolicyRef), and the
+// bundle it belongs to. Name and Version are empty when no single policy decided (no
+// policy matches the agent: default deny; or the call could not be decided).
+type PolicyRef struct {
+	Name    string `json:"name,omitempty"`
+	Version string `json:"version,omitempty"`
+	// Bundle is the version of the whole policy bundle the decision was made with.
+	Bundle string `json:"bundle"`
 }
 
 // Identity is a verified agent.

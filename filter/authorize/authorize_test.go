@@ -96,6 +96,16 @@ func TestResponseRoundTrip(t *testing.T) {
 	if _, err := deny.Marshal(); err != nil {
 		t.Fatal(err)
 	}
+	// The deciding policy travels with the decision and survives the filter's strict decoder.
+	deny = Response{Version: Version, DecisionID: "d", Decision: Deny, Status: 403, Reason: "table_denied", Message: "denied",
+		Policy: &PolicyRef{Name: "analysts", Version: "sha256:0123456789abcdef", Bundle: "sha256:fedcba9876543210"}}
+	pb, err := deny.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := ParseResponse(pb); err != nil || *r.Policy != *deny.Policy {
+		t.Fatalf("policy round trip: %+v %v", r.Policy, err)
+	}
 	if _, err := ParseResponse(append(b, []byte(" {}")...)); !errors.Is(err, ErrContract) {
 		t.Fatalf("trailing data accepted: %v", err)
 	}

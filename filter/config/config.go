@@ -33,7 +33,15 @@ type Config struct {
 	MaxRequestBodyBytes int64 `json:"maxRequestBodyBytes,omitempty"`
 	// ControlPlane is where the filter sends its callouts (authorize, audit).
 	ControlPlane ControlPlane `json:"controlPlane"`
+	// PolicyVersion is the version of the policy bundle the control plane decides with
+	// ("sha256:..."; empty when no policies are loaded). The control plane makes every
+	// policy decision; the version is pushed so that a policy change reaches every Envoy
+	// as a new configuration (visible in its logs and config dump).
+	PolicyVersion string `json:"policyVersion,omitempty"`
 }
+
+// maxPolicyVersionLength bounds PolicyVersion.
+const maxPolicyVersionLength = 128
 
 // ControlPlane names the Envoy cluster that reaches the control plane's HTTP API.
 type ControlPlane struct {
@@ -94,6 +102,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: maxRequestBodyBytes %d outside 1..%d", ErrInvalid, c.MaxRequestBodyBytes, MaxAllowedRequestBodyBytes)
 	case c.ControlPlane.TimeoutMillis > 60000:
 		return fmt.Errorf("%w: controlPlane.timeoutMillis %d above 60000", ErrInvalid, c.ControlPlane.TimeoutMillis)
+	case len(c.PolicyVersion) > maxPolicyVersionLength:
+		return fmt.Errorf("%w: policyVersion longer than %d bytes", ErrInvalid, maxPolicyVersionLength)
 	}
 	return nil
 }

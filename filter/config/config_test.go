@@ -18,7 +18,8 @@ func TestParseAppliesDefaults(t *testing.T) {
 }
 
 func TestParseRoundTripsMarshal(t *testing.T) {
-	in := Config{Version: Version, MaxRequestBodyBytes: 1234, ControlPlane: ControlPlane{Cluster: "cp", Authority: "a", TimeoutMillis: 50}}
+	in := Config{Version: Version, MaxRequestBodyBytes: 1234, ControlPlane: ControlPlane{Cluster: "cp", Authority: "a", TimeoutMillis: 50},
+		PolicyVersion: "sha256:0123456789abcdef"}
 	b, err := in.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -44,6 +45,7 @@ func TestParseRejects(t *testing.T) {
 		{"timeout too long", `{"version":"jitgate.dev/filter/v1","controlPlane":{"timeoutMillis":600000}}`, "timeoutMillis"},
 		{"wrong type", `{"version":"jitgate.dev/filter/v1","maxRequestBodyBytes":"10"}`, "maxRequestBodyBytes"},
 		{"trailing data", `{"version":"jitgate.dev/filter/v1"} {}`, "trailing"},
+		{"policy version too long", `{"version":"jitgate.dev/filter/v1","policyVersion":"` + strings.Repeat("x", 200) + `"}`, "policyVersion"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.doc))

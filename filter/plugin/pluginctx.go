@@ -38,7 +38,7 @@ func (p *pluginContext) OnPluginStart(int) (status types.OnPluginStartStatus) {
 		return types.OnPluginStartStatusFailed
 	}
 	p.cfg = &cfg
-	proxywasm.LogInfof("jitgate: configuration accepted: version=%s maxRequestBodyBytes=%d", cfg.Version, cfg.MaxRequestBodyBytes)
+	proxywasm.LogInfof("jitgate: configuration accepted: version=%s maxRequestBodyBytes=%d policyVersion=%s", cfg.Version, cfg.MaxRequestBodyBytes, cfg.PolicyVersion)
 	return types.OnPluginStartStatusOK
 }
 

@@ -1,7 +1,7 @@
 // Command jitgate is the operator CLI of jitgate: it renders the Envoy bootstrap a gateway
 // needs and, for local development, mints agent tokens from jitgated's development issuer
-// and writes throwaway service-account keys. Policy, approval and audit commands join it in
-// later issues.
+// and writes throwaway service-account keys; it checks, explains and diffs policy
+// directories (jitgate policy). Approval and audit commands join it in later issues.
 package main
 
 import (
@@ -21,6 +21,10 @@ Commands:
                            (jitgated --dev-issuer); TOKEN=$(jitgate dev token --agent NAME)
   dev service-account-key  write a throwaway service-account JSON key for local runs
                            (jitgated --credentials-key-file PATH)
+  policy check DIR         validate a policy directory; file:line:col errors, exit 0/1
+  policy explain …         decide one call as jitgated would and say why
+                           (--policies DIR --agent A --groups g1,g2 --sql ... --tables ...)
+  policy diff OLD NEW      which agents and groups gain or lose access
 
 Run 'jitgate <command> -h' for a command's flags.
 `
@@ -30,6 +34,9 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) >= 1 && args[0] == "policy" {
+		return policyCmd(args[1:], stdout, stderr)
+	}
 	if len(args) >= 2 {
 		switch args[0] + " " + args[1] {
 		case "envoy bootstrap":

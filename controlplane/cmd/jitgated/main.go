@@ -33,7 +33,10 @@ import (
 	"github.com/jitgate/jitgate/controlplane/devissuer"
 	"github.com/jitgate/jitgate/controlplane/identity"
 	"github.com/jitgate/jitgate/controlplane/natsembed"
+	"github.com/jitgate/jitgate/controlplane/policystep"
+	"github.com/jitgate/jitgate/controlplane/policystore"
 	"github.com/jitgate/jitgate/controlplane/xds"
+	"github.com/jitgate/jitgate/policies/source"
 )
 
 // shutdownGrace bounds graceful shutdown; ADS streams never end on their own, so after
@@ -75,8 +78,17 @@ Flags override the config file. Two things have no default: a trusted OIDC issue
   credentials:
     keyFile: /etc/jitgate/sa-key.json
 Relative paths in the file are resolved against the file's directory; relative flag values
-against the working directory. SIGHUP reloads the config file; if the new config is invalid
-the last good one stays live (identity, credentials and listen addresses change on restart).
+against the working directory. SIGHUP reloads the config file and the policy directory; if
+either is invalid the last good one stays live (identity, credentials, listen addresses and
+policies.dir itself change on restart).
+
+Policies: --policies DIR (config policies.dir) loads every *.yaml of DIR (policies/README.md),
+refuses to start if it does not load, then watches it (a saved change is live in well
+under a second) and reloads on SIGHUP; an invalid change keeps the last good policies, logs
+each error as file:line:col and shows it in /v1/status ("policies") and the metrics
+jitgate_policy_reload_total{result="error"} / jitgate_policy_reload_failing. Check a
+directory before deploying it with: jitgate policy check DIR. Without a policy directory
+every verified agent is allowed what the filter's built-in rules allow (a warning says so).
 
 Flags:
 `
@@ -111,6 +123,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	devIssuer := fs.Bool("dev-issuer", false, "run a development OIDC issuer and trust it; for laptops and tests only, never production (config devIssuer.enabled)")
 	devIssuerListen := fs.String("dev-issuer-listen", config.DefaultDevIssuerListen, "loopback IP:port of the development issuer (config devIssuer.listen)")
 	keyFile := fs.String("credentials-key-file", "", "service-account JSON key that signs upstream credentials (config credentials.keyFile)")
+	policiesDir := fs.String("policies", "", "policy directory (*.yaml AgentPolicy/ApproverGroup documents) deciding every call; watched and reloaded on change and SIGHUP; empty: no policies, identity only (config policies.dir)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -140,6 +153,8 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 			f.overrides.DevIssuerListen = devIssuerListen
 		case "credentials-key-file":
 			f.overrides.CredentialsKeyFile = keyFile
+		case "policies":
+			f.overrides.PoliciesDir = policiesDir
 		}
 	})
 	return f, nil
@@ -212,6 +227,16 @@ func run(ctx context.Context, args []string, reload <-chan os.Signal, stdout, st
 		if _, err := os.Stat(cfg.Filter.WasmPath); err != nil {
 			fmt.Fprintf(stderr, "warning: filter module %s: %v (Envoy will reject the filter until it exists)\n", cfg.Filter.WasmPath, err)
 		}
+		if cfg.Policies.Dir == "" {
+			fmt.Fprintln(stderr, noPoliciesWarning)
+			return 0
+		}
+		res, err := source.Load(cfg.Policies.Dir)
+		if err != nil {
+			fmt.Fprintf(stderr, "jitgated: policies invalid:\n%v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "policies OK: %s, %d policies, version %s\n", cfg.Policies.Dir, len(res.Bundle.Policies), res.Bundle.Version)
 		return 0
 	}
 	if err != nil {
@@ -233,9 +258,14 @@ func issuerURLs(ic identity.Config) []string {
 	return urls
 }
 
+// noPoliciesWarning is logged (and printed by --check-config) when no policy directory is
+// configured.
+const noPoliciesWarning = "warning: no policies are loaded (policies.dir / --policies is empty): every verified agent is allowed whatever the filter's built-in rules allow; configure a policy directory (policies/README.md) to decide calls by policy"
+
 // newAuthorizer builds what POST /v1/authorize needs: the development issuer when enabled,
-// the identity verifier and the credential minter. stop shuts the development issuer down.
-func newAuthorizer(ctx context.Context, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (
+// the identity verifier, the policy step when a policy store is given, and the credential
+// minter. stop shuts the development issuer down.
+func newAuthorizer(ctx context.Context, cfg *config.Config, store *policystore.Store, log *slog.Logger, reg prometheus.Registerer) (
 	svc *authz.Service, st api.IdentityStatus, stop func(), err error) {
 	stop = func() {}
 	devURL := ""
@@ -259,7 +289,7 @@ func newAuthorizer(ctx context.Context, cfg *config.Config, log *slog.Logger, re
 		return nil, api.IdentityStatus{}, func() {}, err
 	}
 	idCfg := cfg.IdentityConfig(devURL)
-	verifier, err := identity.NewVerifier(idCfg, identity.Options{Logger: log})
+	verifier, err := identity.NewVerifier(idCfg, identity.Options{Logger: log, KeyMaxAge: time.Duration(idCfg.KeyMaxAge)})
 	if err != nil {
 		return fail(fmt.Errorf("identity: %w", err))
 	}
@@ -276,9 +306,19 @@ func newAuthorizer(ctx context.Context, cfg *config.Config, log *slog.Logger, re
 	if err != nil {
 		return fail(fmt.Errorf("credentials: %w", err))
 	}
+	var steps []authz.Step
+	if store != nil {
+		// No SQL analyser yet (controlplane/sqlanalysis): queries are not decidable and
+		// are denied; non-query calls are decided by the policies.
+		step, err := policystep.New(policystep.Options{Bundles: store, MinterMode: cfg.Credentials.Mode, Logger: log})
+		if err != nil {
+			return fail(err)
+		}
+		steps = append(steps, step)
+	}
 	svc, err = authz.New(authz.Options{
 		Verifier: verifier, Minter: minter, CredentialTTL: cfg.Credentials.TTL,
-		Logger: log, Metrics: authz.NewMetrics(reg),
+		Steps: steps, Logger: log, Metrics: authz.NewMetrics(reg),
 	})
 	if err != nil {
 		return fail(err)
@@ -317,7 +357,14 @@ func serve(ctx context.Context, f *flags, cfg *config.Config, reload <-chan os.S
 		return fmt.Errorf("api listen: %w", err)
 	}
 
-	authorizer, identityStatus, stopDevIssuer, err := newAuthorizer(ctx, cfg, log, reg)
+	store, err := openPolicies(cfg, log, reg)
+	if err != nil {
+		xdsLis.Close()
+		apiLis.Close()
+		return err
+	}
+
+	authorizer, identityStatus, stopDevIssuer, err := newAuthorizer(ctx, cfg, store, log, reg)
 	if err != nil {
 		xdsLis.Close()
 		apiLis.Close()
@@ -327,6 +374,16 @@ func serve(ctx context.Context, f *flags, cfg *config.Config, reload <-chan os.S
 
 	cache := xds.NewCache(cfg.Envoy.NodeCluster, log)
 	publisher := xds.NewPublisher(cache, cfg.Envoy.NodeCluster, log, metrics)
+	var policyStatus func() policystore.Status
+	if store != nil {
+		// Every new good bundle goes to every Envoy (its version in the filter's ECDS
+		// configuration); the first call only records the version for the first snapshot.
+		store.Subscribe(func(snap *policystore.Snapshot) {
+			_ = publisher.PublishPolicyVersion(ctx, snap.Bundle.Version) // logs its own failure
+		})
+		go store.Watch(ctx)
+		policyStatus = store.Status
+	}
 	if err := publisher.Publish(ctx, cfg); err != nil {
 		xdsLis.Close()
 		apiLis.Close()
@@ -354,6 +411,7 @@ func serve(ctx context.Context, f *flags, cfg *config.Config, reload <-chan os.S
 				return api.NATSStatus{Embedded: nc.Embedded(), Connected: nc.Healthy(), URL: natsURL}
 			},
 			Identity:  func() api.IdentityStatus { return identityStatus },
+			Policies:  policyStatus,
 			Authorize: authorizer,
 			Gatherer:  reg,
 			Started:   started,
@@ -383,6 +441,9 @@ loop:
 			break loop
 		case <-reload:
 			reloadConfig(ctx, f, publisher, log)
+			if store != nil {
+				_ = store.Reload("SIGHUP") // logs, reports and keeps the last good bundle on error
+			}
 		}
 	}
 
@@ -399,6 +460,27 @@ loop:
 		grpcSrv.Stop() // open ADS streams do not end by themselves
 	}
 	return runErr
+}
+
+// openPolicies loads the configured policy directory (nil without one, after a warning).
+// A directory that does not load stops jitgated, every error logged with file:line:col.
+func openPolicies(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*policystore.Store, error) {
+	if cfg.Policies.Dir == "" {
+		log.Warn(strings.TrimPrefix(noPoliciesWarning, "warning: "))
+		return nil, nil
+	}
+	store, err := policystore.Open(cfg.Policies.Dir, policystore.Options{Logger: log, Metrics: policystore.NewMetrics(reg)})
+	if err != nil {
+		var list source.ErrorList
+		if errors.As(err, &list) {
+			for _, e := range list {
+				log.Error("policy error", "error", e.Error(), "dir", cfg.Policies.Dir)
+			}
+			return nil, fmt.Errorf("policies %s: %d errors (first: %v)", cfg.Policies.Dir, len(list), list[0])
+		}
+		return nil, err
+	}
+	return store, nil
 }
 
 // reloadConfig re-reads the config file on SIGHUP; an invalid file leaves the last good

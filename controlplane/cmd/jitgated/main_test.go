@@ -50,6 +50,9 @@ func TestCheckConfig(t *testing.T) {
 	noKey := writeConfig(t, identity)
 	bad := writeConfig(t, "upstream:\n  bigquery:\n    url: http://127.0.0.1:9050\n    tls: true\n")
 	dev := []string{"--dev-issuer", "--credentials-key-file", key}
+	goodPolicies := writePolicies(t, t.TempDir(), "datasets.list")
+	badPolicies := writePolicies(t, t.TempDir(), "datasets.list")
+	writePolicyFile(t, badPolicies, strings.Replace(policyDoc("datasets.list"), "apis:", "apiz:", 1))
 	tests := []struct {
 		name     string
 		args     []string
@@ -67,6 +70,10 @@ func TestCheckConfig(t *testing.T) {
 		{"dev issuer is announced", append(dev, "--check-config"), 0, "warning: the development issuer is enabled (http://127.0.0.1:18002)"},
 		{"dev issuer off loopback", append(dev, "--dev-issuer-listen", "0.0.0.0:18002", "--check-config"), 1, "--dev-issuer-listen: invalid config value"},
 		{"stray argument", []string{"--check-config", "extra"}, 2, "unexpected arguments"},
+		{"no policies is announced", []string{"--config", good, "--check-config"}, 0, "warning: no policies are loaded"},
+		{"good policies", []string{"--config", good, "--policies", goodPolicies, "--check-config"}, 0, "policies OK: " + goodPolicies + ", 1 policies, version sha256:"},
+		{"bad policies name file:line:col", []string{"--config", good, "--policies", badPolicies, "--check-config"}, 1,
+			filepath.Join(badPolicies, "p.yaml") + `:10:5: unknown field "apiz" in where (did you mean "apis"?)`},
 		{"bad log format", []string{"--log-format", "xml", "--check-config"}, 2, "--log-format"},
 	}
 	for _, tt := range tests {
@@ -114,6 +121,9 @@ func TestServeAndShutdown(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "level=WARN msg=\"DEVELOPMENT ISSUER ENABLED") {
 		t.Errorf("no loud warning about the development issuer:\n%s", stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "level=WARN msg=\"no policies are loaded") {
+		t.Errorf("no warning that no policies are loaded:\n%s", stderr.String())
 	}
 
 	// An agent token from the dev issuer's mint endpoint buys an upstream credential.
@@ -232,4 +242,171 @@ func (s *syncWriter) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.buf.String()
+}
+
+func policyDoc(apis string) string {
+	return `apiVersion: jitgate.dev/v1
+kind: AgentPolicy
+metadata:
+  name: etl
+spec:
+  who:
+    agents: [etl-bot]
+  where:
+    projects: [p]
+    apis: [` + apis + `]
+`
+}
+
+func writePolicyFile(t *testing.T, dir, doc string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, "p.yaml"), []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func writePolicies(t *testing.T, dir, apis string) string {
+	t.Helper()
+	writePolicyFile(t, dir, policyDoc(apis))
+	return dir
+}
+
+type serveStatus struct {
+	Ready bool `json:"ready"`
+	XDS   struct {
+		SnapshotVersion string `json:"snapshotVersion"`
+		PolicyVersion   string `json:"policyVersion"`
+	} `json:"xds"`
+	Policies struct {
+		Enforcing   bool      `json:"enforcing"`
+		Dir         string    `json:"dir"`
+		Version     string    `json:"version"`
+		LoadedAt    time.Time `json:"loadedAt"`
+		Policies    []string  `json:"policies"`
+		LastError   string    `json:"lastError"`
+		LastErrorAt time.Time `json:"lastErrorAt"`
+	} `json:"policies"`
+}
+
+func status(t *testing.T, api string) serveStatus {
+	t.Helper()
+	code, body := get(api + "/v1/status")
+	var st serveStatus
+	if err := json.Unmarshal([]byte(body), &st); err != nil || code != 200 {
+		t.Fatalf("status %d %s: %v", code, body, err)
+	}
+	return st
+}
+
+// TestServeWithPolicies runs jitgated with a policy directory: decisions name the policy,
+// an edit is picked up by the watcher and pushed to the xDS snapshot, an invalid edit
+// keeps the last good bundle and shows in /v1/status and /metrics, SIGHUP reloads.
+func TestServeWithPolicies(t *testing.T) {
+	xdsPort, apiPort, devPort := freePort(t), freePort(t), freePort(t)
+	dir := t.TempDir()
+	// policies.dir is relative to the config file.
+	pdir := filepath.Join(dir, "policies")
+	if err := os.Mkdir(pdir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writePolicies(t, pdir, "datasets.list")
+	key := writeSAKey(t)
+	cfgPath := filepath.Join(dir, "jitgated.yaml")
+	doc := fmt.Sprintf("apiVersion: jitgate.dev/v1\nkind: ControlPlaneConfig\nxds: {listen: \"127.0.0.1:%d\"}\napi: {listen: \"127.0.0.1:%d\"}\nnats: {storeDir: nats, maxMemoryBytes: 16777216, maxStoreBytes: 67108864}\ndevIssuer: {keyFile: dev/issuer-key.pem}\npolicies: {dir: policies}\n", xdsPort, apiPort)
+	if err := os.WriteFile(cfgPath, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	reload := make(chan os.Signal, 1)
+	done := make(chan int)
+	var stderr syncWriter
+	go func() {
+		done <- run(ctx, []string{"--config", cfgPath, "--log-format", "text", "--dev-issuer",
+			"--dev-issuer-listen", fmt.Sprintf("127.0.0.1:%d", devPort), "--credentials-key-file", key}, reload, &bytes.Buffer{}, &stderr)
+	}()
+	api := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
+	waitFor(t, func() bool { code, _ := get(api + "/readyz"); return code == 200 })
+
+	st := status(t, api)
+	v1 := st.Policies.Version
+	if !st.Policies.Enforcing || st.Policies.Dir != pdir || len(st.Policies.Policies) != 1 || !strings.HasPrefix(st.Policies.Policies[0], "etl@sha256:") ||
+		st.XDS.PolicyVersion != v1 || v1 == "" {
+		t.Fatalf("status = %+v", st)
+	}
+	if strings.Contains(stderr.String(), "no policies are loaded") {
+		t.Error("warned about missing policies although a directory is configured")
+	}
+
+	resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d", devPort)+devissuer.TokenPath, "application/json", strings.NewReader(`{"agent":"etl-bot"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tr devissuer.TokenResponse
+	_ = json.NewDecoder(resp.Body).Decode(&tr)
+	resp.Body.Close()
+	decide := func(api2 string) authorize.Response {
+		t.Helper()
+		reqDoc, _ := authorize.Request{RequestID: "r", Token: tr.Token, Call: authorize.Call{API: api2, Method: "GET", Project: "p"}}.Marshal()
+		code, body := post(api+authorize.Path, reqDoc)
+		r, err := authorize.ParseResponse([]byte(body))
+		if code != 200 || err != nil {
+			t.Fatalf("authorize %d %s %v", code, body, err)
+		}
+		return r
+	}
+	if r := decide("datasets.list"); r.Decision != authorize.Allow || r.Policy == nil || r.Policy.Name != "etl" || r.Policy.Bundle != v1 {
+		t.Fatalf("granted call: %+v policy %+v", r, r.Policy)
+	}
+	if r := decide("jobs.list"); r.Decision != authorize.Deny || r.Status != 403 || r.Reason != "api_not_allowed" || !strings.Contains(r.Message, "Denied by policy etl@sha256:") {
+		t.Fatalf("refused call: %+v", r)
+	}
+
+	// An edit is picked up by the watcher, decides the next call and reaches the snapshot.
+	writePolicies(t, pdir, "datasets.list, jobs.list")
+	waitFor(t, func() bool { return status(t, api).Policies.Version != v1 })
+	st = status(t, api)
+	v2 := st.Policies.Version
+	if st.XDS.PolicyVersion != v2 || st.XDS.SnapshotVersion != "2" {
+		t.Errorf("snapshot after the edit: %+v", st.XDS)
+	}
+	if r := decide("jobs.list"); r.Decision != authorize.Allow || r.Policy.Bundle != v2 {
+		t.Errorf("call after the edit: %+v %+v", r, r.Policy)
+	}
+
+	// An invalid edit keeps v2 live and is reported with file:line:col.
+	writePolicyFile(t, pdir, strings.Replace(policyDoc("datasets.list"), "apis:", "apiz:", 1))
+	waitFor(t, func() bool { return status(t, api).Policies.LastError != "" })
+	st = status(t, api)
+	wantErr := filepath.Join(pdir, "p.yaml") + `:10:5: unknown field "apiz" in where (did you mean "apis"?)`
+	if st.Policies.Version != v2 || st.Policies.LastError != wantErr || st.Policies.LastErrorAt.IsZero() || st.XDS.PolicyVersion != v2 {
+		t.Errorf("status after a bad edit = %+v\nwant lastError %s", st, wantErr)
+	}
+	if r := decide("jobs.list"); r.Decision != authorize.Allow || r.Policy.Bundle != v2 {
+		t.Errorf("the last good policies stopped deciding: %+v", r)
+	}
+	_, metrics := get(api + "/metrics")
+	for _, want := range []string{`jitgate_policy_bundle_info{version="` + v2 + `"} 1`, `jitgate_policy_reload_total{result="error"} 1`,
+		"jitgate_policy_reload_failing 1", "jitgate_policy_last_reload_success_timestamp_seconds "} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if !strings.Contains(stderr.String(), "p.yaml:10:5: unknown field") {
+		t.Errorf("the error is not logged with its position:\n%s", stderr.String())
+	}
+
+	// SIGHUP reloads too.
+	reload <- syscall.SIGHUP
+	waitFor(t, func() bool { return strings.Contains(stderr.String(), "reason=SIGHUP") })
+
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("exit code %d", code)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("jitgated did not shut down")
+	}
 }

@@ -1,0 +1,399 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jitgate/jitgate/controlplane/identity"
+	"github.com/jitgate/jitgate/controlplane/policystep"
+	"github.com/jitgate/jitgate/filter/authorize"
+	"github.com/jitgate/jitgate/filter/bqapi"
+	"github.com/jitgate/jitgate/policies"
+	"github.com/jitgate/jitgate/policies/source"
+)
+
+const policyUsage = `Usage: jitgate policy <command> [flags]
+
+Commands:
+  check DIR                 validate and compile a policy directory; errors as file:line:col
+  explain --policies DIR …  decide one call the way jitgated would, and say why
+  diff OLD NEW              which agents and groups gain or lose access between two directories
+
+Run 'jitgate policy <command> -h' for a command's flags. The language: policies/README.md.
+`
+
+func policyCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, policyUsage)
+		return 2
+	}
+	switch args[0] {
+	case "check":
+		return policyCheck(args[1:], stdout, stderr)
+	case "explain":
+		return policyExplain(args[1:], stdout, stderr)
+	case "diff":
+		return policyDiff(args[1:], stdout, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, policyUsage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "jitgate policy: unknown command %q\n\n%s", args[0], policyUsage)
+	return 2
+}
+
+// loadDir loads a policy directory, printing every error (file:line:col) to stderr.
+func loadDir(dir string, stderr io.Writer) (*source.Result, bool) {
+	res, err := source.Load(dir)
+	if err == nil {
+		return res, true
+	}
+	var list source.ErrorList
+	if errors.As(err, &list) {
+		for _, e := range list {
+			fmt.Fprintln(stderr, e.Error())
+		}
+		fmt.Fprintf(stderr, "jitgate: %s: %d error(s); nothing compiled\n", dir, len(list))
+		return nil, false
+	}
+	fmt.Fprintf(stderr, "jitgate: %v\n", err)
+	return nil, false
+}
+
+func policyCheck(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("jitgate policy check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	quiet := fs.Bool("q", false, "print nothing on success")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: jitgate policy check [-q] DIR
+
+Reads every *.yaml / *.yml file directly in DIR the way jitgated does, validates and
+compiles them. Exit 0 with a summary line (policies, approver groups, bundle version) when
+the directory would load; exit 1 with one "file:line:col: message (hint)" line per error on
+stderr when it would not (jitgated keeps its last good policies on such a change).
+
+Example:
+  jitgate policy check policies/examples
+`)
+		fs.PrintDefaults()
+	}
+	if code, done := parseWithPositional(fs, args, 1); done {
+		return code
+	}
+	dir := fs.Arg(0)
+	res, ok := loadDir(dir, stderr)
+	if !ok {
+		return 1
+	}
+	if !*quiet {
+		b := res.Bundle
+		fmt.Fprintf(stdout, "%s: OK: %d policies, %d approver groups, bundle %s\n", dir, len(b.Policies), len(b.ApproverGroups), b.Version)
+		for _, p := range b.Policies {
+			fmt.Fprintf(stdout, "  %s@%s  %s\n", p.Name, p.Version, res.Sources[policies.KindAgentPolicy+"/"+p.Name])
+		}
+	}
+	return 0
+}
+
+// parseWithPositional parses flags given before or after n positional arguments.
+func parseWithPositional(fs *flag.FlagSet, args []string, n int) (int, bool) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0, true
+			}
+			return 2, true
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(pos) != n {
+		fmt.Fprintf(fs.Output(), "%s: want %d argument(s), got %d\n", fs.Name(), n, len(pos))
+		fs.Usage()
+		return 2, true
+	}
+	_ = fs.Parse(pos) // leaves pos as fs.Args()
+	return 0, false
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// staticAnalyzer stands in for the control plane's SQL analyser: it returns the analysis
+// given on the command line.
+type staticAnalyzer struct{ a policies.Analysis }
+
+func (s staticAnalyzer) Analyze(context.Context, authorize.Request) (*policies.Analysis, error) {
+	a := s.a
+	return &a, nil
+}
+
+// staticLedger answers every job lookup with the owner given on the command line.
+type staticLedger struct{ owner string }
+
+func (s staticLedger) Job(context.Context, string, string) (*policies.Job, error) {
+	return &policies.Job{OwnerAgentID: s.owner}, nil
+}
+
+func policyExplain(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("jitgate policy explain", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("policies", "", "policy directory (required)")
+	agent := fs.String("agent", "", "verified agent id (required)")
+	issuer := fs.String("issuer", "", "the agent token's issuer URL")
+	groups := fs.String("groups", "", "the agent's groups, comma-separated")
+	api := fs.String("api", "", "BigQuery method: jobs.query (default with --sql or --statement-kind), jobs.insert, jobs.get, tabledata.list, tables.get, datasets.list, ...")
+	project := fs.String("project", "", "project in the call's URL (default: the project of the first --tables entry)")
+	dataset := fs.String("dataset", "", "dataset in the call's URL (tables.get, tabledata.list, tables.list, datasets.get)")
+	table := fs.String("table", "", "table in the call's URL (tables.get, tabledata.list)")
+	jobID := fs.String("job-id", "", "job id in the call's URL (jobs.get, jobs.getQueryResults, ...)")
+	jobOwner := fs.String("job-owner", "", "agent that owns --job-id (stands in for the job ledger; empty: unknown)")
+	sql := fs.String("sql", "", "the query's SQL (shown only: the CLI has no SQL analyser, give --statement-kind and --tables)")
+	legacy := fs.Bool("legacy-sql", false, "the query uses legacy SQL (always denied)")
+	dryRun := fs.Bool("dry-run", false, "the query is a BigQuery dry run")
+	destination := fs.String("destination", "", "jobs.insert destination table, project.dataset.table")
+	writeDisposition := fs.String("write-disposition", "", "jobs.insert write disposition (WRITE_APPEND, ...)")
+	kind := fs.String("statement-kind", "", "analysis: statement kind (SELECT, INSERT, DML, CREATE_TABLE, ...)")
+	tables := fs.String("tables", "", "analysis: tables read, project.dataset.table, comma-separated")
+	written := fs.String("written-tables", "", "analysis: tables written, comma-separated")
+	findings := fs.String("findings", "", "analysis: deny-rule kinds found (selectStar, missingPartitionFilter, ...), comma-separated")
+	bytesEst := fs.Int64("estimated-bytes", -1, "analysis: estimated bytes processed (-1: unknown)")
+	asJSON := fs.Bool("json", false, "print the decision as JSON (policies.Decision) instead of text")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: jitgate policy explain --policies DIR --agent A [flags]
+
+Decides one call exactly as jitgated's policy step does (the same request mapping and
+evaluator, controlplane/policystep) and prints the decision, the rule, the deciding
+policy@version, the reasons, the mask plan, approvals, credential and limits, and the
+message the agent would see. Exit 0 whatever the decision; 1 if DIR does not load; 2 on
+bad flags.
+
+The CLI has no SQL analyser: for a query, give the analysis with --statement-kind and
+--tables (and --written-tables, --findings); with --sql alone the query is not decidable,
+exactly as in jitgated without an analyser.
+
+Examples:
+  jitgate policy explain --policies policies/examples --agent reporting-agent --groups analysts \
+      --sql "SELECT region FROM acme-prod.analytics.sales" \
+      --statement-kind SELECT --tables acme-prod.analytics.sales
+  jitgate policy explain --policies policies/examples --agent etl-loader --groups etl \
+      --api tables.get --project acme-prod --dataset scratch --table staging
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "jitgate policy explain: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		return 2
+	}
+	if *dir == "" || *agent == "" {
+		fmt.Fprintln(stderr, "jitgate policy explain: --policies and --agent are required (see -h)")
+		return 2
+	}
+	res, ok := loadDir(*dir, stderr)
+	if !ok {
+		return 1
+	}
+
+	haveAnalysis := *kind != "" || *tables != "" || *written != "" || *findings != ""
+	if *api == "" {
+		if *sql != "" || haveAnalysis || *legacy {
+			*api = "jobs.query"
+		} else {
+			fmt.Fprintln(stderr, "jitgate policy explain: give --api, or --sql / --statement-kind for a query (see -h)")
+			return 2
+		}
+	}
+	read := splitList(*tables)
+	if *project == "" && len(read) > 0 {
+		*project = strings.SplitN(read[0], ".", 2)[0]
+	}
+	req := authorize.Request{
+		Version:   authorize.Version,
+		RequestID: "explain",
+		Call: authorize.Call{API: *api, Method: "POST", Project: *project, Dataset: *dataset,
+			Table: *table, JobID: *jobID},
+	}
+	isQuery := *api == "jobs.query" || *api == "jobs.insert"
+	if isQuery {
+		q := &authorize.Query{SQL: *sql, LegacySQL: *legacy, DryRun: *dryRun, WriteDisposition: *writeDisposition}
+		if *destination != "" {
+			parts := strings.Split(*destination, ".")
+			if len(parts) != 3 {
+				fmt.Fprintln(stderr, "jitgate policy explain: --destination must be project.dataset.table")
+				return 2
+			}
+			q.Destination = &bqapi.TableReference{ProjectID: parts[0], DatasetID: parts[1], TableID: parts[2]}
+		}
+		req.Query = q
+	}
+	var an policystep.Analyzer
+	var notes []string
+	if isQuery && !*legacy {
+		if haveAnalysis {
+			a := policies.Analysis{StatementKind: *kind, ReferencedTables: read, WrittenTables: splitList(*written)}
+			for _, f := range splitList(*findings) {
+				a.Findings = append(a.Findings, policies.DenyRuleKind(f))
+			}
+			if *bytesEst >= 0 {
+				a.EstimatedBytes = bytesEst
+			}
+			an = staticAnalyzer{a}
+			if *sql != "" {
+				notes = append(notes, "no SQL analyser is available in the CLI: --sql is not analysed; the analysis is --statement-kind/--tables/--written-tables/--findings")
+			}
+		} else {
+			notes = append(notes, "no SQL analyser is available in the CLI and no --statement-kind/--tables were given: the query is not decidable (as in jitgated without an analyser)")
+		}
+	}
+	var jobs policystep.JobLedger
+	if *jobOwner != "" {
+		jobs = staticLedger{*jobOwner}
+	}
+	id := identity.Identity{AgentID: *agent, Issuer: *issuer, Groups: splitList(*groups), Subject: *agent,
+		ExpiresAt: time.Now().Add(time.Hour)}
+	out := policystep.Decide(context.Background(), res.Bundle, req, id, an, jobs)
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(out.Decision)
+		for _, n := range notes {
+			fmt.Fprintln(stderr, "note:", n)
+		}
+		return 0
+	}
+	printExplanation(stdout, res, out, notes)
+	return 0
+}
+
+func printExplanation(w io.Writer, res *source.Result, out policystep.Outcome, notes []string) {
+	for _, n := range notes {
+		fmt.Fprintln(w, "note:", n)
+	}
+	d := out.Decision
+	if d == nil { // the analyser refused before evaluation
+		fmt.Fprintf(w, "decision:   deny (status %d)\nrule:       %s\nmessage:    %s\n", out.Denial.Status, out.Denial.Reason, out.Denial.Message)
+		return
+	}
+	verdict := "deny"
+	if d.Allow {
+		verdict = "allow"
+		if len(d.Approvals) > 0 {
+			verdict = "allow once approved"
+		}
+	}
+	fmt.Fprintf(w, "decision:   %s\n", verdict)
+	rule := d.Rule
+	if d.RuleName != "" {
+		rule += " (" + d.RuleName + ")"
+	}
+	fmt.Fprintf(w, "rule:       %s\n", rule)
+	if d.Policy != nil {
+		fmt.Fprintf(w, "policy:     %s@%s  %s\n", d.Policy.Name, d.Policy.Version, res.Sources[policies.KindAgentPolicy+"/"+d.Policy.Name])
+	} else {
+		fmt.Fprintf(w, "policy:     (none)\n")
+	}
+	fmt.Fprintf(w, "bundle:     %s\n", d.BundleVersion)
+	if out.Denial != nil {
+		fmt.Fprintf(w, "agent sees: %d %s: %s\n", out.Denial.Status, out.Denial.Reason, out.Denial.Message)
+	}
+	list := func(title string, items []string) {
+		if len(items) == 0 {
+			return
+		}
+		fmt.Fprintf(w, "%s\n", title)
+		for _, it := range items {
+			fmt.Fprintf(w, "  - %s\n", it)
+		}
+	}
+	list("reasons:", d.Reasons)
+	refs := func(rs []policies.PolicyRef) []string {
+		var out []string
+		for _, r := range rs {
+			out = append(out, r.Name+"@"+r.Version)
+		}
+		return out
+	}
+	list("matched:", refs(d.Matched))
+	list("granting:", refs(d.Granting))
+	var masks []string
+	for _, m := range d.MaskPlan {
+		s := fmt.Sprintf("%s → %s", m.Columns, m.Action)
+		if len(m.AllowAggregates) > 0 {
+			s += " (unmasked under " + strings.Join(m.AllowAggregates, ", ") + ")"
+		}
+		masks = append(masks, s+"  [from "+strings.Join(m.Policies, ", ")+"]")
+	}
+	list("mask plan:", masks)
+	if len(d.Detectors) > 0 {
+		var ds []string
+		for _, x := range d.Detectors {
+			ds = append(ds, string(x))
+		}
+		fmt.Fprintf(w, "detectors:  %s\n", strings.Join(ds, ", "))
+	}
+	var apps []string
+	for _, a := range d.Approvals {
+		apps = append(apps, fmt.Sprintf("%s/%s: approvers %s, mode %s, ttl %s, uses %d",
+			a.Policy.Name, a.Rule, strings.Join(a.ApproverGroups, ", "), a.Mode, a.TTL, a.Uses))
+	}
+	list("approvals:", apps)
+	if c := d.Credential; c != nil {
+		sa := c.ServiceAccount
+		if sa == "" {
+			sa = "the control plane's account"
+		}
+		fmt.Fprintf(w, "credential: %s as %s, ttl %s\n", c.Mode, sa, c.TTL)
+	}
+	if l := d.Limits; l != (policies.Limits{}) {
+		fmt.Fprintf(w, "limits:     maxRequestBodyBytes %s, maxResponseBodyBytes %s, maxRows %s\n",
+			orDefault(int64(l.MaxRequestBodyBytes)), orDefault(int64(l.MaxResponseBodyBytes)), orDefault(l.MaxRows))
+	}
+	var dry []string
+	for _, h := range d.DryRunWouldDeny {
+		dry = append(dry, fmt.Sprintf("%s@%s rule %s (%s)", h.Policy.Name, h.Policy.Version, h.Rule, h.Kind))
+	}
+	list("dry run, would deny:", dry)
+}
+
+func orDefault(v int64) string {
+	if v == 0 {
+		return "default"
+	}
+	return fmt.Sprint(v)
+}
+
+// sortedKeys returns m's keys in order.
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

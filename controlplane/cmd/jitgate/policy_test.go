@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const cliPolicy = `apiVersion: jitgate.dev/v1
+kind: AgentPolicy
+metadata:
+  name: analysts
+spec:
+  who:
+    agents: [reporting-agent]
+    groups:
+      any: [analysts]
+  where:
+    projects: [acme]
+    datasets:
+      allow: [acme.sales]
+      deny: [acme.hr]
+    apis: [jobs.query, tables.get]
+  what:
+    statementKinds: [SELECT]
+    masking:
+      - columns: acme.sales.*.email
+        action: hash
+  credential:
+    mode: self-signed-jwt
+    ttl: 2m
+`
+
+func policyDir(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func runCLI(args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	code := run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestPolicyCheck(t *testing.T) {
+	good := policyDir(t, map[string]string{"a.yaml": cliPolicy})
+	bad := policyDir(t, map[string]string{"a.yaml": strings.Replace(cliPolicy, "ttl: 2m", "ttl: 2 minutes", 1),
+		"b.yaml": strings.Replace(strings.Replace(cliPolicy, "datasets:", "datasetz:", 1), "name: analysts", "name: other", 1)})
+	tests := []struct {
+		name    string
+		args    []string
+		code    int
+		stdout  []string
+		stderr  []string
+		noStdio bool
+	}{
+		{"good", []string{"policy", "check", good}, 0, []string{good + ": OK: 1 policies, 0 approver groups, bundle sha256:", "analysts@sha256:", "a.yaml:1:1"}, nil, false},
+		{"quiet", []string{"policy", "check", "-q", good}, 0, nil, nil, true},
+		{"bad: every error with file:line:col", []string{"policy", "check", bad}, 1, nil, []string{
+			filepath.Join(bad, "a.yaml") + `:23:10: bad duration "2 minutes" for ttl (use a Go duration such as 30s, 5m or 1h)`,
+			filepath.Join(bad, "b.yaml") + `:12:5: unknown field "datasetz" in where (did you mean "datasets"?)`,
+			"2 error(s); nothing compiled"}, false},
+		{"missing dir", []string{"policy", "check", filepath.Join(good, "nope")}, 1, nil, []string{"no such file or directory"}, false},
+		{"no dir", []string{"policy", "check"}, 2, nil, []string{"want 1 argument(s)"}, false},
+		{"help", []string{"policy", "check", "-h"}, 0, nil, []string{"Usage: jitgate policy check"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errs := runCLI(tt.args...)
+			if code != tt.code {
+				t.Fatalf("exit %d, want %d\nstdout %s\nstderr %s", code, tt.code, out, errs)
+			}
+			for _, s := range tt.stdout {
+				if !strings.Contains(out, s) {
+					t.Errorf("stdout lacks %q:\n%s", s, out)
+				}
+			}
+			for _, s := range tt.stderr {
+				if !strings.Contains(errs, s) {
+					t.Errorf("stderr lacks %q:\n%s", s, errs)
+				}
+			}
+			if tt.noStdio && out+errs != "" {
+				t.Errorf("quiet printed %q %q", out, errs)
+			}
+		})
+	}
+}
+
+func TestPolicyExplain(t *testing.T) {
+	dir := policyDir(t, map[string]string{"a.yaml": cliPolicy})
+	base := []string{"policy", "explain", "--policies", dir, "--agent", "reporting-agent", "--groups", "analysts"}
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		stdout []string
+	}{
+		{"allowed query with a mask plan", []string{"--sql", "SELECT email FROM acme.sales.people", "--statement-kind", "SELECT", "--tables", "acme.sales.people"}, 0, []string{
+			"note: no SQL analyser is available in the CLI", "decision:   allow", "rule:       allow", "policy:     analysts@sha256:",
+			"acme.sales.*.email → hash", "credential: self-signed-jwt as the control plane's account, ttl 2m0s"}},
+		{"denied table names policy and rule", []string{"--api", "tables.get", "--project", "acme", "--dataset", "hr", "--table", "salaries"}, 0, []string{
+			"decision:   deny", "rule:       dataset_denied (where.datasets.deny)",
+			"agent sees: 403 dataset_denied: Denied by policy analysts@sha256:"}},
+		{"SQL without analysis is not decidable", []string{"--project", "acme", "--sql", "SELECT 1"}, 0, []string{
+			"no --statement-kind/--tables were given", "rule:       not_decidable"}},
+		{"write not granted", []string{"--statement-kind", "INSERT", "--written-tables", "acme.sales.orders", "--project", "acme"}, 0, []string{
+			"decision:   deny", "statement_kind_not_allowed"}},
+		{"unknown agent", []string{"--agent", "stranger", "--api", "tables.get", "--project", "acme", "--dataset", "sales", "--table", "t"}, 0, []string{
+			"rule:       default_deny", "policy:     (none)"}},
+		{"json", []string{"--json", "--api", "tables.get", "--project", "acme", "--dataset", "sales", "--table", "t"}, 0, []string{`"allow": true`, `"rule": "allow"`}},
+		{"no api", nil, 2, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errs := runCLI(append(append([]string{}, base...), tt.args...)...)
+			if code != tt.code {
+				t.Fatalf("exit %d, want %d\nstdout %s\nstderr %s", code, tt.code, out, errs)
+			}
+			for _, s := range tt.stdout {
+				if !strings.Contains(out, s) {
+					t.Errorf("stdout lacks %q:\n%s", s, out)
+				}
+			}
+		})
+	}
+	if code, _, errs := runCLI("policy", "explain", "--policies", dir); code != 2 || !strings.Contains(errs, "--agent are required") {
+		t.Errorf("missing --agent: %d %s", code, errs)
+	}
+	if code, _, errs := runCLI("policy", "explain", "-h"); code != 0 || !strings.Contains(errs, "The CLI has no SQL analyser") {
+		t.Errorf("help: %d %s", code, errs)
+	}
+}
+
+func TestPolicyDiff(t *testing.T) {
+	old := policyDir(t, map[string]string{"a.yaml": cliPolicy})
+	same := policyDir(t, map[string]string{"renamed.yaml": cliPolicy})
+	narrower := policyDir(t, map[string]string{"a.yaml": strings.Replace(cliPolicy, "deny: [acme.hr]", "deny: [acme.hr, acme.sales]", 1)})
+	wider := policyDir(t, map[string]string{"a.yaml": cliPolicy, "etl.yaml": `apiVersion: jitgate.dev/v1
+kind: AgentPolicy
+metadata:
+  name: etl
+spec:
+  who:
+    groups:
+      all: [etl]
+  where:
+    projects: [acme]
+    writeTables: [acme.scratch.*]
+    apis: [jobs.query]
+  what:
+    statementKinds: [INSERT]
+`})
+	broken := policyDir(t, map[string]string{"a.yaml": "kind: Nope\n"})
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		stdout []string
+		not    []string
+	}{
+		{"unchanged", []string{old, same}, 0, []string{"access: unchanged"}, []string{"policy changed"}},
+		{"access lost", []string{old, narrower}, 1, []string{
+			"policy changed: analysts@sha256:",
+			"agent reporting-agent groups analysts:",
+			"- tables.get acme.sales.any (now dataset_denied by analysts@sha256:",
+			"- jobs.query SELECT reads acme.sales.any (now dataset_denied",
+			"access: 0 gained, 2 lost"}, []string{"+ "}},
+		{"access gained", []string{old, wider}, 1, []string{
+			"policy added:   etl@sha256:",
+			"agent * groups etl:",
+			"+ jobs.query INSERT writes acme.scratch.any (granted by etl@sha256:",
+			"access: 1 gained, 0 lost"}, []string{"- "}},
+		{"access gained the other way round is lost", []string{wider, old}, 1, []string{"policy removed: etl@", "- jobs.query INSERT writes acme.scratch.any"}, nil},
+		{"broken directory", []string{old, broken}, 2, nil, nil},
+		{"one argument", []string{old}, 2, nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errs := runCLI(append([]string{"policy", "diff"}, tt.args...)...)
+			if code != tt.code {
+				t.Fatalf("exit %d, want %d\nstdout %s\nstderr %s", code, tt.code, out, errs)
+			}
+			for _, s := range tt.stdout {
+				if !strings.Contains(out, s) {
+					t.Errorf("stdout lacks %q:\n%s", s, out)
+				}
+			}
+			for _, s := range tt.not {
+				if strings.Contains(out, s) {
+					t.Errorf("stdout has %q:\n%s", s, out)
+				}
+			}
+		})
+	}
+}
