@@ -10,6 +10,7 @@ GO ?= go
 # (huge) go-googlesql package, which then compiles once per machine instead of twice.
 export CGO_ENABLED = 0
 DATA ?= tools/demo/bigquery-data.yaml
+POLICIES ?=
 RUN_FLAGS ?=
 UNIT_PKGS = $$($(GO) list ./... | grep -v '/e2e')
 TEST_FLAGS ?=
@@ -58,9 +59,9 @@ bench: setup wasm ## benchmarks: filter, policies, identity (Go) and latency thr
 	$(GO) test -run '^$$' -bench . -benchmem ./filter/... ./policies/... ./controlplane/...
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./e2e
 
-run: setup build ## bring up the gateway on embedded defaults (DATA=seed.yaml) and query through it
+run: setup build ## bring up the gateway on embedded defaults (DATA=seed.yaml, POLICIES=dir) and query through it
 	$(GO) build -o bin/devstack ./tools/devstack
-	bin/devstack --data $(DATA) $(RUN_FLAGS)
+	bin/devstack --data $(DATA) $(if $(POLICIES),--policies $(POLICIES)) $(RUN_FLAGS)
 
 clean: ## remove build outputs (keeps .tools/)
 	rm -rf bin build .jitgate

@@ -39,6 +39,8 @@ type Options struct {
 	AgentAddr, XDSAddr, APIAddr, AdminAddr, EmulatorAddr, DevIssuerAddr string
 	// Issuers are trusted by jitgated besides its development issuer.
 	Issuers []Issuer
+	// PoliciesDir, when set, is the policy directory jitgated loads, watches and enforces.
+	PoliciesDir string
 	// KeyMaxAge, when set, bounds how long a key removed from an issuer's JWKS still
 	// verifies (identity.keyMaxAge); tests shorten it from the 5 minute default.
 	KeyMaxAge time.Duration
@@ -74,6 +76,7 @@ type Stack struct {
 	Tap          *Tap
 	bootstrap    string
 	jitgatedArgs []string
+	extra        []string // extra Envoys' names
 }
 
 // Start brings the whole gateway up and returns once Envoy serves the agent listener with
@@ -203,6 +206,9 @@ func (s *Stack) writeConfig() (string, error) {
 			b.WriteString("]\n")
 		}
 	}
+	if s.opts.PoliciesDir != "" {
+		fmt.Fprintf(&b, "policies:\n  dir: %s\n", strconv.Quote(s.opts.PoliciesDir))
+	}
 	path := filepath.Join(s.opts.WorkDir, "jitgated.yaml")
 	return path, os.WriteFile(path, []byte(b.String()), 0o644)
 }
@@ -255,6 +261,54 @@ func (s *Stack) StartEnvoy(ctx context.Context) error {
 	return nil
 }
 
+// StartExtraEnvoy starts another Envoy (node id name) on the same control plane, as a
+// second gateway replica would be; it shares the agent listener's port (SO_REUSEPORT) and
+// has its own admin port. It returns the admin base URL once it serves with the jitgate
+// filter configured; Close stops it.
+func (s *Stack) StartExtraEnvoy(ctx context.Context, name string) (string, error) {
+	port, err := FreePort()
+	if err != nil {
+		return "", err
+	}
+	admin := "127.0.0.1:" + strconv.Itoa(port)
+	boot, err := envoy.Render(envoy.Params{NodeID: name, XDS: s.opts.XDSAddr, Admin: admin})
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(s.opts.WorkDir, name+"-bootstrap.yaml")
+	if err := os.WriteFile(path, boot, 0o644); err != nil {
+		return "", err
+	}
+	if err := s.start(name, EnvoyBinary(s.opts.Root), "-c", path, "--disable-hot-restart", "--log-level", "warn",
+		"--concurrency", "1", "--drain-time-s", "1"); err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	s.extra = append(s.extra, name)
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for {
+		if err := s.alive(name)(); err != nil {
+			return "", s.withLogs(err, name)
+		}
+		if ok, _ := envoyReady(ctx, "http://"+admin); ok {
+			return "http://" + admin, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", s.withLogs(fmt.Errorf("envoy %s not ready", name), name)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// ConfigDump returns an Envoy admin's /config_dump.
+func ConfigDump(ctx context.Context, admin string) (string, error) {
+	_, dump, err := get(ctx, admin+"/config_dump")
+	return dump, err
+}
+
 // StopEnvoy stops Envoy and waits for it to exit.
 func (s *Stack) StopEnvoy() { s.stop("envoy") }
 
@@ -281,12 +335,14 @@ func (s *Stack) WaitEnvoyReady(ctx context.Context, timeout time.Duration) error
 	}
 }
 
-func (s *Stack) envoyReady(ctx context.Context) (bool, string) {
-	code, body, err := get(ctx, s.Admin+"/ready")
+func (s *Stack) envoyReady(ctx context.Context) (bool, string) { return envoyReady(ctx, s.Admin) }
+
+func envoyReady(ctx context.Context, admin string) (bool, string) {
+	code, body, err := get(ctx, admin+"/ready")
 	if err != nil || code != 200 {
 		return false, fmt.Sprintf("/ready: %d %v %s", code, err, strings.TrimSpace(body))
 	}
-	_, dump, err := get(ctx, s.Admin+"/config_dump")
+	_, dump, err := get(ctx, admin+"/config_dump")
 	if err != nil {
 		return false, err.Error()
 	}
@@ -321,7 +377,10 @@ func (s *Stack) Log(name string) string {
 
 // Close stops every part, Envoy first.
 func (s *Stack) Close() {
-	for _, n := range []string{"envoy", "jitgated", "emulator"} {
+	s.mu.Lock()
+	extra := s.extra
+	s.mu.Unlock()
+	for _, n := range append(extra, "envoy", "jitgated", "emulator") {
 		s.stop(n)
 	}
 	if s.Tap != nil {

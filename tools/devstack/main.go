@@ -39,7 +39,8 @@ func run() error {
 	admin := fs.String("admin", "127.0.0.1:9901", "Envoy's admin address")
 	emu := fs.String("emulator", "127.0.0.1:9050", "the BigQuery emulator's address (the upstream)")
 	issuer := fs.String("dev-issuer", "127.0.0.1:18002", "the development OIDC issuer's address (jitgated serves it; dev only)")
-	agentID := fs.String("agent", "demo-agent", "the agent id the demo query runs as")
+	agentID := fs.String("agent", "demo-agent", "the agent id the demo query runs as (in group analysts)")
+	policies := fs.String("policies", "", "policy directory to enforce (e.g. tools/demo/policies); empty: no policies, every verified agent is allowed what the filter's built-in rules allow")
 	work := fs.String("workdir", ".jitgate/run", "logs, Envoy bootstrap and NATS store")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: devstack [flags]\n\nStarts the BigQuery emulator, jitgated and Envoy, queries through the gateway, serves until Ctrl-C.\n\n")
@@ -67,6 +68,10 @@ func run() error {
 		*sql = "SELECT id, name, country FROM `" + *project + ".crm.customers` ORDER BY id LIMIT 5"
 	}
 
+	policyDir := ""
+	if *policies != "" {
+		policyDir = abs(*policies)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
@@ -75,7 +80,8 @@ func run() error {
 		Root: *root, Jitgated: abs("bin/jitgated"), CLI: abs("bin/jitgate"), Wasm: abs("build/jitgate.wasm"),
 		Data: abs(*data), Project: *project, WorkDir: abs(*work),
 		AgentAddr: *agent, XDSAddr: *xds, APIAddr: *api, AdminAddr: *admin, EmulatorAddr: *emu, DevIssuerAddr: *issuer,
-		Progress: os.Stdout,
+		Progress:    os.Stdout,
+		PoliciesDir: policyDir,
 	})
 	if err != nil {
 		return err
