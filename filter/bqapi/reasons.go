@@ -37,6 +37,19 @@ const (
 	// out, non-200, or an answer outside the contract). 503 backendError: clients retry.
 	ReasonControlPlaneUnavailable Reason = "control-plane-unavailable"
 	ReasonInternal                Reason = "internal-error" // 500
+	// The response path (the job ledger): an allowed jobs.query / jobs.insert / jobs.get
+	// whose upstream response the gateway reads before releasing it.
+	//
+	// ReasonBadUpstreamResponse: a 2xx response that is not the JSON document BigQuery
+	// sends (or whose encoding cannot be decoded). 502 backendError: clients retry.
+	ReasonBadUpstreamResponse Reason = "bad-upstream-response"
+	// ReasonResponseTooLarge: the response exceeds the gateway's response limit
+	// (maxResponseBodyBytes), before or after inflating. 502 backendError.
+	ReasonResponseTooLarge Reason = "response-too-large"
+	// ReasonJobNotRecorded: the control plane's job ledger did not record the job the
+	// response names (unreachable, timeout, non-200, a bad or negative answer). The job
+	// could never be followed by its owner, so the response is withheld. 503 backendError.
+	ReasonJobNotRecorded Reason = "job-not-recorded"
 )
 
 // class groups reasons by the HTTP answer they get.
@@ -48,6 +61,7 @@ const (
 	classTooLarge
 	classUnavailable
 	classInternal
+	classBadGateway
 )
 
 func (r Reason) class() class {
@@ -58,8 +72,10 @@ func (r Reason) class() class {
 		return classInvalid
 	case ReasonBodyTooLarge:
 		return classTooLarge
-	case ReasonNotConfigured, ReasonControlPlaneUnavailable:
+	case ReasonNotConfigured, ReasonControlPlaneUnavailable, ReasonJobNotRecorded:
 		return classUnavailable
+	case ReasonBadUpstreamResponse, ReasonResponseTooLarge:
+		return classBadGateway
 	case ReasonInternal:
 		return classInternal
 	}
@@ -77,6 +93,8 @@ func (r Reason) HTTPStatus() int {
 		return 503
 	case classInternal:
 		return 500
+	case classBadGateway:
+		return 502
 	}
 	return 403
 }
@@ -87,7 +105,7 @@ func (r Reason) ErrorReason() string {
 	switch r.class() {
 	case classInvalid, classTooLarge:
 		return "invalid"
-	case classUnavailable, classInternal:
+	case classUnavailable, classInternal, classBadGateway:
 		return "backendError"
 	}
 	return "accessDenied"
@@ -98,7 +116,7 @@ func (r Reason) Status() string {
 	switch r.class() {
 	case classInvalid, classTooLarge:
 		return "INVALID_ARGUMENT"
-	case classUnavailable:
+	case classUnavailable, classBadGateway: // no google.rpc code maps to 502; clients retry either way
 		return "UNAVAILABLE"
 	case classInternal:
 		return "INTERNAL"
@@ -117,6 +135,8 @@ func (r Reason) verb() string {
 		return "unavailable"
 	case classInternal:
 		return "internal error"
+	case classBadGateway:
+		return "bad gateway"
 	}
 	return "denied"
 }

@@ -24,6 +24,13 @@ const (
 	DefaultControlPlaneAuthority = "jitgate-controlplane"
 )
 
+// Response buffering: the filter reads the upstream responses of jobs.query, jobs.insert
+// and jobs.get to record the job they name before releasing them.
+const (
+	DefaultMaxResponseBodyBytes = 64 << 20
+	MaxAllowedResponseBodyBytes = 1 << 30
+)
+
 // Config is the filter's configuration.
 type Config struct {
 	// Version must equal Version.
@@ -31,6 +38,10 @@ type Config struct {
 	// MaxRequestBodyBytes caps a buffered request body, before and after gzip decoding.
 	// Larger bodies are answered with 413.
 	MaxRequestBodyBytes int64 `json:"maxRequestBodyBytes,omitempty"`
+	// MaxResponseBodyBytes caps a buffered upstream response body (the responses of
+	// jobs.query, jobs.insert and jobs.get, which the filter reads to record their job),
+	// before and after gzip decoding. A larger response is replaced by a 502.
+	MaxResponseBodyBytes int64 `json:"maxResponseBodyBytes,omitempty"`
 	// ControlPlane is where the filter sends its callouts (authorize, audit).
 	ControlPlane ControlPlane `json:"controlPlane"`
 	// PolicyVersion is the version of the policy bundle the control plane decides with
@@ -82,6 +93,9 @@ func (c *Config) applyDefaults() {
 	if c.MaxRequestBodyBytes == 0 {
 		c.MaxRequestBodyBytes = DefaultMaxRequestBodyBytes
 	}
+	if c.MaxResponseBodyBytes == 0 {
+		c.MaxResponseBodyBytes = DefaultMaxResponseBodyBytes
+	}
 	if c.ControlPlane.Cluster == "" {
 		c.ControlPlane.Cluster = DefaultControlPlaneCluster
 	}
@@ -100,6 +114,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: version %q, want %q", ErrInvalid, c.Version, Version)
 	case c.MaxRequestBodyBytes < 0 || c.MaxRequestBodyBytes > MaxAllowedRequestBodyBytes:
 		return fmt.Errorf("%w: maxRequestBodyBytes %d outside 1..%d", ErrInvalid, c.MaxRequestBodyBytes, MaxAllowedRequestBodyBytes)
+	case c.MaxResponseBodyBytes < 0 || c.MaxResponseBodyBytes > MaxAllowedResponseBodyBytes:
+		return fmt.Errorf("%w: maxResponseBodyBytes %d outside 1..%d", ErrInvalid, c.MaxResponseBodyBytes, MaxAllowedResponseBodyBytes)
 	case c.ControlPlane.TimeoutMillis > 60000:
 		return fmt.Errorf("%w: controlPlane.timeoutMillis %d above 60000", ErrInvalid, c.ControlPlane.TimeoutMillis)
 	case len(c.PolicyVersion) > maxPolicyVersionLength:

@@ -11,14 +11,14 @@ func TestParseAppliesDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.MaxRequestBodyBytes != DefaultMaxRequestBodyBytes || c.ControlPlane.Cluster != DefaultControlPlaneCluster ||
+	if c.MaxRequestBodyBytes != DefaultMaxRequestBodyBytes || c.MaxResponseBodyBytes != DefaultMaxResponseBodyBytes || c.ControlPlane.Cluster != DefaultControlPlaneCluster ||
 		c.ControlPlane.Authority != DefaultControlPlaneAuthority || c.ControlPlane.TimeoutMillis != DefaultControlPlaneTimeout {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 }
 
 func TestParseRoundTripsMarshal(t *testing.T) {
-	in := Config{Version: Version, MaxRequestBodyBytes: 1234, ControlPlane: ControlPlane{Cluster: "cp", Authority: "a", TimeoutMillis: 50},
+	in := Config{Version: Version, MaxRequestBodyBytes: 1234, MaxResponseBodyBytes: 5678, ControlPlane: ControlPlane{Cluster: "cp", Authority: "a", TimeoutMillis: 50},
 		PolicyVersion: "sha256:0123456789abcdef"}
 	b, err := in.Marshal()
 	if err != nil {
@@ -42,6 +42,9 @@ func TestParseRejects(t *testing.T) {
 		{"no version", `{"maxRequestBodyBytes":10}`, "version"},
 		{"negative limit", `{"version":"jitgate.dev/filter/v1","maxRequestBodyBytes":-1}`, "maxRequestBodyBytes"},
 		{"limit too large", `{"version":"jitgate.dev/filter/v1","maxRequestBodyBytes":1000000000}`, "maxRequestBodyBytes"},
+		{"negative response limit", `{"version":"jitgate.dev/filter/v1","maxResponseBodyBytes":-1}`, "maxResponseBodyBytes"},
+		{"response limit too large", `{"version":"jitgate.dev/filter/v1","maxResponseBodyBytes":1073741825}`, "maxResponseBodyBytes"},
+		{"response limit not an integer", `{"version":"jitgate.dev/filter/v1","maxResponseBodyBytes":1.5}`, "maxResponseBodyBytes"},
 		{"timeout too long", `{"version":"jitgate.dev/filter/v1","controlPlane":{"timeoutMillis":600000}}`, "timeoutMillis"},
 		{"wrong type", `{"version":"jitgate.dev/filter/v1","maxRequestBodyBytes":"10"}`, "maxRequestBodyBytes"},
 		{"trailing data", `{"version":"jitgate.dev/filter/v1"} {}`, "trailing"},
@@ -53,5 +56,18 @@ func TestParseRejects(t *testing.T) {
 				t.Fatalf("err = %v, want ErrInvalid mentioning %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestResponseLimitBounds(t *testing.T) {
+	for doc, want := range map[string]int64{
+		`{"version":"jitgate.dev/filter/v1","maxResponseBodyBytes":1}`:          1,
+		`{"version":"jitgate.dev/filter/v1","maxResponseBodyBytes":1073741824}`: MaxAllowedResponseBodyBytes,
+		`{"version":"jitgate.dev/filter/v1","maxResponseBodyBytes":0}`:          DefaultMaxResponseBodyBytes,
+	} {
+		c, err := Parse([]byte(doc))
+		if err != nil || c.MaxResponseBodyBytes != want {
+			t.Errorf("%s: limit %d err %v, want %d", doc, c.MaxResponseBodyBytes, err, want)
+		}
 	}
 }

@@ -132,6 +132,11 @@ func (h *httpContext) onAuthorizeResponse(numHeaders, bodySize, _ int) {
 		return
 	}
 	resp.Credential = nil // the credential now lives only on the upstream request
+	if err := h.identityEncoding(); err != nil {
+		proxywasm.LogCriticalf("jitgate: could not remove accept-encoding: %v", err)
+		h.reject(bqapi.Reject(bqapi.ReasonInternal, "the gateway could not prepare the upstream request"))
+		return
+	}
 	h.forward()
 }
 
@@ -139,12 +144,27 @@ func (h *httpContext) onAuthorizeResponse(numHeaders, bodySize, _ int) {
 // the call must fail closed; detail is short and safe to show the agent, err (if any)
 // is for the log.
 func readAuthorizeResponse(numHeaders, bodySize int) (authorize.Response, string, error) {
+	body, detail, err := readCalloutBody(numHeaders, bodySize)
+	if detail != "" {
+		return authorize.Response{}, detail, err
+	}
+	resp, err := authorize.ParseResponse(body)
+	if err != nil {
+		return authorize.Response{}, "invalid response", err
+	}
+	return resp, "", nil
+}
+
+// readCalloutBody reads the body of a control-plane callout's answer, which must be a
+// 200 with a non-empty body within the contract's size limit. A non-empty detail says
+// why not (short, safe to show the agent); err (if any) is for the log.
+func readCalloutBody(numHeaders, bodySize int) ([]byte, string, error) {
 	if numHeaders == 0 {
-		return authorize.Response{}, "no response: timeout or connection failure", nil
+		return nil, "no response: timeout or connection failure", nil
 	}
 	hs, err := proxywasm.GetHttpCallResponseHeaders()
 	if err != nil {
-		return authorize.Response{}, "response headers unreadable", err
+		return nil, "response headers unreadable", err
 	}
 	status := ""
 	for _, kv := range hs {
@@ -155,55 +175,58 @@ func readAuthorizeResponse(numHeaders, bodySize int) (authorize.Response, string
 	}
 	switch code, err := strconv.Atoi(status); {
 	case status == "":
-		return authorize.Response{}, "no response status", nil
+		return nil, "no response status", nil
 	case err != nil || code < 100 || code > 999:
-		return authorize.Response{}, "invalid response status", nil
+		return nil, "invalid response status", nil
 	case code != 200:
-		return authorize.Response{}, "HTTP " + status, nil
+		return nil, "HTTP " + status, nil
 	}
 	if bodySize <= 0 {
-		return authorize.Response{}, "empty response", nil
+		return nil, "empty response", nil
 	}
 	if bodySize > authorize.MaxDocumentBytes {
-		return authorize.Response{}, "response too large", nil
+		return nil, "response too large", nil
 	}
 	body, err := proxywasm.GetHttpCallResponseBody(0, bodySize)
 	if err != nil {
-		return authorize.Response{}, "response body unreadable", err
+		return nil, "response body unreadable", err
 	}
-	resp, err := authorize.ParseResponse(body)
-	if err != nil {
-		return authorize.Response{}, "invalid response", err
-	}
-	return resp, "", nil
+	return body, "", nil
 }
 
 // credentialHeaders are every header an agent could carry a credential in. All are
 // removed before the minted credential is set, so none of the agent's reaches upstream.
 var credentialHeaders = []string{"authorization", "proxy-authorization", "x-goog-api-key"}
 
-// swapCredential removes the agent's credentials and sets the minted one. Envoy removes
-// every value of a header at once; the loop also covers hosts that remove one at a time.
+// swapCredential removes the agent's credentials and sets the minted one.
 func swapCredential(authorization string) error {
 	for _, name := range credentialHeaders {
-		for i := 0; ; i++ {
-			if _, err := proxywasm.GetHttpRequestHeader(name); errors.Is(err, types.ErrorStatusNotFound) {
-				break
-			} else if err != nil {
-				return errors.New("reading " + name + ": " + err.Error())
-			}
-			if i == 64 {
-				return errors.New(name + " could not be removed")
-			}
-			if err := proxywasm.RemoveHttpRequestHeader(name); err != nil {
-				return errors.New("removing " + name + ": " + err.Error())
-			}
+		if err := removeRequestHeader(name); err != nil {
+			return err
 		}
 	}
 	if err := proxywasm.ReplaceHttpRequestHeader("authorization", authorization); err != nil {
 		return errors.New("setting authorization: " + err.Error())
 	}
 	return nil
+}
+
+// removeRequestHeader removes every value of a request header. Envoy removes them all at
+// once; the loop also covers hosts that remove one at a time.
+func removeRequestHeader(name string) error {
+	for i := 0; ; i++ {
+		if _, err := proxywasm.GetHttpRequestHeader(name); errors.Is(err, types.ErrorStatusNotFound) {
+			return nil
+		} else if err != nil {
+			return errors.New("reading " + name + ": " + err.Error())
+		}
+		if i == 64 {
+			return errors.New(name + " could not be removed")
+		}
+		if err := proxywasm.RemoveHttpRequestHeader(name); err != nil {
+			return errors.New("removing " + name + ": " + err.Error())
+		}
+	}
 }
 
 // failClosed answers 503 backendError: the control plane could not authorize the call.

@@ -33,6 +33,16 @@ type Exchange struct {
 	Authz *Authz
 	// ResponseStatus is the upstream :status, when a response arrived.
 	ResponseStatus string
+	// ResponseBodyBytes is the size of a response the filter read (as received).
+	ResponseBodyBytes int
+	// ResponseJob, ResponseQueryID and ResultTable are what a jobs.query, jobs.insert or
+	// jobs.get response named: the job, the stateless query's id, the job's destination.
+	ResponseJob     *bqapi.JobReference
+	ResponseQueryID string
+	ResultTable     *bqapi.TableReference
+	// JobRecorded: the control plane's job ledger acknowledged the job or query id, and
+	// the response was released.
+	JobRecorded bool
 }
 
 // Authz is the non-secret part of the control plane's decision.

@@ -36,6 +36,13 @@ type httpContext struct {
 	awaiting        bool // the authorize callout is in flight: the request stays paused
 	forwarded       bool // the control plane allowed it and the request was resumed
 
+	// The response (jobs.go): resp says whether the filter holds it; replyPassing is set
+	// once a local reply's own headers pass the response path, so its body may follow,
+	// while the upstream response it replaced never does.
+	resp         respState
+	respEncoding string
+	replyPassing bool
+
 	// caller holds what the authorize callout needs from the request headers, including
 	// the agent's token until the callout is dispatched.
 	caller       caller
@@ -158,11 +165,14 @@ func (h *httpContext) passThrough() types.Action {
 }
 
 // OnHttpResponseHeaders records the upstream status and names the control plane's
-// decision (x-jitgate-decision-id) for the agent. The filter's own local replies also
-// pass through here and must be left alone (a denial carries the header already).
-func (h *httpContext) OnHttpResponseHeaders(int, bool) (action types.Action) {
+// decision (x-jitgate-decision-id) for the agent. A 2xx response to a call that creates
+// or describes a job is held (paused) until its job is recorded (jobs.go). The filter's
+// own local replies also pass through here and must be left alone (a denial carries the
+// header already).
+func (h *httpContext) OnHttpResponseHeaders(_ int, endOfStream bool) (action types.Action) {
 	defer h.recoverInto(&action, "response-headers")
 	if h.replied {
+		h.replyPassing = true
 		return types.ActionContinue
 	}
 	h.plugin.fault("response-headers")
@@ -172,17 +182,64 @@ func (h *httpContext) OnHttpResponseHeaders(int, bool) (action types.Action) {
 			proxywasm.LogWarnf("jitgate: could not set %s: %v", DecisionIDHeader, err)
 		}
 	}
+	if h.forwarded && reportsJob(h.ex.Call.API) && is2xx(h.ex.ResponseStatus) {
+		return h.holdResponse(endOfStream)
+	}
+	// Not read: passes through. Also when these headers replace a response being held
+	// (Envoy's own reply when its buffer limit is exceeded, say).
+	h.resp = respPassing
 	return types.ActionContinue
 }
 
-// OnHttpResponseBody passes the response through (masking comes in a later stage).
-func (h *httpContext) OnHttpResponseBody(int, bool) (action types.Action) {
+// OnHttpResponseBody buffers a held response until the end of the stream, enforcing the
+// response limit on every frame, then reads it; other responses pass through (masking
+// comes in a later stage).
+func (h *httpContext) OnHttpResponseBody(bodySize int, endOfStream bool) (action types.Action) {
 	defer h.recoverInto(&action, "response-body")
 	if h.replied {
-		return types.ActionContinue
+		return h.afterReply()
 	}
 	h.plugin.fault("response-body")
+	switch h.resp {
+	case respBuffering:
+	case respReporting:
+		return types.ActionPause
+	default:
+		return types.ActionContinue
+	}
+	if int64(bodySize) > h.cfg.MaxResponseBodyBytes {
+		return h.withhold(responseTooLarge(h.cfg.MaxResponseBodyBytes), "body of "+strconv.Itoa(bodySize)+" bytes")
+	}
+	if !endOfStream {
+		return types.ActionPause
+	}
+	return h.readResponse(bodySize)
+}
+
+// OnHttpResponseTrailers refuses trailers on a response the filter holds: it reads a
+// response whole, at the end of its body, and BigQuery's JSON responses carry none.
+func (h *httpContext) OnHttpResponseTrailers(int) (action types.Action) {
+	defer h.recoverInto(&action, "response-trailers")
+	if h.replied {
+		return h.afterReply()
+	}
+	h.plugin.fault("response-trailers")
+	switch h.resp {
+	case respBuffering:
+		return h.withhold(badUpstream("the response carries trailers"), "trailers")
+	case respReporting:
+		return types.ActionPause
+	}
 	return types.ActionContinue
+}
+
+// afterReply is the action for response data once a local reply was sent: the reply's
+// own body passes; what is left of an upstream response it replaced never does.
+func (h *httpContext) afterReply() types.Action {
+	if h.replyPassing {
+		return types.ActionContinue
+	}
+	return types.ActionPause
 }
 
 // OnHttpStreamDone writes the request's one log line.
@@ -233,7 +290,11 @@ func (h *httpContext) reject(rej *bqapi.Rejection) types.Action {
 	h.ex.Decision = DecisionDeny
 	h.ex.Rejection = rej
 	h.observe()
-	sendRejection(rej)
+	decisionID := ""
+	if a := h.ex.Authz; a != nil {
+		decisionID = a.DecisionID // allowed, then failed: name the decision for support
+	}
+	sendRejection(rej, decisionID)
 	return types.ActionPause
 }
 

@@ -5,7 +5,8 @@ import (
 	"strings"
 )
 
-// logLine renders the one info line per request. It names the call and the decision;
+// logLine renders the one info line per request. It names the call, the decision and
+// the job the response named (job_id, query_id, whether the ledger recorded it);
 // it never contains headers (the Authorization token), the upstream credential (only its
 // id), query-string values, or SQL text (only its size and dialect).
 func logLine(ex *Exchange) string {
@@ -27,6 +28,9 @@ func logLine(ex *Exchange) string {
 	case ex.Rejection != nil:
 		field(&b, "reason", string(ex.Rejection.Reason))
 		field(&b, "status", strconv.Itoa(ex.Rejection.Reason.HTTPStatus()))
+		if ex.ResponseStatus != "" { // the upstream response the reply replaced
+			field(&b, "upstream_status", headerSafe(ex.ResponseStatus))
+		}
 	case a != nil && a.Status != 0:
 		field(&b, "reason", headerSafe(a.Reason)) // the control plane's code, already sanitised
 		field(&b, "status", strconv.Itoa(a.Status))
@@ -52,6 +56,17 @@ func logLine(ex *Exchange) string {
 	}
 	if ex.RequestBodyBytes > 0 {
 		field(&b, "body_bytes", strconv.Itoa(ex.RequestBodyBytes))
+	}
+	if j := ex.ResponseJob; j != nil {
+		quoted(&b, "job_id", j.JobID)
+		quoted(&b, "job_location", j.Location)
+	}
+	quoted(&b, "query_id", ex.ResponseQueryID)
+	if ex.ResponseJob != nil || ex.ResponseQueryID != "" {
+		field(&b, "job_recorded", strconv.FormatBool(ex.JobRecorded))
+	}
+	if ex.ResponseBodyBytes > 0 {
+		field(&b, "response_bytes", strconv.Itoa(ex.ResponseBodyBytes))
 	}
 	return b.String()
 }

@@ -38,7 +38,8 @@ func (p *pluginContext) OnPluginStart(int) (status types.OnPluginStartStatus) {
 		return types.OnPluginStartStatusFailed
 	}
 	p.cfg = &cfg
-	proxywasm.LogInfof("jitgate: configuration accepted: version=%s maxRequestBodyBytes=%d policyVersion=%s", cfg.Version, cfg.MaxRequestBodyBytes, cfg.PolicyVersion)
+	proxywasm.LogInfof("jitgate: configuration accepted: version=%s maxRequestBodyBytes=%d maxResponseBodyBytes=%d policyVersion=%s",
+		cfg.Version, cfg.MaxRequestBodyBytes, cfg.MaxResponseBodyBytes, cfg.PolicyVersion)
 	return types.OnPluginStartStatusOK
 }
 

@@ -21,11 +21,16 @@ const DecisionIDHeader = "x-jitgate-decision-id"
 // wwwAuthenticate is sent with every 401 (RFC 6750).
 const wwwAuthenticate = `Bearer realm="jitgate"`
 
-// sendRejection sends the BigQuery-shaped error as Envoy's local reply.
-func sendRejection(rej *bqapi.Rejection) {
+// sendRejection sends the BigQuery-shaped error as Envoy's local reply. decisionID,
+// when not empty, is the control plane's decision the call was allowed by (a failure
+// after the allow, e.g. a job the ledger did not record).
+func sendRejection(rej *bqapi.Rejection, decisionID string) {
 	headers := [][2]string{
 		{"content-type", bqapi.ErrorContentType},
 		{DenyReasonHeader, string(rej.Reason)},
+	}
+	if decisionID != "" {
+		headers = append(headers, [2]string{DecisionIDHeader, decisionID})
 	}
 	if err := proxywasm.SendHttpResponse(uint32(rej.Reason.HTTPStatus()), headers, bqapi.ErrorBodyFor(rej), -1); err != nil {
 		proxywasm.LogCriticalf("jitgate: could not send local reply %s: %v", rej.Reason, err)

@@ -4,7 +4,9 @@
 // the authorize callout to the control plane (authorize.go: every call the local rules
 // let through waits, paused, for the decision; allow swaps in the minted upstream
 // credential and resumes in httpContext.forward, the single point where a request goes
-// upstream) and the reply. Every callback, the callout's included, recovers panics into
+// upstream), the job ledger (jobs.go: the 2xx response of an allowed jobs.query,
+// jobs.insert or jobs.get is held until the control plane recorded the job it names)
+// and the reply. Every callback, the callouts' included, recovers panics into
 // a fail-closed BigQuery-shaped reply, and a plugin without a valid configuration
 // answers every request with 503.
 package plugin

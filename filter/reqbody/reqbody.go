@@ -36,19 +36,38 @@ func Decode(contentEncoding string, body []byte, limit int64) ([]byte, *bqapi.Re
 }
 
 func inflate(body []byte, limit int64) ([]byte, *bqapi.Rejection) {
+	out, err := Inflate(body, limit)
+	switch {
+	case errors.Is(err, ErrTooLarge):
+		return nil, TooLarge(limit)
+	case err != nil:
+		return nil, badGzip()
+	}
+	return out, nil
+}
+
+// ErrTooLarge and ErrBadGzip are Inflate's failures.
+var (
+	ErrTooLarge = errors.New("inflated body exceeds the limit")
+	ErrBadGzip  = errors.New("invalid gzip data")
+)
+
+// Inflate decodes a gzip body (request or response) and refuses to produce more than
+// limit bytes, so a small compressed body cannot exhaust the VM's memory.
+func Inflate(body []byte, limit int64) ([]byte, error) {
 	zr, err := gzip.NewReader(bytes.NewReader(body))
 	if err != nil {
-		return nil, badGzip()
+		return nil, ErrBadGzip
 	}
 	defer zr.Close()
 	var out bytes.Buffer
 	// Read one byte past the limit to tell "exactly at the limit" from "over it".
 	n, err := out.ReadFrom(io.LimitReader(zr, limit+1))
 	if n > limit {
-		return nil, TooLarge(limit)
+		return nil, ErrTooLarge
 	}
 	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, badGzip()
+		return nil, ErrBadGzip
 	}
 	return out.Bytes(), nil
 }

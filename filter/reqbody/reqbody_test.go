@@ -3,6 +3,7 @@ package reqbody
 import (
 	"bytes"
 	"compress/gzip"
+	"errors"
 	"strings"
 	"testing"
 
@@ -57,5 +58,24 @@ func TestDecode(t *testing.T) {
 				t.Errorf("got %q", got)
 			}
 		})
+	}
+}
+
+func TestInflate(t *testing.T) {
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	zw.Write([]byte("0123456789"))
+	zw.Close()
+	if out, err := Inflate(b.Bytes(), 10); err != nil || string(out) != "0123456789" {
+		t.Errorf("at the limit: %q %v", out, err)
+	}
+	if _, err := Inflate(b.Bytes(), 9); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("over the limit: %v", err)
+	}
+	if _, err := Inflate([]byte("not gzip"), 100); !errors.Is(err, ErrBadGzip) {
+		t.Errorf("not gzip: %v", err)
+	}
+	if _, err := Inflate(b.Bytes()[:b.Len()-4], 100); !errors.Is(err, ErrBadGzip) {
+		t.Errorf("truncated: %v", err)
 	}
 }
