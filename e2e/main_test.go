@@ -25,6 +25,9 @@ var (
 	root string
 	// agentToken is a valid token of the agent the tests act as, from the dev issuer.
 	agentToken string
+	// policiesDir is the policy directory jitgated enforces: a copy of tools/demo/policies
+	// that tests edit.
+	policiesDir string
 	// corpIssuer is a second OIDC issuer the gateway trusts (a corporate IdP), run by the
 	// tests so they can mint every kind of bad token and rotate its keys.
 	corpIssuer *devissuer.Issuer
@@ -67,6 +70,19 @@ func run(m *testing.M) int {
 		}
 	}
 
+	policiesDir = filepath.Join(work, "policies")
+	if err := os.MkdirAll(policiesDir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	demoPolicy, err := os.ReadFile(filepath.Join(root, "tools", "demo", "policies", "demo-analysts.yaml"))
+	if err == nil {
+		err = os.WriteFile(filepath.Join(policiesDir, "demo-analysts.yaml"), demoPolicy, 0o644)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	if corpIssuer, err = devissuer.Start(devissuer.Options{Addr: "127.0.0.1:0"}); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: corp issuer: %v\n", err)
 		return 1
@@ -76,17 +92,18 @@ func run(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	gw, err = stack.Start(ctx, stack.Options{
-		Issuers:   []stack.Issuer{{URL: corpIssuer.URL(), Audiences: []string{corpAudience}}},
-		KeyMaxAge: 2 * time.Second,
-		Root:      root,
-		Jitgated:  jitgated,
-		CLI:       cli,
-		Wasm:      wasm,
-		Data:      filepath.Join(root, "tools", "demo", "bigquery-data.yaml"),
-		Project:   project,
-		WorkDir:   work,
-		Tap:       true,
-		Progress:  os.Stderr,
+		Issuers:     []stack.Issuer{{URL: corpIssuer.URL(), Audiences: []string{corpAudience}}},
+		KeyMaxAge:   2 * time.Second,
+		PoliciesDir: policiesDir,
+		Root:        root,
+		Jitgated:    jitgated,
+		CLI:         cli,
+		Wasm:        wasm,
+		Data:        filepath.Join(root, "tools", "demo", "bigquery-data.yaml"),
+		Project:     project,
+		WorkDir:     work,
+		Tap:         true,
+		Progress:    os.Stderr,
 	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)

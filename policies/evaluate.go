@@ -52,6 +52,18 @@ func Evaluate(b *Bundle, in Input) Decision {
 		}
 	}
 	if code != "" {
+		// A named deny rule that matched is the better answer than "undecidable": the
+		// outcome is the same denial, but the agent and the security team see which rule.
+		if req != nil {
+			for _, p := range matched {
+				for _, r := range p.spec.What.DenyRules {
+					if !r.DryRun && req.finding(r.Kind) {
+						ref := p.ref
+						return deny(d, RuleDenyRule, r.Name, &ref, fmt.Sprintf("policy %s: deny rule %s (%s) matched the query", p.ref.Name, r.Name, r.Kind))
+					}
+				}
+			}
+		}
 		return deny(d, code, "", nil, why)
 	}
 

@@ -335,3 +335,24 @@ func TestPatterns(t *testing.T) {
 		}
 	}
 }
+
+// A deny rule whose finding is present names itself even when the call is also
+// undecidable (e.g. INFORMATION_SCHEMA's region-qualified four-part names).
+func TestNamedDenyRuleBeatsNotDecidable(t *testing.T) {
+	b := compile(t, policy("jobs-history", `  who: {agents: [agent-1]}
+  where: {projects: [acme], apis: [jobs.query]}
+  what:
+    statementKinds: [SELECT]
+    denyRules: [{name: no-jobs-history, kind: informationSchemaJobs}]
+`))
+	in := query("agent-1", "SELECT", "acme.region-us.INFORMATION_SCHEMA.JOBS_BY_PROJECT")
+	in.Analysis.Findings = []policies.DenyRuleKind{"informationSchemaJobs"}
+	d := policies.Evaluate(b, in)
+	if d.Allow || d.Rule != policies.RuleDenyRule || d.RuleName != "no-jobs-history" {
+		t.Fatalf("decision %+v, want deny by rule no-jobs-history", d)
+	}
+	in.Analysis.Findings = nil
+	if d := policies.Evaluate(b, in); d.Allow || d.Rule != policies.RuleNotDecidable {
+		t.Fatalf("without the finding: %+v, want not_decidable", d)
+	}
+}

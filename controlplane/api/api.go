@@ -1,6 +1,7 @@
 // Package api owns jitgated's HTTP API: liveness (/healthz), readiness (/readyz), the
 // operator status document (/v1/status: xDS, NATS, identity and the live policies), Prometheus metrics (/metrics) and the filter's
-// callouts (POST /v1/authorize, served by controlplane/authz), which Envoy reaches through
+// callouts (POST /v1/authorize, served by controlplane/authz, and POST /v1/jobs, the job
+// reports served by controlplane/jobs), which Envoy reaches through
 // the "jitgate_controlplane" cluster.
 package api
 
@@ -29,6 +30,9 @@ type Options struct {
 	Policies func() policystore.Status
 	// Authorize serves the filter's authorize callout (authz.Service); nil answers 503.
 	Authorize http.Handler
+	// Jobs serves the filter's job reports (POST /v1/jobs, the job ledger); nil answers
+	// 503.
+	Jobs http.Handler
 	// Gatherer serves /metrics.
 	Gatherer prometheus.Gatherer
 	// Started is when the process started.
@@ -98,6 +102,13 @@ func NewHandler(o Options) http.Handler {
 		})
 	}
 	mux.Handle(authorize.Path, authorizeHandler)
+	jobsHandler := o.Jobs
+	if jobsHandler == nil {
+		jobsHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "the job ledger is not configured"})
+		})
+	}
+	mux.Handle(authorize.JobsPath, jobsHandler)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})

@@ -8,6 +8,7 @@ import (
 	"github.com/jitgate/jitgate/controlplane/credentials"
 	"github.com/jitgate/jitgate/controlplane/identity"
 	"github.com/jitgate/jitgate/filter/authorize"
+	"github.com/jitgate/jitgate/policies"
 )
 
 // Call is one authorize call on its way through the pipeline. Steps read the request and
@@ -30,6 +31,13 @@ type Call struct {
 	PolicyRule string
 	// DryRunWouldDeny lists dry-run deny rules that fired, "policy/rule", for the log.
 	DryRunWouldDeny []string
+	// Analysis is the SQL analysis of a query call, set by the policy step when it
+	// analysed one; the job ledger records its summary with the decision.
+	Analysis *policies.Analysis
+	// Job is the job ledger's owner of the job (or result table) a follow-up call names,
+	// set by the job step once it has checked that the verified agent owns it; the policy
+	// step passes it to the evaluator instead of asking the ledger again.
+	Job *policies.Job
 
 	credential *credentials.Credential
 }

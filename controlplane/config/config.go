@@ -2,7 +2,8 @@
 // (apiVersion jitgate.dev/v1, kind ControlPlaneConfig) that says where the control plane
 // listens, where Envoy's agent listener and the BigQuery upstream are, which filter module
 // Envoy loads, how NATS is reached, which OIDC issuers identify agents and how upstream
-// credentials are minted, and which policy directory decides calls. Unknown fields are
+// credentials are minted, which policy directory decides calls, and how the SQL analyser
+// caches. Unknown fields are
 // rejected with file:line, and command-line flags override the file (see Overrides). Every
 // field has a default except the two a serving control plane cannot guess (see
 // ValidateForServe): at least one trusted issuer (identity.issuers, or the development
@@ -25,6 +26,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -55,6 +57,9 @@ const (
 	DefaultDevIssuerListen    = "127.0.0.1:18002"
 	DefaultDevIssuerKeyFile   = ".jitgate/dev-issuer-key.pem"
 	DefaultDevIssuerAudience  = "jitgate"
+	DefaultAnalysisCacheSize  = 4096
+	DefaultAnalysisCacheTTL   = 5 * time.Minute
+	DefaultTableMetadataTTL   = 5 * time.Minute
 )
 
 // Sentinel errors; every error Load returns wraps one of them.
@@ -103,6 +108,9 @@ type Config struct {
 	// call. Empty: no policies, every verified agent is allowed what the filter's built-in
 	// rules allow (jitgated warns at start).
 	Policies Policies `yaml:"policies"`
+	// Analysis tunes the SQL analyser that policies decide queries with (used only when
+	// policies.dir is set).
+	Analysis Analysis `yaml:"analysis"`
 
 	// sources maps a field path ("upstream.bigquery.url") to where its value came from
 	// ("jitgated.yaml:12" or "--upstream"), so validation errors can point at it.
@@ -205,6 +213,23 @@ type Policies struct {
 	// file is resolved against the file's directory. Changing dir itself takes a restart.
 	// Default empty (no policies).
 	Dir string `yaml:"dir"`
+}
+
+// Analysis configures the GoogleSQL analyser (controlplane/sqlanalysis). It reads table
+// schemas and view bodies with tables.get from upstream.bigquery.url: with the
+// service-account key credentials.keyFile over https, without credentials from a plain
+// http upstream (the emulator). Changes take effect on restart.
+type Analysis struct {
+	// CacheSize bounds the analysis result cache, in entries (keyed by a fingerprint of
+	// the SQL text, parameters, default dataset and catalog). Default 4096; -1 disables
+	// the cache.
+	CacheSize int `yaml:"cacheSize"`
+	// CacheTTL bounds how long an analysis result is reused, e.g. "5m". Default 5m.
+	CacheTTL time.Duration `yaml:"cacheTTL"`
+	// TableMetadataTTL bounds how long a table's metadata (schema, view body) is reused
+	// before tables.get is asked again, e.g. "5m". Default 5m; a table that does not exist
+	// is remembered for 30s.
+	TableMetadataTTL time.Duration `yaml:"tableMetadataTTL"`
 }
 
 // URL is the issuer identifier of the development issuer (the iss of its tokens).
@@ -326,6 +351,15 @@ func (c *Config) applyDefaults() error {
 	setDefault(&c.DevIssuer.KeyFile, DefaultDevIssuerKeyFile)
 	setDefault(&c.DevIssuer.Audience, DefaultDevIssuerAudience)
 	c.Credentials = c.Credentials.WithDefaults()
+	if c.Analysis.CacheSize == 0 {
+		c.Analysis.CacheSize = DefaultAnalysisCacheSize
+	}
+	if c.Analysis.CacheTTL == 0 {
+		c.Analysis.CacheTTL = DefaultAnalysisCacheTTL
+	}
+	if c.Analysis.TableMetadataTTL == 0 {
+		c.Analysis.TableMetadataTTL = DefaultTableMetadataTTL
+	}
 	if c.Filter.MaxRequestBodyBytes == 0 {
 		c.Filter.MaxRequestBodyBytes = filterconfig.DefaultMaxRequestBodyBytes
 	}
@@ -404,6 +438,9 @@ func (c *Config) Validate() error {
 		{"devIssuer.keyFile", checkAbs(c.DevIssuer.KeyFile)},
 		{"devIssuer.audience", checkAudience(c.DevIssuer.Audience)},
 		{"policies.dir", checkOptionalAbs(c.Policies.Dir)},
+		{"analysis.cacheSize", checkRange(int64(c.Analysis.CacheSize), -1, 1<<20)},
+		{"analysis.cacheTTL", checkDuration(c.Analysis.CacheTTL, time.Second, 24*time.Hour)},
+		{"analysis.tableMetadataTTL", checkDuration(c.Analysis.TableMetadataTTL, time.Second, 24*time.Hour)},
 	}
 	for _, ch := range checks {
 		if ch.err != nil {
@@ -633,6 +670,13 @@ func checkAudience(aud string) error {
 func checkAbs(p string) error {
 	if !filepath.IsAbs(p) {
 		return fmt.Errorf("%q is not an absolute path", p)
+	}
+	return nil
+}
+
+func checkDuration(d, lo, hi time.Duration) error {
+	if d < lo || d > hi {
+		return fmt.Errorf("%s outside %s..%s", d, lo, hi)
 	}
 	return nil
 }

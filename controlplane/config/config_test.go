@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 const header = "apiVersion: jitgate.dev/v1\nkind: ControlPlaneConfig\n"
@@ -35,6 +36,9 @@ func TestParseErrors(t *testing.T) {
 		{"negative body limit", header + "filter:\n  maxRequestBodyBytes: -1\n", ErrInvalid, "filter.maxRequestBodyBytes"},
 		{"bad nats url", header + "nats:\n  url: http://127.0.0.1:4222\n", ErrInvalid, "nats.url"},
 		{"tiny jetstream store", header + "nats:\n  maxStoreBytes: 10\n", ErrInvalid, "nats.maxStoreBytes"},
+		{"analysis cache too large", header + "analysis:\n  cacheSize: 100000000\n", ErrInvalid, "jitgated.yaml:4: invalid config value: analysis.cacheSize"},
+		{"analysis ttl not a duration", header + "analysis:\n  cacheTTL: soon\n", ErrSyntax, "jitgated.yaml:4:"},
+		{"analysis ttl too short", header + "analysis:\n  tableMetadataTTL: 1ms\n", ErrInvalid, "analysis.tableMetadataTTL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -139,5 +143,22 @@ func TestRedactedNATSURL(t *testing.T) {
 	got := n.RedactedURL()
 	if strings.Contains(got, "s3cret") || strings.Contains(got, "pw") {
 		t.Errorf("RedactedURL() = %q leaks credentials", got)
+	}
+}
+
+func TestAnalysisKnobs(t *testing.T) {
+	c, err := Parse("jitgated.yaml", []byte(header))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Analysis != (Analysis{CacheSize: DefaultAnalysisCacheSize, CacheTTL: DefaultAnalysisCacheTTL, TableMetadataTTL: DefaultTableMetadataTTL}) {
+		t.Errorf("defaults = %+v", c.Analysis)
+	}
+	c, err = Parse("jitgated.yaml", []byte(header+"analysis:\n  cacheSize: -1\n  cacheTTL: 30s\n  tableMetadataTTL: 2h\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Analysis != (Analysis{CacheSize: -1, CacheTTL: 30 * time.Second, TableMetadataTTL: 2 * time.Hour}) {
+		t.Errorf("set = %+v", c.Analysis)
 	}
 }

@@ -54,6 +54,14 @@ type JobLedger interface {
 	Job(ctx context.Context, project, jobID string) (*policies.Job, error)
 }
 
+// ResultTableLedger is implemented by job ledgers that also know which job wrote a table
+// (a query's anonymous result table). With one, tabledata.list on an anonymous result
+// dataset is decided by the owner of the job that produced the table; without one, only
+// a call that names its job (JobID) can be.
+type ResultTableLedger interface {
+	ResultTableJob(ctx context.Context, project, dataset, table string) (*policies.Job, error)
+}
+
 // Bundles supplies the live bundle (*policystore.Store implements it).
 type Bundles interface {
 	Bundle() *policies.Bundle
@@ -95,8 +103,16 @@ func run(ctx context.Context, o Options, c *authz.Call) *authz.Denial {
 			errors.New("policy step ran without a verified identity"))
 	}
 	b := o.Bundles.Bundle()
-	out := Decide(ctx, b, c.Request, *c.Identity, o.Analyzer, o.Jobs)
+	jobs := o.Jobs
+	if c.Job != nil {
+		// The job step already found (and checked) the owner: no second lookup.
+		jobs = knownJob{c.Job}
+	}
+	out := Decide(ctx, b, c.Request, *c.Identity, o.Analyzer, jobs)
 	c.Policy = out.Ref()
+	if out.Input != nil {
+		c.Analysis = out.Input.Analysis
+	}
 	if d := out.Decision; d != nil {
 		c.PolicyRule = d.Rule
 		for _, hit := range d.DryRunWouldDeny {
@@ -156,7 +172,15 @@ func Decide(ctx context.Context, b *policies.Bundle, req authorize.Request, id i
 	}
 	var job *policies.Job
 	if needsJob(req) && jobs != nil {
-		j, err := jobs.Job(ctx, req.Call.Project, req.Call.JobID)
+		var j *policies.Job
+		var err error
+		rt, byTable := jobs.(ResultTableLedger)
+		switch {
+		case req.Call.API == "tabledata.list" && byTable:
+			j, err = rt.ResultTableJob(ctx, req.Call.Project, req.Call.Dataset, req.Call.Table)
+		case req.Call.JobID != "":
+			j, err = jobs.Job(ctx, req.Call.Project, req.Call.JobID)
+		}
 		if err != nil {
 			out.Denial = authz.Unavailable("job_ledger_unavailable", "The gateway could not look up the job this call names; retry later.", err)
 			return out
@@ -211,9 +235,19 @@ func needsJob(req authorize.Request) bool {
 	case "jobs.get", "jobs.getQueryResults", "jobs.cancel", "jobs.delete":
 		return req.Call.JobID != ""
 	case "tabledata.list":
-		return strings.HasPrefix(req.Call.Dataset, "_") && req.Call.JobID != ""
+		// An anonymous result dataset: the evaluator decides by the owner of the job.
+		return strings.HasPrefix(req.Call.Dataset, "_")
 	}
 	return false
+}
+
+// knownJob answers every lookup with the job the job step already found.
+type knownJob struct{ job *policies.Job }
+
+func (k knownJob) Job(context.Context, string, string) (*policies.Job, error) { return k.job, nil }
+
+func (k knownJob) ResultTableJob(context.Context, string, string, string) (*policies.Job, error) {
+	return k.job, nil
 }
 
 func analysisDenial(err error) *authz.Denial {

@@ -344,3 +344,53 @@ func TestInputMapping(t *testing.T) {
 		t.Errorf("input = %+v query %+v", in, in.Query)
 	}
 }
+
+type jobLedgerFunc func(project, dataset, table, jobID string) *policies.Job
+
+func (f jobLedgerFunc) Job(_ context.Context, project, jobID string) (*policies.Job, error) {
+	return f(project, "", "", jobID), nil
+}
+
+func (f jobLedgerFunc) ResultTableJob(_ context.Context, project, dataset, table string) (*policies.Job, error) {
+	return f(project, dataset, table, ""), nil
+}
+
+// tabledata.list on an anonymous result table is decided by the owner of the job that
+// wrote it, found by table when the ledger can, and by the call's job id otherwise.
+func TestResultTableOwner(t *testing.T) {
+	b := compile(t, `apiVersion: jitgate.dev/v1
+kind: AgentPolicy
+metadata:
+  name: pager
+spec:
+  who:
+    agents: [a, b]
+  where:
+    projects: [acme]
+    apis: [tabledata.list, jobs.getQueryResults]
+`)
+	owners := jobLedgerFunc(func(project, dataset, table, jobID string) *policies.Job {
+		if project == "acme" && ((dataset == "_anon" && table == "t1") || jobID == "j1") {
+			return &policies.Job{OwnerAgentID: "a"}
+		}
+		return nil
+	})
+	list := authorize.Request{Call: authorize.Call{API: "tabledata.list", Method: "GET", Project: "acme", Dataset: "_anon", Table: "t1"}}
+	for _, tt := range []struct {
+		agent string
+		req   authorize.Request
+		jobs  policystep.JobLedger
+		rule  string
+	}{
+		{"a", list, owners, policies.RuleAllow},
+		{"b", list, owners, policies.RuleJobNotOwned},
+		{"a", list, nil, policies.RuleNotDecidable},
+		{"a", authorize.Request{Call: authorize.Call{API: "tabledata.list", Method: "GET", Project: "acme", Dataset: "_anon", Table: "t2"}}, owners, policies.RuleNotDecidable},
+		{"a", authorize.Request{Call: authorize.Call{API: "jobs.getQueryResults", Method: "GET", Project: "acme", JobID: "j1"}}, owners, policies.RuleAllow},
+	} {
+		out := policystep.Decide(context.Background(), b, tt.req, identity.Identity{AgentID: tt.agent, Issuer: "https://i"}, nil, tt.jobs)
+		if out.Decision == nil || out.Decision.Rule != tt.rule {
+			t.Errorf("%s %s %s.%s: %+v", tt.agent, tt.req.Call.API, tt.req.Call.Dataset, tt.req.Call.Table, out.Decision)
+		}
+	}
+}

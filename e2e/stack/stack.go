@@ -303,6 +303,9 @@ func (s *Stack) StartExtraEnvoy(ctx context.Context, name string) (string, error
 	}
 }
 
+// StopExtraEnvoy stops an Envoy started by StartExtraEnvoy.
+func (s *Stack) StopExtraEnvoy(name string) { s.stop(name) }
+
 // ConfigDump returns an Envoy admin's /config_dump.
 func ConfigDump(ctx context.Context, admin string) (string, error) {
 	_, dump, err := get(ctx, admin+"/config_dump")

@@ -23,6 +23,9 @@ type Tap struct {
 type Seen struct {
 	Method, Path, Authorization string
 	Header                      http.Header
+	// ViaEnvoy is true for requests Envoy forwarded (they carry Envoy's x-request-id);
+	// the others are the control plane's own catalog reads (tables.get for SQL analysis).
+	ViaEnvoy bool
 }
 
 // StartTap proxies a loopback port to upstream.
@@ -39,7 +42,8 @@ func StartTap(upstream string) (*Tap, error) {
 	proxy := httputil.NewSingleHostReverseProxy(target)
 	t.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t.mu.Lock()
-		t.got = append(t.got, Seen{Method: r.Method, Path: r.URL.RequestURI(), Authorization: r.Header.Get("Authorization"), Header: r.Header.Clone()})
+		t.got = append(t.got, Seen{Method: r.Method, Path: r.URL.RequestURI(), Authorization: r.Header.Get("Authorization"),
+			Header: r.Header.Clone(), ViaEnvoy: r.Header.Get("X-Request-Id") != ""})
 		t.mu.Unlock()
 		proxy.ServeHTTP(w, r)
 	})}
@@ -47,11 +51,22 @@ func StartTap(upstream string) (*Tap, error) {
 	return t, nil
 }
 
-// Requests returns what the upstream has received so far.
-func (t *Tap) Requests() []Seen {
+// Requests returns what the upstream has received from Envoy so far: the agents' calls.
+func (t *Tap) Requests() []Seen { return t.filter(true) }
+
+// ControlPlaneRequests returns the upstream calls that did not come through Envoy.
+func (t *Tap) ControlPlaneRequests() []Seen { return t.filter(false) }
+
+func (t *Tap) filter(viaEnvoy bool) []Seen {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return append([]Seen(nil), t.got...)
+	var out []Seen
+	for _, s := range t.got {
+		if s.ViaEnvoy == viaEnvoy {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // Close stops the tap.

@@ -1,7 +1,9 @@
 // Command jitgated is the jitgate control plane: it serves Envoy's configuration over ADS
 // (listener, routes, clusters and the jitgate Wasm filter over ECDS), runs or connects to
-// NATS with JetStream, and serves the HTTP API (health, readiness, status, metrics and the
-// filter's POST /v1/authorize, which verifies agents and mints upstream credentials).
+// NATS with JetStream, and serves the HTTP API (health, readiness, status, metrics, the
+// filter's POST /v1/authorize, which verifies agents and mints upstream credentials, and
+// POST /v1/jobs, where the filter reports the jobs agents create to the job ledger in
+// JetStream KV).
 //
 // See --help for flags; the configuration file format is documented in
 // controlplane/config.
@@ -32,6 +34,7 @@ import (
 	"github.com/jitgate/jitgate/controlplane/credentials"
 	"github.com/jitgate/jitgate/controlplane/devissuer"
 	"github.com/jitgate/jitgate/controlplane/identity"
+	"github.com/jitgate/jitgate/controlplane/jobs"
 	"github.com/jitgate/jitgate/controlplane/natsembed"
 	"github.com/jitgate/jitgate/controlplane/policystep"
 	"github.com/jitgate/jitgate/controlplane/policystore"
@@ -54,8 +57,12 @@ func main() {
 const usageHeader = `jitgated - the jitgate control plane.
 
 Serves Envoy's configuration over ADS (gRPC), the HTTP API (/healthz, /readyz, /v1/status,
-/metrics, and POST /v1/authorize for the filter: verify the agent's OIDC token, mint a
-short-lived upstream credential) and NATS with JetStream (embedded unless --nats-url).
+/metrics, and for the filter POST /v1/authorize: verify the agent's OIDC token, mint a
+short-lived upstream credential; POST /v1/jobs: record which agent owns which job) and
+NATS with JetStream (embedded unless --nats-url), which holds the job ledger (KV buckets
+jitgate_jobs and jitgate_decisions). Follow-up calls on a job (jobs.get, getQueryResults,
+cancel, delete, tabledata.list on its result table) are allowed only to the agent that
+created the job through jitgate.
 
 Usage:
   jitgated [--config jitgated.yaml] [flags]
@@ -89,6 +96,8 @@ each error as file:line:col and shows it in /v1/status ("policies") and the metr
 jitgate_policy_reload_total{result="error"} / jitgate_policy_reload_failing. Check a
 directory before deploying it with: jitgate policy check DIR. Without a policy directory
 every verified agent is allowed what the filter's built-in rules allow (a warning says so).
+With policies, queries are analysed with GoogleSQL over table metadata read by tables.get
+from the upstream (config analysis.cacheSize, analysis.cacheTTL, analysis.tableMetadataTTL).
 
 Flags:
 `
@@ -263,9 +272,10 @@ func issuerURLs(ic identity.Config) []string {
 const noPoliciesWarning = "warning: no policies are loaded (policies.dir / --policies is empty): every verified agent is allowed whatever the filter's built-in rules allow; configure a policy directory (policies/README.md) to decide calls by policy"
 
 // newAuthorizer builds what POST /v1/authorize needs: the development issuer when enabled,
-// the identity verifier, the policy step when a policy store is given, and the credential
-// minter. stop shuts the development issuer down.
-func newAuthorizer(ctx context.Context, cfg *config.Config, store *policystore.Store, log *slog.Logger, reg prometheus.Registerer) (
+// the identity verifier, the steps (the job ledger's follow-up check, the policy step with
+// the SQL analyser when a policy store is given, the job ledger's decision record) and the
+// credential minter. stop shuts the development issuer down.
+func newAuthorizer(ctx context.Context, cfg *config.Config, store *policystore.Store, ledger *jobs.Ledger, log *slog.Logger, reg prometheus.Registerer) (
 	svc *authz.Service, st api.IdentityStatus, stop func(), err error) {
 	stop = func() {}
 	devURL := ""
@@ -306,16 +316,22 @@ func newAuthorizer(ctx context.Context, cfg *config.Config, store *policystore.S
 	if err != nil {
 		return fail(fmt.Errorf("credentials: %w", err))
 	}
-	var steps []authz.Step
+	// Follow-ups on existing jobs are checked against the job ledger first, with or
+	// without policies; allowed job-creating calls are recorded last, before minting.
+	steps := []authz.Step{ledger.FollowUpStep(jobs.StepOptions{PoliciesEnabled: store != nil})}
 	if store != nil {
-		// No SQL analyser yet (controlplane/sqlanalysis): queries are not decidable and
-		// are denied; non-query calls are decided by the policies.
-		step, err := policystep.New(policystep.Options{Bundles: store, MinterMode: cfg.Credentials.Mode, Logger: log})
+		analyzer, err := newAnalyzer(ctx, cfg, log)
+		if err != nil {
+			return fail(err)
+		}
+		step, err := policystep.New(policystep.Options{Bundles: store, Analyzer: analyzer, Jobs: ledger.PolicyLedger(),
+			MinterMode: cfg.Credentials.Mode, Logger: log})
 		if err != nil {
 			return fail(err)
 		}
 		steps = append(steps, step)
 	}
+	steps = append(steps, ledger.DecisionStep())
 	svc, err = authz.New(authz.Options{
 		Verifier: verifier, Minter: minter, CredentialTTL: cfg.Credentials.TTL,
 		Steps: steps, Logger: log, Metrics: authz.NewMetrics(reg),
@@ -364,7 +380,27 @@ func serve(ctx context.Context, f *flags, cfg *config.Config, reload <-chan os.S
 		return err
 	}
 
-	authorizer, identityStatus, stopDevIssuer, err := newAuthorizer(ctx, cfg, store, log, reg)
+	// NATS before the authorizer: the job ledger lives in its JetStream KV.
+	nc, err := natsembed.Start(ctx, natsembed.Options{
+		URL: cfg.NATS.URL, StoreDir: cfg.NATS.StoreDir,
+		MaxMemoryBytes: cfg.NATS.MaxMemoryBytes, MaxStoreBytes: cfg.NATS.MaxStoreBytes,
+		Name: "jitgated", Logger: log,
+	})
+	if err != nil {
+		xdsLis.Close()
+		apiLis.Close()
+		return err
+	}
+	defer nc.Close()
+	natsURL := cfg.NATS.RedactedURL()
+	ledger, err := jobs.Open(ctx, nc.JetStream, jobs.Options{Logger: log, Metrics: jobs.NewMetrics(reg)})
+	if err != nil {
+		xdsLis.Close()
+		apiLis.Close()
+		return fmt.Errorf("job ledger: %w", err)
+	}
+
+	authorizer, identityStatus, stopDevIssuer, err := newAuthorizer(ctx, cfg, store, ledger, log, reg)
 	if err != nil {
 		xdsLis.Close()
 		apiLis.Close()
@@ -390,19 +426,6 @@ func serve(ctx context.Context, f *flags, cfg *config.Config, reload <-chan os.S
 		return fmt.Errorf("initial snapshot: %w", err)
 	}
 
-	nc, err := natsembed.Start(ctx, natsembed.Options{
-		URL: cfg.NATS.URL, StoreDir: cfg.NATS.StoreDir,
-		MaxMemoryBytes: cfg.NATS.MaxMemoryBytes, MaxStoreBytes: cfg.NATS.MaxStoreBytes,
-		Name: "jitgated", Logger: log,
-	})
-	if err != nil {
-		xdsLis.Close()
-		apiLis.Close()
-		return err
-	}
-	defer nc.Close()
-	natsURL := cfg.NATS.RedactedURL()
-
 	grpcSrv := xds.NewGRPCServer(ctx, cache, log, metrics)
 	httpSrv := &http.Server{
 		Handler: api.NewHandler(api.Options{
@@ -413,6 +436,7 @@ func serve(ctx context.Context, f *flags, cfg *config.Config, reload <-chan os.S
 			Identity:  func() api.IdentityStatus { return identityStatus },
 			Policies:  policyStatus,
 			Authorize: authorizer,
+			Jobs:      ledger.Handler(),
 			Gatherer:  reg,
 			Started:   started,
 		}),
