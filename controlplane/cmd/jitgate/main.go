@@ -1,7 +1,8 @@
 // Command jitgate is the operator CLI of jitgate: it renders the Envoy bootstrap a gateway
 // needs and, for local development, mints agent tokens from jitgated's development issuer
 // and writes throwaway service-account keys; it checks, explains and diffs policy
-// directories (jitgate policy). Approval and audit commands join it in later issues.
+// directories (jitgate policy); it reads and verifies the audit trail (jitgate audit).
+// Approval commands join it in a later issue.
 package main
 
 import (
@@ -25,6 +26,9 @@ Commands:
   policy explain …         decide one call as jitgated would and say why
                            (--policies DIR --agent A --groups g1,g2 --sql ... --tables ...)
   policy diff OLD NEW      which agents and groups gain or lose access
+  audit tail|show|replay|verify|export
+                           read the hash-chained audit trail from NATS (--nats-url);
+                           'jitgate audit help' for details
 
 Run 'jitgate <command> -h' for a command's flags.
 `
@@ -36,6 +40,9 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) >= 1 && args[0] == "policy" {
 		return policyCmd(args[1:], stdout, stderr)
+	}
+	if len(args) >= 1 && args[0] == "audit" {
+		return auditCmd(args[1:], stdout, stderr)
 	}
 	if len(args) >= 2 {
 		switch args[0] + " " + args[1] {
