@@ -105,6 +105,27 @@ type Analysis struct {
 	Views []string `json:"views,omitempty"`
 	// Statements holds the kind of each statement of a multi-statement script.
 	Statements []string `json:"statements,omitempty"`
+	// Lineage is, for a single query statement, each result column's (and each exactly
+	// known nested STRUCT field's) source columns, ordered by Position, each column
+	// followed by its nested entries depth first in field order. Empty for other
+	// statements. See OutputColumn.
+	Lineage []OutputColumn `json:"lineage,omitempty"`
+	// LineageComplete is true when every node of the query was modelled: no column is
+	// Unknown and ControlReads is exact. It is false for anything but a single query
+	// statement (DML, DDL and scripts have no lineage yet), so callers that need lineage
+	// must deny or mask everything when it is false.
+	LineageComplete bool `json:"lineageComplete"`
+	// ControlReads are the base columns the query uses to decide rather than to return:
+	// WHERE, JOIN ON, GROUP BY, HAVING, QUALIFY, ORDER BY, PARTITION BY, CASE/IF
+	// conditions, the compared value of NULLIF, EXISTS, IN and LIKE ANY/ALL subqueries,
+	// aggregate ORDER BY/HAVING MAX/MIN/WHERE, FOR SYSTEM_TIME AS OF. A column may also be
+	// in Lineage (GROUP BY email, SELECT email). Predicates inside a view's own body are
+	// not the agent's and are not listed; the agent's predicates on view columns are
+	// listed as the view columns' base columns. Sorted by table then column.
+	ControlReads []SourceColumn `json:"controlReads,omitempty"`
+	// LineageGaps names what the lineage walker did not model (node kinds, reasons);
+	// non-empty implies LineageComplete is false.
+	LineageGaps []string `json:"lineageGaps,omitempty"`
 	// Fingerprint is the cache key (hex sha256).
 	Fingerprint string `json:"fingerprint"`
 	// Cached is true when the result came from the cache.
@@ -128,6 +149,9 @@ func (a *Analysis) clone() *Analysis {
 	c.Findings = slices.Clone(a.Findings)
 	c.Views = slices.Clone(a.Views)
 	c.Statements = slices.Clone(a.Statements)
+	c.Lineage = cloneLineage(a.Lineage)
+	c.ControlReads = slices.Clone(a.ControlReads)
+	c.LineageGaps = slices.Clone(a.LineageGaps)
 	return &c
 }
 
@@ -247,6 +271,7 @@ type stmtResult struct {
 	kind          string
 	reads, writes []string
 	findings      []policies.DenyRuleKind
+	lineage       *rawLineage // query statements only
 }
 
 func unanalysable(kind string, findings map[policies.DenyRuleKind]bool, format string, args ...any) *AnalysisError {
@@ -289,6 +314,8 @@ func (a *Analyzer) analyze(ctx context.Context, sql, jobProject string, defDS *D
 	}
 	// Views: analyse each body (iteratively, bounded depth), add the tables it reads.
 	views := map[string]bool{}
+	vl := &viewLineage{views: map[string]*rawLineage{}, memo: map[SourceColumn]*lin{}, busy: map[SourceColumn]bool{}}
+	var viewGaps []string
 	type pending struct {
 		meta  *TableMeta
 		depth int
@@ -336,6 +363,12 @@ func (a *Analyzer) analyze(ctx context.Context, sql, jobProject string, defDS *D
 		for _, t := range vres.reads {
 			reads[t] = true
 		}
+		vl.views[fq] = vres.lineage
+		if vres.lineage != nil {
+			for g := range vres.lineage.gaps {
+				viewGaps = append(viewGaps, "view "+fq+": "+g)
+			}
+		}
 		for _, f := range vres.findings {
 			if f != policies.DenySelectStar { // a view's own SELECT * is not the agent's
 				findings[f] = true
@@ -358,6 +391,22 @@ func (a *Analyzer) analyze(ctx context.Context, sql, jobProject string, defDS *D
 		Views:            sortedKeys(views),
 		Statements:       main.statements,
 	}
+	if main.lineage == nil {
+		out.LineageGaps = []string{"lineage is only computed for a single query statement"}
+	} else {
+		out.Lineage, out.ControlReads, out.LineageComplete = vl.build(main.lineage)
+		gaps := map[string]bool{}
+		for g := range main.lineage.gaps {
+			gaps[g] = true
+		}
+		for _, g := range viewGaps {
+			gaps[g] = true
+		}
+		out.LineageGaps = sortedKeys(gaps)
+		if len(out.LineageGaps) > 0 {
+			out.LineageComplete = false
+		}
+	}
 	return out, nil
 }
 
@@ -369,6 +418,7 @@ type textResult struct {
 	reads      []string
 	writes     []string
 	findings   []policies.DenyRuleKind
+	lineage    *rawLineage // single query statement only
 }
 
 // analyzeText parses and analyses sql (one statement or a plain multi-statement script)
@@ -436,10 +486,12 @@ func (a *Analyzer) analyzeText(req *request, sql string, positional, allowScript
 		res.findings = append(res.findings, r.findings...)
 		if i == 0 {
 			res.kind = r.kind
+			res.lineage = r.lineage
 		}
 	}
 	if multi {
 		res.kind = "SCRIPT"
+		res.lineage = nil
 	} else {
 		res.statements = nil
 	}
@@ -487,6 +539,9 @@ func (a *Analyzer) analyzeStatement(req *request, s googlesql.ASTStatementNode, 
 		return nil, unanalysable("", req.findings, "%s", cleanMessage(err))
 	}
 	r := &stmtResult{kind: statementKind(stmt, kindStr)}
+	if q, ok := stmt.(*googlesql.ResolvedQueryStmt); ok {
+		r.lineage = statementLineage(q)
+	}
 	if star && r.kind != "EXECUTE_IMMEDIATE" {
 		r.findings = append(r.findings, policies.DenySelectStar)
 	}

@@ -21,12 +21,21 @@
 //     analysed, scripts with variables or control flow are ErrUnanalysable (an
 //     *AnalysisError with the analyser's cleaned message and any findings seen on the
 //     way); a TableSource that cannot be reached is ErrCatalogUnavailable;
+//   - column lineage (lineage.go): for a single query statement, each result column's
+//     base source columns (through aliases, functions, CTEs, subqueries, set operations,
+//     UNNEST, STRUCT packing, whole-row values and views), how they flow (direct,
+//     function, aggregate; value-revealing or counting aggregates), exact nested STRUCT
+//     fields where known, and the separate ControlReads set (WHERE, JOIN, GROUP BY,
+//     HAVING, QUALIFY, ORDER BY, CASE/IF conditions, EXISTS/IN). Anything the walker does
+//     not model makes the affected column Unknown (sources: every column the statement
+//     scans) and LineageComplete false;
 //   - a bounded LRU of results keyed by a fingerprint of the SQL text, default
 //     project/dataset, dialect, parameters and catalog version.
 //
 // Not done yet (next slices of issue 5):
-//   - column lineage for masking (output column -> source columns, aggregates), which the
-//     resolved tree makes possible (see /work/shared/GOOGLESQL.md);
+//   - lineage of DML/DDL (INSERT ... SELECT write lineage), scripts, temp SQL UDFs,
+//     GROUPING(), recursive CTEs, multi-level aggregates (Unknown or no lineage today);
+//     source columns are top-level (a STRUCT field read is reported as its column);
 //   - scripts with DECLARE/SET/BEGIN/IF/loops (denied as unanalysable; plain
 //     multi-statement input is analysed statement by statement as SCRIPT);
 //     EXECUTE IMMEDIATE of a literal is reported as EXECUTE_IMMEDIATE, not analysed;
