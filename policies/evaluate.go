@@ -19,7 +19,31 @@ import (
 //     the shortest TTL wins. No credential anywhere: the default (self-signed-jwt, 5m).
 //  6. Masks, detectors and approval requirements of every matching policy add up;
 //     limits take the minimum.
-func Evaluate(b *Bundle, in Input) Decision {
+func Evaluate(b *Bundle, in Input) Decision { return evaluate(b, in, false) }
+
+// EvaluateCall is the filter's part of Evaluate: the same bundle, identity and call, with
+// every check that needs the SQL analysis or the job ledger left out, for the filter to
+// check the control plane's allow again (defense in depth) without either. Only the
+// filter uses it; the control plane always decides with Evaluate.
+//
+// It ignores in.Analysis and in.Job and skips: a query's statement kind, tables read and
+// written by the SQL, deny rules (findings) and byte estimates; a job follow-up's owner;
+// approval rules; and the credential merge (the credential is minted by the control
+// plane). It keeps: the match (default deny), unknown APIs and legacy SQL, explicit
+// denies and grants on everything the call itself names (API, project, the dataset or
+// table of tables.get, tables.list, datasets.get and tabledata.list, a query's
+// destination table and the DML grant it needs), and mask plan, detectors and limits
+// (which depend on the matched policies only). Every check it makes is one Evaluate makes
+// too, so EvaluateCall allows every call Evaluate allows (the conformance vectors check
+// this), and for calls that need neither analysis nor ledger it reaches Evaluate's
+// decision, approvals and credential aside. Its decisions have CallOnly set.
+func EvaluateCall(b *Bundle, in Input) Decision {
+	d := evaluate(b, in, true)
+	d.CallOnly = true
+	return d
+}
+
+func evaluate(b *Bundle, in Input, callOnly bool) Decision {
 	if b == nil || b.prep == nil {
 		return deny(Decision{}, RuleInvalidBundle, "", nil, "no valid policy bundle is loaded")
 	}
@@ -40,7 +64,7 @@ func Evaluate(b *Bundle, in Input) Decision {
 		d.Matched = append(d.Matched, p.ref)
 	}
 
-	req, code, why := newRequest(in)
+	req, code, why := newRequest(in, callOnly)
 	// Dry-run deny rules are reported whatever else happens, so a rollout can be judged.
 	if req != nil {
 		for _, p := range matched {
@@ -102,10 +126,13 @@ func Evaluate(b *Bundle, in Input) Decision {
 		d.Granting = append(d.Granting, p.ref)
 	}
 
-	cred, conflict := mergeCredentials(granting)
-	if conflict != "" {
-		ref := granting[0].ref
-		return deny(d, RuleCredentialConflict, "credential", &ref, conflict)
+	var cred *Credential
+	if !callOnly {
+		var conflict string
+		if cred, conflict = mergeCredentials(granting); conflict != "" {
+			ref := granting[0].ref
+			return deny(d, RuleCredentialConflict, "credential", &ref, conflict)
+		}
 	}
 
 	d.Allow, d.Rule = true, RuleAllow
@@ -123,7 +150,7 @@ func Evaluate(b *Bundle, in Input) Decision {
 				d.Detectors = append(d.Detectors, det)
 			}
 		}
-		if req.approvable {
+		if req.approvable && !callOnly {
 			for i := range p.approvals {
 				a := &p.approvals[i]
 				if a.applies(req) {

@@ -91,6 +91,9 @@ type Decision struct {
 	Limits     Limits                `json:"limits,omitzero"`
 	// DryRunWouldDeny lists the dry-run deny rules that fired (on allow and deny).
 	DryRunWouldDeny []DryRunHit `json:"dryRunWouldDeny,omitempty"`
+	// CallOnly marks a decision of EvaluateCall (the filter's part: no SQL analysis, job
+	// ledger, approvals or credential); never a complete decision.
+	CallOnly bool `json:"callOnly,omitempty"`
 }
 
 // ApprovalRequirement is one approval rule that applies to the call.

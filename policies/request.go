@@ -61,8 +61,11 @@ func (r *request) tables() []name {
 	return out
 }
 
-// newRequest builds the request or says why the call cannot be decided.
-func newRequest(in Input) (*request, string, string) {
+// newRequest builds the request or says why the call cannot be decided. callOnly (the
+// filter's EvaluateCall) leaves out what needs the SQL analysis or the job ledger: a
+// query's statement kind, tables read and written, findings and byte estimate, and a job
+// follow-up's owner.
+func newRequest(in Input, callOnly bool) (*request, string, string) {
 	c := in.Call
 	r := &request{api: c.API}
 	if c.API != "projects.list" {
@@ -97,34 +100,17 @@ func newRequest(in Input) (*request, string, string) {
 
 	switch c.API {
 	case "jobs.query", "jobs.insert":
-		q, a := in.Query, in.Analysis
+		q := in.Query
 		switch {
 		case q == nil:
 			return nil, RuleNotDecidable, "the query body was not decoded"
 		case q.LegacySQL:
 			return nil, RuleLegacySQL, "legacy SQL cannot be analysed; send useLegacySql: false"
-		case a == nil:
-			return nil, RuleNotDecidable, "SQL analysis is unavailable, so statement kind and tables cannot be decided"
 		}
-		r.findings, r.bytes, r.approvable = a.Findings, a.EstimatedBytes, true
-		fam, ok := statementFamily[a.StatementKind]
-		if !ok {
-			return r, RuleUnknownStatementKind, fmt.Sprintf("statement kind %q is not one policies know", a.StatementKind)
-		}
-		r.kind, r.family = a.StatementKind, fam
-		for _, t := range a.ReferencedTables {
-			n := newName(t)
-			if !n.wellFormed(3) {
-				return r, RuleNotDecidable, fmt.Sprintf("referenced table %q is not fully qualified", t)
+		if !callOnly {
+			if r, code, why := r.analysed(in.Analysis); code != "" {
+				return r, code, why
 			}
-			r.reads = append(r.reads, n)
-		}
-		for _, t := range a.WrittenTables {
-			n := newName(t)
-			if !n.wellFormed(3) {
-				return r, RuleNotDecidable, fmt.Sprintf("written table %q is not fully qualified", t)
-			}
-			r.writes = append(r.writes, n)
 		}
 		if q.Destination != "" {
 			n := newName(q.Destination)
@@ -135,14 +121,14 @@ func newRequest(in Input) (*request, string, string) {
 			r.destination = true
 		}
 	case "jobs.get", "jobs.getQueryResults", "jobs.cancel", "jobs.delete":
-		if code, why := jobOwner(); code != "" {
+		if code, why := jobOwner(); code != "" && !callOnly {
 			return nil, code, why
 		}
 		r.jobScoped = true
 	case "tabledata.list":
 		if strings.HasPrefix(c.Dataset, "_") {
 			// An anonymous result dataset: reading a job's results, not a table.
-			if code, why := jobOwner(); code != "" {
+			if code, why := jobOwner(); code != "" && !callOnly {
 				return nil, code, why
 			}
 			r.jobScoped = true
@@ -169,6 +155,34 @@ func newRequest(in Input) (*request, string, string) {
 			return nil, RuleInvalidInput, fmt.Sprintf("dataset %q is not project.dataset", ds.raw)
 		}
 		r.dataset = &ds
+	}
+	return r, "", ""
+}
+
+// analysed adds the SQL analysis of a query call to r, or says why it cannot be decided.
+func (r *request) analysed(a *Analysis) (*request, string, string) {
+	if a == nil {
+		return nil, RuleNotDecidable, "SQL analysis is unavailable, so statement kind and tables cannot be decided"
+	}
+	r.findings, r.bytes, r.approvable = a.Findings, a.EstimatedBytes, true
+	fam, ok := statementFamily[a.StatementKind]
+	if !ok {
+		return r, RuleUnknownStatementKind, fmt.Sprintf("statement kind %q is not one policies know", a.StatementKind)
+	}
+	r.kind, r.family = a.StatementKind, fam
+	for _, t := range a.ReferencedTables {
+		n := newName(t)
+		if !n.wellFormed(3) {
+			return r, RuleNotDecidable, fmt.Sprintf("referenced table %q is not fully qualified", t)
+		}
+		r.reads = append(r.reads, n)
+	}
+	for _, t := range a.WrittenTables {
+		n := newName(t)
+		if !n.wellFormed(3) {
+			return r, RuleNotDecidable, fmt.Sprintf("written table %q is not fully qualified", t)
+		}
+		r.writes = append(r.writes, n)
 	}
 	return r, "", ""
 }

@@ -1,5 +1,6 @@
 // Package api owns jitgated's HTTP API: liveness (/healthz), readiness (/readyz), the
-// operator status document (/v1/status: xDS, NATS, identity and the live policies), Prometheus metrics (/metrics) and the filter's
+// operator status document (/v1/status: xDS, NATS, identity, the live policies and the
+// audit trail), Prometheus metrics (/metrics) and the filter's
 // callouts (POST /v1/authorize, served by controlplane/authz, and POST /v1/jobs, the job
 // reports served by controlplane/jobs), which Envoy reaches through
 // the "jitgate_controlplane" cluster.
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/jitgate/jitgate/controlplane/audit"
 	"github.com/jitgate/jitgate/controlplane/policystore"
 	"github.com/jitgate/jitgate/controlplane/xds"
 	"github.com/jitgate/jitgate/filter/authorize"
@@ -28,6 +30,8 @@ type Options struct {
 	Identity func() IdentityStatus
 	// Policies reports the policy store; nil means no policies are configured.
 	Policies func() policystore.Status
+	// Audit reports the audit trail's writer; nil leaves "audit" out of /v1/status.
+	Audit func() AuditStatus
 	// Authorize serves the filter's authorize callout (authz.Service); nil answers 503.
 	Authorize http.Handler
 	// Jobs serves the filter's job reports (POST /v1/jobs, the job ledger); nil answers
@@ -60,6 +64,13 @@ type IdentityStatus struct {
 	DevIssuer string `json:"devIssuer,omitempty"`
 }
 
+// AuditStatus is the audit part of /v1/status: the mode ("strict" or "relaxed") and the
+// writer's stream, last sequence, counts and last error.
+type AuditStatus struct {
+	Mode string `json:"mode"`
+	audit.Status
+}
+
 // Status is the /v1/status document.
 type Status struct {
 	// Ready is what /readyz answers.
@@ -74,6 +85,8 @@ type Status struct {
 	Identity IdentityStatus `json:"identity"`
 	// Policies is the live policy bundle and the last reload error.
 	Policies policystore.Status `json:"policies"`
+	// Audit is the audit trail every decision is appended to.
+	Audit *AuditStatus `json:"audit,omitempty"`
 }
 
 // NewHandler returns the API's HTTP handler.
@@ -131,6 +144,10 @@ func (o Options) status() Status {
 	st.Policies = policystore.DisabledStatus()
 	if o.Policies != nil {
 		st.Policies = o.Policies()
+	}
+	if o.Audit != nil {
+		a := o.Audit()
+		st.Audit = &a
 	}
 	st.Ready = st.XDS.SnapshotVersion != "" && st.NATS.Connected && st.Identity.Ready && o.Authorize != nil
 	return st

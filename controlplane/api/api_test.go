@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/jitgate/jitgate/controlplane/audit"
 	"github.com/jitgate/jitgate/controlplane/xds"
 	"github.com/jitgate/jitgate/filter/authorize"
 )
@@ -27,8 +28,11 @@ func TestEndpoints(t *testing.T) {
 			return IdentityStatus{Ready: identityUp, Issuers: []string{"https://idp.example"}}
 		},
 		Authorize: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(299) }),
-		Gatherer:  reg,
-		Started:   time.Now(),
+		Audit: func() AuditStatus {
+			return AuditStatus{Mode: "strict", Status: audit.Status{Stream: "JITGATE_AUDIT", LastSeq: 42, LastError: "audit trail unavailable: x"}}
+		},
+		Gatherer: reg,
+		Started:  time.Now(),
 	}))
 	defer srv.Close()
 
@@ -54,6 +58,12 @@ func TestEndpoints(t *testing.T) {
 	}
 	if st.XDS.SnapshotVersion != "3" || st.XDS.LastError != "listener: bad" || !st.Ready || st.Identity.Issuers[0] != "https://idp.example" {
 		t.Errorf("/v1/status = %+v", st)
+	}
+	if !strings.Contains(body, `"audit": {
+    "mode": "strict",
+    "stream": "JITGATE_AUDIT",
+    "lastSeq": 42,`) || st.Audit == nil || st.Audit.LastError != "audit trail unavailable: x" {
+		t.Errorf("/v1/status audit:\n%s", body)
 	}
 	if code, body := fetch(t, srv.URL+"/metrics"); code != 200 || !strings.Contains(body, "jitgate_xds_translations_total") {
 		t.Errorf("/metrics = %d, missing jitgate metrics", code)

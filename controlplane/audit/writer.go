@@ -140,6 +140,33 @@ type Writer struct {
 	loaded   bool
 	lastSeq  uint64 // the stream's last sequence, as far as this writer knows
 	lastHash string // the hash the next record links to
+
+	statusMu sync.Mutex // separate from mu: Status must not wait behind a slow Append
+	status   Status
+}
+
+// Status is what a Writer reports for operators (jitgated's /v1/status).
+type Status struct {
+	// Stream is the audit stream's name.
+	Stream string `json:"stream"`
+	// LastSeq is the sequence of the last record this writer appended (at Open: the
+	// chain's last record); LastAppend when it did.
+	LastSeq    uint64    `json:"lastSeq"`
+	LastAppend time.Time `json:"lastAppend,omitzero"`
+	// Appended and Failed count this writer's appends since Open.
+	Appended uint64 `json:"appended"`
+	Failed   uint64 `json:"failed"`
+	// LastError is the last failure ("" when none) and LastErrorAt when it happened; it
+	// stays after later successes so an operator sees what happened.
+	LastError   string    `json:"lastError,omitempty"`
+	LastErrorAt time.Time `json:"lastErrorAt,omitzero"`
+}
+
+// Status reports the writer's state.
+func (w *Writer) Status() Status {
+	w.statusMu.Lock()
+	defer w.statusMu.Unlock()
+	return w.status
 }
 
 // Appended says where a record was stored.
@@ -168,6 +195,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Writer, err
 	if err := w.loadTail(ctx); err != nil {
 		return nil, err
 	}
+	w.status = Status{Stream: cfg.Stream, LastSeq: w.lastSeq}
 	return w, nil
 }
 
@@ -198,6 +226,7 @@ func (w *Writer) Append(ctx context.Context, r Record) (Appended, error) {
 	start := time.Now()
 	if err := r.validate(); err != nil {
 		w.cfg.Metrics.failed(FailureInvalid, time.Since(start))
+		w.noteFailure(err)
 		return Appended{}, err
 	}
 	if r.Time.IsZero() {
@@ -227,10 +256,22 @@ func (w *Writer) Append(ctx context.Context, r Record) (Appended, error) {
 		w.cfg.Logger.LogAttrs(ctx, slog.LevelError, "audit record not written",
 			slog.String("decision_id", r.DecisionID), slog.String("kind", string(r.Kind)),
 			slog.String("reason", reason), slog.String("error", err.Error()))
+		w.noteFailure(err)
 		return Appended{}, err
 	}
 	w.cfg.Metrics.appended(time.Since(start))
+	w.statusMu.Lock()
+	w.status.LastSeq, w.status.LastAppend = a.Seq, w.cfg.Now().UTC()
+	w.status.Appended++
+	w.statusMu.Unlock()
 	return a, nil
+}
+
+func (w *Writer) noteFailure(err error) {
+	w.statusMu.Lock()
+	defer w.statusMu.Unlock()
+	w.status.Failed++
+	w.status.LastError, w.status.LastErrorAt = err.Error(), w.cfg.Now().UTC()
 }
 
 func (w *Writer) append(ctx context.Context, r *Record, subject, msgID string) (Appended, string, error) {

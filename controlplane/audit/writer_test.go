@@ -430,6 +430,10 @@ func TestStrictModeFailsFastWhenNATSIsDown(t *testing.T) {
 	if n := counterValue(t, reg, "jitgate_audit_append_failures_total", map[string]string{"reason": FailureUnavailable}); n != 1 {
 		t.Errorf("unavailable failures = %v", n)
 	}
+	if st := w.Status(); st.Stream != DefaultStream || st.LastSeq != 3 || st.Appended != 3 || st.Failed != 1 ||
+		!strings.Contains(st.LastError, ErrUnavailable.Error()) || st.LastErrorAt.IsZero() {
+		t.Errorf("status while down = %+v", st)
+	}
 
 	// Same port and store: the client reconnects and the chain goes on where it stopped.
 	srv = startServer(t, dir, port)
@@ -438,6 +442,9 @@ func TestStrictModeFailsFastWhenNATSIsDown(t *testing.T) {
 	a, err := w.Append(ctx, testRecord(4, "alice"))
 	if err != nil || a.Seq != 4 {
 		t.Fatalf("append after reconnect = %+v, %v", a, err)
+	}
+	if st := w.Status(); st.LastSeq != 4 || st.Appended != 4 || st.LastError == "" {
+		t.Errorf("status after reconnect = %+v (the last error stays visible)", st)
 	}
 	r, _ := NewReader(ctx, js, "")
 	if res := mustVerify(t, r); !res.OK() || res.Records != 4 {

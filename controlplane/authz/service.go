@@ -1,9 +1,24 @@
 // Package authz owns the control plane's answer to the filter's authorize callout
 // (POST /v1/authorize; the contract is filter/authorize). Every call becomes one decision
 // with its own id: the agent's token is verified (identity), the ordered Steps run (policy,
-// SQL analysis, approvals and audit will slot in there), and only then is a short-lived
-// upstream credential minted for the call. Each decision is logged once and counted; the
-// agent's token and the minted credential are never logged, counted or echoed in errors.
+// SQL analysis, approvals slot in there), and only then is a short-lived upstream
+// credential minted for the call. Each decision is logged once and counted; the agent's
+// token and the minted credential are never logged, counted or echoed in errors.
+//
+// # Audit
+//
+// With Options.Audit set, every decision (allow and deny, identity failures and step
+// denials included) is appended to the audit trail (controlplane/audit) before the answer
+// goes back to the filter: decision and request id, verified agent, client address and
+// user agent, the call (API, project, job id), SQL, a digest of the parameters, the SQL
+// analysis summary, decision, reason, rule, step, policy name@version and bundle, and the
+// minted credential's id (never the credential or the agent's token). In AuditStrict mode
+// (the default) a record that cannot be written turns the answer into Deny 503
+// ReasonAuditUnavailable without a credential, whatever was decided: the filter fails
+// closed and the client retries. AuditRelaxed answers as decided and logs an ERROR per
+// unrecorded decision. Calls rejected before a decision (a malformed document: 400, 405,
+// 413) are logged but not audited: there is no decision, nothing was allowed, and the
+// document may not even name a request.
 package authz
 
 import (
@@ -44,17 +59,25 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics records decisions and mints; nil records into a private registry.
 	Metrics *Metrics
+	// Audit receives every decision's record before the answer is sent (*audit.Writer);
+	// nil audits nothing (tests and tools; jitgated always sets it).
+	Audit Auditor
+	// AuditMode is what a call gets when its record cannot be written: AuditStrict (the
+	// default, also for "") or AuditRelaxed.
+	AuditMode AuditMode
 	// Now is the clock for decision ids and latency. Default time.Now.
 	Now func() time.Time
 }
 
 // Service serves POST authorize.Path. It is safe for concurrent use.
 type Service struct {
-	pipeline []Step
-	ttl      time.Duration
-	log      *slog.Logger
-	metrics  *Metrics
-	now      func() time.Time
+	pipeline  []Step
+	ttl       time.Duration
+	log       *slog.Logger
+	metrics   *Metrics
+	now       func() time.Time
+	auditor   Auditor
+	auditMode AuditMode
 }
 
 // New checks o and builds a Service.
@@ -71,6 +94,10 @@ func New(o Options) (*Service, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	mode, err := ParseAuditMode(string(o.AuditMode))
+	if err != nil {
+		return nil, fmt.Errorf("authz: %w", err)
+	}
 	pipeline := []Step{identityStep{o.Verifier}}
 	for _, st := range o.Steps {
 		if st == nil {
@@ -79,7 +106,8 @@ func New(o Options) (*Service, error) {
 		pipeline = append(pipeline, st)
 	}
 	pipeline = append(pipeline, mintStep{o.Minter, o.Metrics})
-	return &Service{pipeline: pipeline, ttl: o.CredentialTTL, log: o.Logger, metrics: o.Metrics, now: o.Now}, nil
+	return &Service{pipeline: pipeline, ttl: o.CredentialTTL, log: o.Logger, metrics: o.Metrics, now: o.Now,
+		auditor: o.Audit, auditMode: mode}, nil
 }
 
 // ServeHTTP answers one authorize call. A document that breaks the contract gets 400 (413
@@ -124,17 +152,31 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, id, "internal error")
 		return
 	}
+	reason := resp.Reason
+	if resp.Decision == authorize.Allow {
+		reason = "ok"
+	}
+
+	// The decision is in the audit trail before the filter hears of it.
+	audited := s.audit(r, c, resp, reason, step)
+	if audited.err != nil && s.auditMode == AuditStrict {
+		audited.overridden, audited.overriddenReason = string(resp.Decision), reason
+		denial, step, reason = Unavailable(ReasonAuditUnavailable, auditUnavailableMessage, audited.err), "audit", ReasonAuditUnavailable
+		// The minted credential (if any) is never released; it expires unused.
+		resp.Decision, resp.Status, resp.Reason, resp.Message, resp.Credential = authorize.Deny, denial.Status, denial.Reason, denial.Message, nil
+		if out, err = resp.Marshal(); err != nil {
+			s.log.LogAttrs(r.Context(), slog.LevelError, "authorize response invalid", slog.String("decision_id", id), slog.String("error", err.Error()))
+			writeError(w, http.StatusInternalServerError, id, "internal error")
+			return
+		}
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	_, _ = w.Write(out)
 
 	latency := s.now().Sub(start)
-	reason := resp.Reason
-	if resp.Decision == authorize.Allow {
-		reason = "ok"
-	}
 	s.metrics.decided(string(resp.Decision), reason, latency)
-	s.logDecision(r, c, resp, reason, step, denial, latency)
+	s.logDecision(r, c, resp, reason, step, denial, audited, latency)
 }
 
 // decide runs the pipeline and builds the response; step names the step that denied.
@@ -179,7 +221,7 @@ func runStep(ctx context.Context, st Step, c *Call) (d *Denial) {
 
 // logDecision writes the one log line of a decision. Never the token, the credential or
 // the SQL text.
-func (s *Service) logDecision(r *http.Request, c *Call, resp authorize.Response, reason, step string, d *Denial, latency time.Duration) {
+func (s *Service) logDecision(r *http.Request, c *Call, resp authorize.Response, reason, step string, d *Denial, audited auditOutcome, latency time.Duration) {
 	attrs := []slog.Attr{
 		slog.String("decision_id", c.DecisionID),
 		slog.String("request_id", c.Request.RequestID),
@@ -212,6 +254,14 @@ func (s *Service) logDecision(r *http.Request, c *Call, resp authorize.Response,
 		if d.Err != nil {
 			attrs = append(attrs, slog.String("error", d.Err.Error()))
 		}
+	}
+	switch {
+	case audited.overridden != "":
+		attrs = append(attrs, slog.String("decided", audited.overridden), slog.String("decided_reason", audited.overriddenReason))
+	case audited.err != nil:
+		attrs = append(attrs, slog.String("audit_error", audited.err.Error()))
+	case audited.seq != 0:
+		attrs = append(attrs, slog.Uint64("audit_seq", audited.seq))
 	}
 	attrs = append(attrs,
 		slog.Float64("latency_ms", float64(latency.Microseconds())/1000),

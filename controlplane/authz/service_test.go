@@ -69,8 +69,10 @@ type gateway struct {
 }
 
 type options struct {
-	minter credentials.Minter
-	steps  []authz.Step
+	minter    credentials.Minter
+	steps     []authz.Step
+	audit     authz.Auditor
+	auditMode authz.AuditMode
 }
 
 func newGateway(t *testing.T, o options) *gateway {
@@ -103,7 +105,7 @@ func newGateway(t *testing.T, o options) *gateway {
 	g.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	svc, err := authz.New(authz.Options{
 		Verifier: verifier, Minter: minter, CredentialTTL: credTTL, Steps: o.steps,
-		Logger: log, Metrics: authz.NewMetrics(reg),
+		Logger: log, Metrics: authz.NewMetrics(reg), Audit: o.audit, AuditMode: o.auditMode,
 	})
 	if err != nil {
 		t.Fatal(err)

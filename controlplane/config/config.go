@@ -2,8 +2,8 @@
 // (apiVersion jitgate.dev/v1, kind ControlPlaneConfig) that says where the control plane
 // listens, where Envoy's agent listener and the BigQuery upstream are, which filter module
 // Envoy loads, how NATS is reached, which OIDC issuers identify agents and how upstream
-// credentials are minted, which policy directory decides calls, and how the SQL analyser
-// caches. Unknown fields are
+// credentials are minted, which policy directory decides calls, how the SQL analyser
+// caches, and how the audit trail is kept. Unknown fields are
 // rejected with file:line, and command-line flags override the file (see Overrides). Every
 // field has a default except the two a serving control plane cannot guess (see
 // ValidateForServe): at least one trusted issuer (identity.issuers, or the development
@@ -60,6 +60,17 @@ const (
 	DefaultAnalysisCacheSize  = 4096
 	DefaultAnalysisCacheTTL   = 5 * time.Minute
 	DefaultTableMetadataTTL   = 5 * time.Minute
+	DefaultAuditMode          = AuditStrict
+)
+
+// Audit modes (audit.mode).
+const (
+	// AuditStrict: a decision whose audit record cannot be written is answered Deny 503
+	// audit_unavailable, without a credential.
+	AuditStrict = "strict"
+	// AuditRelaxed: such a decision is answered as decided and logged as an ERROR. It
+	// breaks the invariant that every decision is audited before it takes effect.
+	AuditRelaxed = "relaxed"
 )
 
 // Sentinel errors; every error Load returns wraps one of them.
@@ -111,6 +122,9 @@ type Config struct {
 	// Analysis tunes the SQL analyser that policies decide queries with (used only when
 	// policies.dir is set).
 	Analysis Analysis `yaml:"analysis"`
+	// Audit configures the audit trail every authorize decision is appended to (the
+	// JetStream stream JITGATE_AUDIT on the configured NATS).
+	Audit Audit `yaml:"audit"`
 
 	// sources maps a field path ("upstream.bigquery.url") to where its value came from
 	// ("jitgated.yaml:12" or "--upstream"), so validation errors can point at it.
@@ -185,6 +199,17 @@ type NATS struct {
 	MaxMemoryBytes int64 `yaml:"maxMemoryBytes"`
 	// MaxStoreBytes caps the embedded JetStream file store. Default 1 GiB.
 	MaxStoreBytes int64 `yaml:"maxStoreBytes"`
+	// Listen additionally opens a client port on the embedded server (IP:port, e.g.
+	// 127.0.0.1:4222), so `jitgate audit ... --nats-url nats://127.0.0.1:4222` and the nats
+	// CLI on this machine can read the audit trail and the job ledger. The port has no
+	// authentication: whoever reaches it can read and write every stream and bucket. Empty
+	// (the default) keeps the server in-process only. Only with an embedded server (url
+	// empty). Loopback addresses only, unless allowNonLoopbackListen is true.
+	Listen string `yaml:"listen"`
+	// AllowNonLoopbackListen permits a listen address that is not loopback. Only for a
+	// network where everyone who can reach the port may read and alter jitgate's state.
+	// Default false.
+	AllowNonLoopbackListen bool `yaml:"allowNonLoopbackListen"`
 }
 
 // DevIssuer configures the development OIDC issuer (controlplane/devissuer).
@@ -230,6 +255,27 @@ type Analysis struct {
 	// before tables.get is asked again, e.g. "5m". Default 5m; a table that does not exist
 	// is remembered for 30s.
 	TableMetadataTTL time.Duration `yaml:"tableMetadataTTL"`
+}
+
+// Audit configures the audit trail (controlplane/audit). Changes take effect on restart.
+type Audit struct {
+	// Mode is what an authorize call gets when its audit record cannot be written:
+	// "strict" (the default) answers Deny 503 audit_unavailable and releases no credential
+	// (the filter fails closed, clients retry); "relaxed" answers as decided and logs an
+	// ERROR per unrecorded decision. Relaxed breaks the invariant that every decision is
+	// audited before it takes effect; jitgated warns at start when it is set.
+	Mode string `yaml:"mode"`
+	// MaxAge drops records older than this from the stream, e.g. "2160h" (90 days).
+	// Default 0: kept until maxBytes (or forever).
+	MaxAge time.Duration `yaml:"maxAge"`
+	// MaxBytes caps the stream's size; the oldest records are dropped beyond it. Default 0:
+	// no cap of its own, bounded only by the JetStream store (nats.maxStoreBytes when
+	// embedded); once that is full, appends fail and strict mode denies every call. At
+	// least 1 MiB; with embedded NATS at most nats.maxStoreBytes.
+	MaxBytes int64 `yaml:"maxBytes"`
+	// MaxExcerptBytes caps the masked response body excerpt stored with a response
+	// record. Default 0: 16 KiB; -1 stores no excerpt.
+	MaxExcerptBytes int `yaml:"maxExcerptBytes"`
 }
 
 // URL is the issuer identifier of the development issuer (the iss of its tokens).
@@ -372,6 +418,7 @@ func (c *Config) applyDefaults() error {
 	if c.NATS.MaxStoreBytes == 0 {
 		c.NATS.MaxStoreBytes = DefaultNATSMaxStoreBytes
 	}
+	setDefault(&c.Audit.Mode, DefaultAuditMode)
 	// Remaining relative paths came from defaults or flags: anchor them at the working
 	// directory now, so Envoy (whose cwd may differ) gets an absolute filename.
 	for _, p := range []*string{&c.Filter.WasmPath, &c.NATS.StoreDir, &c.Credentials.KeyFile, &c.DevIssuer.KeyFile, &c.Policies.Dir} {
@@ -431,6 +478,7 @@ func (c *Config) Validate() error {
 		{"nats.url", checkNATSURL(c.NATS.URL)},
 		{"nats.maxMemoryBytes", checkRange(c.NATS.MaxMemoryBytes, 1<<20, 1<<40)},
 		{"nats.maxStoreBytes", checkRange(c.NATS.MaxStoreBytes, 1<<20, 1<<50)},
+		{"nats.listen", c.NATS.checkListen()},
 		{"identity.issuers", checkIssuers(c.Identity)},
 		{"credentials", c.Credentials.ValidateSettings()},
 		{"credentials.keyFile", checkOptionalAbs(c.Credentials.KeyFile)},
@@ -441,6 +489,10 @@ func (c *Config) Validate() error {
 		{"analysis.cacheSize", checkRange(int64(c.Analysis.CacheSize), -1, 1<<20)},
 		{"analysis.cacheTTL", checkDuration(c.Analysis.CacheTTL, time.Second, 24*time.Hour)},
 		{"analysis.tableMetadataTTL", checkDuration(c.Analysis.TableMetadataTTL, time.Second, 24*time.Hour)},
+		{"audit.mode", checkAuditMode(c.Audit.Mode)},
+		{"audit.maxAge", checkOptionalDuration(c.Audit.MaxAge, time.Minute, 100*365*24*time.Hour)},
+		{"audit.maxBytes", c.checkAuditMaxBytes()},
+		{"audit.maxExcerptBytes", checkRange(int64(c.Audit.MaxExcerptBytes), -1, 16<<20)},
 	}
 	for _, ch := range checks {
 		if ch.err != nil {
@@ -492,6 +544,7 @@ type Overrides struct {
 	WasmPath      *string
 	NATSURL       *string
 	NATSStoreDir  *string
+	NATSListen    *string
 	// DevIssuer enables (or disables) the development issuer.
 	DevIssuer          *bool
 	DevIssuerListen    *string
@@ -516,6 +569,7 @@ func (c *Config) Apply(o Overrides) error {
 	set(&c.Filter.WasmPath, o.WasmPath, "filter.wasmPath", "--wasm")
 	set(&c.NATS.URL, o.NATSURL, "nats.url", "--nats-url")
 	set(&c.NATS.StoreDir, o.NATSStoreDir, "nats.storeDir", "--nats-store-dir")
+	set(&c.NATS.Listen, o.NATSListen, "nats.listen", "--nats-listen")
 	set(&c.DevIssuer.Listen, o.DevIssuerListen, "devIssuer.listen", "--dev-issuer-listen")
 	set(&c.Credentials.KeyFile, o.CredentialsKeyFile, "credentials.keyFile", "--credentials-key-file")
 	set(&c.Policies.Dir, o.PoliciesDir, "policies.dir", "--policies")
@@ -630,6 +684,61 @@ func checkNATSURL(raw string) error {
 		}
 	}
 	return nil
+}
+
+// checkListen accepts an empty address, or an IP:port (port 0: any free port) for an
+// embedded server, on loopback unless explicitly allowed.
+func (n NATS) checkListen() error {
+	if n.Listen == "" {
+		return nil
+	}
+	if n.URL != "" {
+		return fmt.Errorf("%q: only the embedded server listens; with nats.url set, point clients at that cluster", n.Listen)
+	}
+	host, port, err := net.SplitHostPort(n.Listen)
+	if err != nil {
+		return fmt.Errorf("%q is not IP:port: %v", n.Listen, err)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("%q: port must be 0..65535", n.Listen)
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return fmt.Errorf("%q: host must be an IP address (127.0.0.1 or [::1])", n.Listen)
+	}
+	if !ip.IsLoopback() && !n.AllowNonLoopbackListen {
+		return fmt.Errorf("%q: the embedded NATS client port has no authentication, so it listens on loopback only "+
+			"(127.0.0.1 or [::1]); set nats.allowNonLoopbackListen: true to expose it anyway", n.Listen)
+	}
+	return nil
+}
+
+func checkAuditMode(m string) error {
+	if m != AuditStrict && m != AuditRelaxed {
+		return fmt.Errorf("%q: want %q or %q", m, AuditStrict, AuditRelaxed)
+	}
+	return nil
+}
+
+func (c *Config) checkAuditMaxBytes() error {
+	b := c.Audit.MaxBytes
+	if b == 0 {
+		return nil
+	}
+	if err := checkRange(b, 1<<20, 1<<50); err != nil {
+		return err
+	}
+	if c.NATS.URL == "" && b > c.NATS.MaxStoreBytes {
+		return fmt.Errorf("%d is more than the embedded JetStream store (nats.maxStoreBytes %d): appends would fail before old records are dropped", b, c.NATS.MaxStoreBytes)
+	}
+	return nil
+}
+
+func checkOptionalDuration(d, lo, hi time.Duration) error {
+	if d == 0 {
+		return nil
+	}
+	return checkDuration(d, lo, hi)
 }
 
 func checkOptionalAbs(p string) error {

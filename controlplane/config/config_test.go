@@ -39,6 +39,16 @@ func TestParseErrors(t *testing.T) {
 		{"analysis cache too large", header + "analysis:\n  cacheSize: 100000000\n", ErrInvalid, "jitgated.yaml:4: invalid config value: analysis.cacheSize"},
 		{"analysis ttl not a duration", header + "analysis:\n  cacheTTL: soon\n", ErrSyntax, "jitgated.yaml:4:"},
 		{"analysis ttl too short", header + "analysis:\n  tableMetadataTTL: 1ms\n", ErrInvalid, "analysis.tableMetadataTTL"},
+		{"nats listen off loopback", header + "nats:\n  listen: 0.0.0.0:4222\n", ErrInvalid, "jitgated.yaml:4: invalid config value: nats.listen: \"0.0.0.0:4222\": the embedded NATS client port has no authentication"},
+		{"nats listen hostname", header + "nats:\n  listen: localhost:4222\n", ErrInvalid, "host must be an IP address"},
+		{"nats listen with external nats", header + "nats:\n  url: nats://10.0.0.1:4222\n  listen: 127.0.0.1:4222\n", ErrInvalid, "only the embedded server listens"},
+		{"nats listen no port", header + "nats:\n  listen: 127.0.0.1\n", ErrInvalid, "nats.listen"},
+		{"unknown audit mode", header + "audit:\n  mode: lenient\n", ErrInvalid, "jitgated.yaml:4: invalid config value: audit.mode: \"lenient\""},
+		{"audit maxAge too short", header + "audit:\n  maxAge: 1s\n", ErrInvalid, "audit.maxAge"},
+		{"audit maxBytes tiny", header + "audit:\n  maxBytes: 1000\n", ErrInvalid, "audit.maxBytes"},
+		{"audit maxBytes beyond the store", header + "nats:\n  maxStoreBytes: 67108864\naudit:\n  maxBytes: 134217728\n", ErrInvalid, "more than the embedded JetStream store"},
+		{"audit excerpt cap", header + "audit:\n  maxExcerptBytes: -2\n", ErrInvalid, "audit.maxExcerptBytes"},
+		{"audit unknown field", header + "audit:\n  strict: true\n", ErrSyntax, "field strict not found"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -160,5 +170,29 @@ func TestAnalysisKnobs(t *testing.T) {
 	}
 	if c.Analysis != (Analysis{CacheSize: -1, CacheTTL: 30 * time.Second, TableMetadataTTL: 2 * time.Hour}) {
 		t.Errorf("set = %+v", c.Analysis)
+	}
+}
+
+func TestAuditAndNATSListen(t *testing.T) {
+	c, err := Parse("jitgated.yaml", []byte(header))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Audit != (Audit{Mode: AuditStrict}) || c.NATS.Listen != "" {
+		t.Errorf("defaults = %+v, nats.listen %q", c.Audit, c.NATS.Listen)
+	}
+	c, err = Parse("jitgated.yaml", []byte(header+"nats:\n  listen: \"[::1]:4222\"\naudit:\n  mode: relaxed\n  maxAge: 2160h\n  maxBytes: 104857600\n  maxExcerptBytes: -1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Audit != (Audit{Mode: AuditRelaxed, MaxAge: 2160 * time.Hour, MaxBytes: 100 << 20, MaxExcerptBytes: -1}) || c.NATS.Listen != "[::1]:4222" {
+		t.Errorf("set = %+v, nats.listen %q", c.Audit, c.NATS.Listen)
+	}
+	if _, err := Parse("jitgated.yaml", []byte(header+"nats:\n  listen: 10.0.0.5:4222\n  allowNonLoopbackListen: true\n")); err != nil {
+		t.Errorf("explicitly allowed non-loopback listen: %v", err)
+	}
+	bad := "0.0.0.0:4222"
+	if err := c.Apply(Overrides{NATSListen: &bad}); err == nil || !strings.HasPrefix(err.Error(), "--nats-listen: ") {
+		t.Errorf("bad --nats-listen = %v", err)
 	}
 }

@@ -2,6 +2,13 @@
 // in-process nats-server with JetStream on a local store directory (so one jitgated is the
 // whole control plane on a laptop), or a connection to an existing NATS cluster when a URL
 // is configured (how replicas share approvals, audit and the job ledger).
+//
+// The embedded server is in-process only by default: nothing outside jitgated can reach it.
+// Options.Listen additionally opens a client port (loopback, for `jitgate audit ...` and
+// the nats CLI on the same machine). That port has no authentication of its own: whoever
+// can connect to it can read and write every stream and bucket (the job ledger, the audit
+// trail; the audit chain makes tampering detectable, not impossible), so keep it on
+// loopback of a machine whose local users are trusted.
 package natsembed
 
 import (
@@ -9,7 +16,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -35,6 +44,11 @@ type Options struct {
 	// because nats-server's defaults claim most of the machine's memory and disk.
 	MaxMemoryBytes int64
 	MaxStoreBytes  int64
+	// Listen, when set, makes the embedded server also accept client connections on this
+	// host:port (port 0 picks a free one; ClientURL reports it). Empty keeps it in-process
+	// only. The port has no authentication: callers must keep it on loopback (jitgated's
+	// config validation does, unless explicitly allowed). Ignored with URL.
+	Listen string
 	// Name identifies this client (and the embedded server) in NATS monitoring.
 	Name string
 	// Logger receives lifecycle logs; nil discards them.
@@ -71,9 +85,13 @@ func Start(ctx context.Context, o Options) (*NATS, error) {
 			return nil, err
 		}
 		n.server = srv
+		// jitgated's own connection stays in-process even when a client port is open.
 		opts = append(opts, nats.InProcessServer(srv))
-		log.Info("embedded nats started", "store_dir", o.StoreDir,
-			"max_memory_bytes", o.MaxMemoryBytes, "max_store_bytes", o.MaxStoreBytes)
+		attrs := []any{"store_dir", o.StoreDir, "max_memory_bytes", o.MaxMemoryBytes, "max_store_bytes", o.MaxStoreBytes}
+		if u := n.ClientURL(); u != "" {
+			attrs = append(attrs, "client_url", u)
+		}
+		log.Info("embedded nats started", attrs...)
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
@@ -102,11 +120,12 @@ func startEmbedded(o Options) (*server.Server, error) {
 	if err := os.MkdirAll(o.StoreDir, 0o700); err != nil {
 		return nil, fmt.Errorf("%w: store dir: %v", ErrStart, err)
 	}
-	srv, err := server.NewServer(&server.Options{
+	sopts := &server.Options{
 		ServerName: o.Name,
-		// In-process only: nothing else on the machine can reach this server, so it needs
-		// no credentials of its own.
-		DontListen:         true,
+		// In-process only unless Listen is set: then whoever reaches the client port can use
+		// the server (it has no credentials of its own), which is why jitgated keeps that
+		// port on loopback.
+		DontListen:         o.Listen == "",
 		JetStream:          true,
 		StoreDir:           o.StoreDir,
 		JetStreamMaxMemory: o.MaxMemoryBytes,
@@ -114,7 +133,24 @@ func startEmbedded(o Options) (*server.Server, error) {
 		// jitgated owns signal handling and shutdown order.
 		NoSigs: true,
 		NoLog:  true,
-	})
+	}
+	if o.Listen != "" {
+		host, port, err := splitListen(o.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("%w: listen %q: %v", ErrStart, o.Listen, err)
+		}
+		// nats-server reports a port clash only in its (silenced) log and then never
+		// becomes ready; probe the port first so a clash fails at once, naming it.
+		if port != server.RANDOM_PORT {
+			l, err := net.Listen("tcp", o.Listen)
+			if err != nil {
+				return nil, fmt.Errorf("%w: listen: %v", ErrStart, err)
+			}
+			_ = l.Close()
+		}
+		sopts.Host, sopts.Port = host, port
+	}
+	srv, err := server.NewServer(sopts)
 	if err != nil {
 		return nil, fmt.Errorf("%w: embedded server: %v", ErrStart, err)
 	}
@@ -124,6 +160,39 @@ func startEmbedded(o Options) (*server.Server, error) {
 		return nil, fmt.Errorf("%w: embedded server not ready after %s", ErrStart, readyTimeout)
 	}
 	return srv, nil
+}
+
+// splitListen turns host:port into nats-server's Host and Port (port 0 becomes
+// server.RANDOM_PORT: nats-server reads 0 as its default 4222).
+func splitListen(hostport string) (string, int, error) {
+	host, portStr, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return "", 0, fmt.Errorf("port %q: %v", portStr, err)
+	}
+	if host == "" {
+		return "", 0, errors.New("a host is required (for example 127.0.0.1)")
+	}
+	if port == 0 {
+		return host, server.RANDOM_PORT, nil
+	}
+	return host, int(port), nil
+}
+
+// ClientURL is the nats:// URL of the embedded server's client port, or "" when it has
+// none (in-process only, or not embedded).
+func (n *NATS) ClientURL() string {
+	if n.server == nil {
+		return ""
+	}
+	addr, ok := n.server.Addr().(*net.TCPAddr)
+	if !ok || addr == nil {
+		return ""
+	}
+	return "nats://" + addr.String()
 }
 
 // Embedded reports whether this process runs the NATS server itself.

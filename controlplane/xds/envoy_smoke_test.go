@@ -79,7 +79,7 @@ filter: {wasmPath: %q}
 		t.Fatal(err)
 	}
 	publisher := NewPublisher(cache, cfg.Envoy.NodeCluster, quietLogger(), metrics)
-	store.Subscribe(func(s *policystore.Snapshot) { _ = publisher.PublishPolicyVersion(ctx, s.Bundle.Version) })
+	store.Subscribe(func(s *policystore.Snapshot) { _ = publisher.PublishPolicy(ctx, s.Bundle) })
 	if err := publisher.Publish(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/jitgate/jitgate/controlplane/config"
+	"github.com/jitgate/jitgate/policies"
 	"github.com/jitgate/jitgate/policies/source"
 )
 
@@ -46,17 +47,17 @@ func TestGolden(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", in, err)
 		}
-		// A config naming a policy directory: policy YAML → compiled bundle → the version
-		// in the ECDS filter configuration.
-		policyVersion := ""
+		// A config naming a policy directory: policy YAML → compiled bundle → its version
+		// and JSON in the ECDS filter configuration.
+		var bundle *policies.Bundle
 		if cfg.Policies.Dir != "" {
 			res, err := source.Load(cfg.Policies.Dir)
 			if err != nil {
 				t.Fatalf("%s: policies: %v", in, err)
 			}
-			policyVersion = res.Bundle.Version
+			bundle = res.Bundle
 		}
-		rs, err := Translate(cfg, policyVersion)
+		rs, err := Translate(cfg, bundle)
 		if err != nil {
 			t.Fatalf("%s: %v", in, err)
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/jitgate/jitgate/controlplane/config"
+	"github.com/jitgate/jitgate/policies"
 )
 
 // FleetHash is a NodeHash that ignores the node's identity: every Envoy that connects gets
@@ -54,10 +55,10 @@ type Publisher struct {
 	mu      sync.Mutex
 	version uint64
 	status  Status
-	// cfg and policyVersion are the inputs of the live snapshot; either changing
-	// republishes with the other kept.
-	cfg           *config.Config
-	policyVersion string
+	// cfg and bundle are the inputs of the live snapshot; either changing republishes
+	// with the other kept.
+	cfg    *config.Config
+	bundle *policies.Bundle
 }
 
 // NewPublisher returns a publisher writing the snapshot for every node (see FleetHash) into
@@ -66,31 +67,32 @@ func NewPublisher(cache cachev3.SnapshotCache, key string, log *slog.Logger, met
 	return &Publisher{cache: cache, key: key, log: log, metrics: metrics}
 }
 
-// Publish translates cfg (with the current policy version) and, if the result is complete
+// Publish translates cfg (with the current policy bundle) and, if the result is complete
 // and consistent, serves it as the next snapshot version. On error the previous snapshot
 // stays live.
 func (p *Publisher) Publish(ctx context.Context, cfg *config.Config) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.publish(ctx, cfg, p.policyVersion)
+	return p.publish(ctx, cfg, p.bundle)
 }
 
-// PublishPolicyVersion serves the next snapshot with the policy bundle version v in the
-// filter's configuration and the last published config. Before the first Publish it only
-// records v.
-func (p *Publisher) PublishPolicyVersion(ctx context.Context, v string) error {
+// PublishPolicy serves the next snapshot with the policy bundle b (its version and
+// compiled JSON) in the filter's configuration and the last published config. Before the
+// first Publish it only records b. On error (a bundle above the filter's size limit, say)
+// the previous snapshot, with the previous bundle, stays live.
+func (p *Publisher) PublishPolicy(ctx context.Context, b *policies.Bundle) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cfg == nil {
-		p.policyVersion = v
+		p.bundle = b
 		return nil
 	}
-	return p.publish(ctx, p.cfg, v)
+	return p.publish(ctx, p.cfg, b)
 }
 
-func (p *Publisher) publish(ctx context.Context, cfg *config.Config, policyVersion string) error {
+func (p *Publisher) publish(ctx context.Context, cfg *config.Config, bundle *policies.Bundle) error {
 	version := strconv.FormatUint(p.version+1, 10)
-	snap, err := buildSnapshot(version, cfg, policyVersion)
+	snap, err := buildSnapshot(version, cfg, bundle)
 	if err == nil {
 		err = p.cache.SetSnapshot(ctx, p.key, snap)
 	}
@@ -104,7 +106,11 @@ func (p *Publisher) publish(ctx context.Context, cfg *config.Config, policyVersi
 		return err
 	}
 	p.version++
-	p.cfg, p.policyVersion = cfg, policyVersion
+	p.cfg, p.bundle = cfg, bundle
+	policyVersion := ""
+	if bundle != nil {
+		policyVersion = bundle.Version
+	}
 	p.status.SnapshotVersion = version
 	p.status.PolicyVersion = policyVersion
 	p.status.LastSuccess = time.Now()
@@ -124,8 +130,8 @@ func (p *Publisher) Status() Status {
 	return p.status
 }
 
-func buildSnapshot(version string, cfg *config.Config, policyVersion string) (*cachev3.Snapshot, error) {
-	rs, err := Translate(cfg, policyVersion)
+func buildSnapshot(version string, cfg *config.Config, bundle *policies.Bundle) (*cachev3.Snapshot, error) {
+	rs, err := Translate(cfg, bundle)
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/jitgate/jitgate/controlplane/config"
+	"github.com/jitgate/jitgate/policies"
 )
 
 // Resource names served to every Envoy.
@@ -57,16 +58,16 @@ func (rs Resources) add(typ resourcev3.Type, name string, r cachetypes.Resource)
 }
 
 // Translate builds the listener, routes, clusters and ECDS filter configuration for cfg,
-// which must already be validated. policyVersion is the live policy bundle's version
-// (empty without policies); it goes into the filter's configuration, so every policy
-// change reaches every Envoy as a new ECDS version.
-func Translate(cfg *config.Config, policyVersion string) (Resources, error) {
+// which must already be validated. bundle is the live policy bundle (nil without
+// policies); its version and compiled JSON go into the filter's configuration, so every
+// policy change reaches every Envoy as a new ECDS version.
+func Translate(cfg *config.Config, bundle *policies.Bundle) (Resources, error) {
 	rs := Resources{}
 	steps := []func(*config.Config, Resources) error{
 		addListener,
 		addRoutes,
 		addClusters,
-		func(cfg *config.Config, rs Resources) error { return addFilterConfig(cfg, policyVersion, rs) },
+		func(cfg *config.Config, rs Resources) error { return addFilterConfig(cfg, bundle, rs) },
 	}
 	for _, step := range steps {
 		if err := step(cfg, rs); err != nil {

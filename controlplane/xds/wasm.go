@@ -13,6 +13,7 @@ import (
 
 	"github.com/jitgate/jitgate/controlplane/config"
 	filterconfig "github.com/jitgate/jitgate/filter/config"
+	"github.com/jitgate/jitgate/policies"
 )
 
 const (
@@ -37,12 +38,15 @@ func jitgateHTTPFilter() (*hcmv3.HttpFilter, error) {
 	}, nil
 }
 
-// FilterConfig is the document the filter receives as its plugin configuration.
-// policyVersion is the live policy bundle's version (empty without policies): the control
-// plane makes every policy decision in the authorize callout, so the filter needs only
-// the version, which makes a policy change a new ECDS version on every Envoy.
-func FilterConfig(cfg *config.Config, policyVersion string) filterconfig.Config {
-	return filterconfig.Config{
+// FilterConfig is the document the filter receives as its plugin configuration. bundle
+// is the live policy bundle (nil without policies): its version (policyVersion) and its
+// compiled JSON (policyBundle, Bundle.Encode) go to every Envoy, so a policy change is a
+// new ECDS version, and the filter checks every call the control plane allows against the
+// same bundle (policies.EvaluateCall). A bundle larger than
+// filterconfig.MaxPolicyBundleBytes fails the translation (Marshal), so the last good
+// snapshot stays live.
+func FilterConfig(cfg *config.Config, bundle *policies.Bundle) (filterconfig.Config, error) {
+	fc := filterconfig.Config{
 		Version:             filterconfig.Version,
 		MaxRequestBodyBytes: cfg.Filter.MaxRequestBodyBytes,
 		ControlPlane: filterconfig.ControlPlane{
@@ -50,14 +54,25 @@ func FilterConfig(cfg *config.Config, policyVersion string) filterconfig.Config 
 			Authority:     FilterControlPlaneAuthority,
 			TimeoutMillis: cfg.Filter.CalloutTimeoutMillis,
 		},
-		PolicyVersion: policyVersion,
 	}
+	if bundle != nil {
+		raw, err := bundle.Encode()
+		if err != nil {
+			return filterconfig.Config{}, fmt.Errorf("%w: policy bundle: %v", ErrTranslate, err)
+		}
+		fc.PolicyVersion, fc.PolicyBundle = bundle.Version, raw
+	}
+	return fc, nil
 }
 
 // addFilterConfig adds the ECDS TypedExtensionConfig for the jitgate filter: the Wasm module
 // from cfg.Filter.WasmPath with the filter configuration as a JSON string.
-func addFilterConfig(cfg *config.Config, policyVersion string, rs Resources) error {
-	doc, err := FilterConfig(cfg, policyVersion).Marshal()
+func addFilterConfig(cfg *config.Config, bundle *policies.Bundle, rs Resources) error {
+	fc, err := FilterConfig(cfg, bundle)
+	if err != nil {
+		return err
+	}
+	doc, err := fc.Marshal()
 	if err != nil {
 		return fmt.Errorf("%w: filter configuration: %v", ErrTranslate, err)
 	}

@@ -49,10 +49,29 @@ type Config struct {
 	// policy decision; the version is pushed so that a policy change reaches every Envoy
 	// as a new configuration (visible in its logs and config dump).
 	PolicyVersion string `json:"policyVersion,omitempty"`
+	// PolicyBundle is the compiled policy bundle the control plane decides with
+	// (policies.Bundle.Encode JSON, at most MaxPolicyBundleBytes). The filter parses it
+	// with policies.ParseBundle when the configuration starts (an invalid bundle, or one
+	// whose version is not PolicyVersion, fails the start, so Envoy keeps the last good
+	// configuration) and checks every call the control plane allows against it again
+	// (policies.EvaluateCall). Set exactly when PolicyVersion is; a configuration with a
+	// PolicyVersion but no bundle starts, and fails every request closed.
+	PolicyBundle json.RawMessage `json:"policyBundle,omitempty"`
+	// SelfTest is for tests only and never set by the control plane: when true,
+	// OnPluginStart runs the embedded policy conformance vectors (policies/conformance)
+	// through the evaluator compiled into the module, logs "conformance: N vectors
+	// passed", and fails the start if any vector fails.
+	SelfTest bool `json:"selfTest,omitempty"`
 }
 
 // maxPolicyVersionLength bounds PolicyVersion.
 const maxPolicyVersionLength = 128
+
+// MaxPolicyBundleBytes bounds PolicyBundle: 8 MiB, about 16,000 typical policies (a
+// compiled policy takes a few hundred bytes; 1,000 take ~500 KB). It keeps the ECDS
+// resource and the per-VM copy of the configuration small; a larger bundle is refused
+// by the control plane (the last good xDS snapshot stays live) and by the filter.
+const MaxPolicyBundleBytes = 8 << 20
 
 // ControlPlane names the Envoy cluster that reaches the control plane's HTTP API.
 type ControlPlane struct {
@@ -120,6 +139,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: controlPlane.timeoutMillis %d above 60000", ErrInvalid, c.ControlPlane.TimeoutMillis)
 	case len(c.PolicyVersion) > maxPolicyVersionLength:
 		return fmt.Errorf("%w: policyVersion longer than %d bytes", ErrInvalid, maxPolicyVersionLength)
+	case len(c.PolicyBundle) > MaxPolicyBundleBytes:
+		return fmt.Errorf("%w: policyBundle of %d bytes exceeds %d", ErrInvalid, len(c.PolicyBundle), MaxPolicyBundleBytes)
+	case len(c.PolicyBundle) > 0 && c.PolicyVersion == "":
+		return fmt.Errorf("%w: policyBundle without policyVersion", ErrInvalid)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -19,7 +20,7 @@ func TestParseAppliesDefaults(t *testing.T) {
 
 func TestParseRoundTripsMarshal(t *testing.T) {
 	in := Config{Version: Version, MaxRequestBodyBytes: 1234, MaxResponseBodyBytes: 5678, ControlPlane: ControlPlane{Cluster: "cp", Authority: "a", TimeoutMillis: 50},
-		PolicyVersion: "sha256:0123456789abcdef"}
+		PolicyVersion: "sha256:0123456789abcdef", PolicyBundle: []byte(`{"apiVersion":"jitgate.dev/bundle/v1","version":"sha256:0123456789abcdef","policies":[]}`)}
 	b, err := in.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -28,7 +29,7 @@ func TestParseRoundTripsMarshal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out != in {
+	if !reflect.DeepEqual(out, in) {
 		t.Fatalf("round trip: %+v != %+v", out, in)
 	}
 }
@@ -49,6 +50,10 @@ func TestParseRejects(t *testing.T) {
 		{"wrong type", `{"version":"jitgate.dev/filter/v1","maxRequestBodyBytes":"10"}`, "maxRequestBodyBytes"},
 		{"trailing data", `{"version":"jitgate.dev/filter/v1"} {}`, "trailing"},
 		{"policy version too long", `{"version":"jitgate.dev/filter/v1","policyVersion":"` + strings.Repeat("x", 200) + `"}`, "policyVersion"},
+		{"bundle without version", `{"version":"jitgate.dev/filter/v1","policyBundle":{"policies":[]}}`, "policyBundle without policyVersion"},
+		{"bundle too large", `{"version":"jitgate.dev/filter/v1","policyVersion":"v","policyBundle":"` + strings.Repeat("x", MaxPolicyBundleBytes) + `"}`, "exceeds"},
+		{"bundle not JSON", `{"version":"jitgate.dev/filter/v1","policyVersion":"v","policyBundle":{x}}`, "invalid character"},
+		{"selfTest not a boolean", `{"version":"jitgate.dev/filter/v1","selfTest":"true"}`, "selfTest"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.doc))

@@ -122,7 +122,12 @@ func (h *httpContext) onAuthorizeResponse(numHeaders, bodySize, _ int) {
 		h.deny(d)
 		return
 	}
-	// Allow: Validate guarantees a usable credential and a verified identity.
+	// Allow: Validate guarantees a usable credential and a verified identity. The
+	// filter's own check of the policy bundle must allow it too (policy.go).
+	if !h.checkPolicy(&resp) {
+		resp.Credential = nil // never attached: the call is refused
+		return
+	}
 	h.ex.Authz.CredentialID = resp.Credential.ID
 	if err := swapCredential(resp.Credential.Authorization); err != nil {
 		resp.Credential = nil

@@ -31,6 +31,9 @@ type Exchange struct {
 	Rejection *bqapi.Rejection
 	// Authz is the control plane's answer, when one was accepted.
 	Authz *Authz
+	// Policy is the filter's own policy check of a call the control plane allowed
+	// (policy.go); nil when not made (no bundle, or the call was not allowed).
+	Policy *PolicyCheck
 	// ResponseStatus is the upstream :status, when a response arrived.
 	ResponseStatus string
 	// ResponseBodyBytes is the size of a response the filter read (as received).

@@ -10,6 +10,7 @@ import (
 	"github.com/jitgate/jitgate/filter/bqapi"
 	"github.com/jitgate/jitgate/filter/config"
 	"github.com/jitgate/jitgate/filter/reqbody"
+	"github.com/jitgate/jitgate/policies"
 )
 
 // bodyUse says what the filter does with a request body it buffers.
@@ -27,6 +28,8 @@ type httpContext struct {
 	types.DefaultHttpContext
 	plugin *pluginContext
 	cfg    *config.Config // snapshot at stream start; nil means not configured
+	// bundle is the policy bundle of cfg (snapshot at stream start; nil without one).
+	bundle *policies.Bundle
 
 	ex              Exchange
 	body            bodyUse
@@ -47,6 +50,10 @@ type httpContext struct {
 	// the agent's token until the callout is dispatched.
 	caller       caller
 	tokenMissing bool
+
+	// decodedBodyBytes is the size of a read request body after inflating (the policy
+	// limit applies to both sizes, as the configuration's limit does).
+	decodedBodyBytes int
 }
 
 // Exchange returns what the filter knows about this request so far.
@@ -58,6 +65,11 @@ func (h *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) (action type
 	h.plugin.fault("request-headers")
 	if h.cfg == nil {
 		return h.reject(bqapi.Reject(bqapi.ReasonNotConfigured, "filter not configured: the gateway has no valid filter configuration"))
+	}
+	if h.cfg.PolicyVersion != "" && h.bundle == nil {
+		// Policies are enforced but this configuration carries no bundle to check them
+		// with: fail closed rather than trust the callout alone.
+		return h.reject(bqapi.Reject(bqapi.ReasonNotConfigured, "filter not configured: the gateway has no valid policy bundle for policy version "+headerSafe(h.cfg.PolicyVersion)))
 	}
 	method := header(":method")
 	call, rej := bqapi.Classify(method, header(bqapi.MethodOverrideHeader), header(":path"))
@@ -127,6 +139,7 @@ func (h *httpContext) OnHttpRequestBody(bodySize int, endOfStream bool) (action 
 	if rej != nil {
 		return h.reject(rej)
 	}
+	h.decodedBodyBytes = len(decoded)
 	switch h.body {
 	case bodyQuery:
 		spec, rej := bqapi.DecodeBody(h.ex.Call.API, decoded)

@@ -42,6 +42,15 @@ func logLine(ex *Exchange) string {
 		quoted(&b, "agent", a.AgentID)
 		quoted(&b, "credential_id", a.CredentialID)
 	}
+	if p := ex.Policy; p != nil {
+		if p.Allow {
+			field(&b, "filter_policy", "allow")
+		} else {
+			field(&b, "filter_policy", "deny")
+			field(&b, "filter_rule", headerSafe(p.Rule))
+		}
+		quoted(&b, "filter_policy_ref", p.Policy)
+	}
 	if q := ex.Query; q != nil {
 		if q.JobID != "" {
 			quoted(&b, "client_job", q.JobID)

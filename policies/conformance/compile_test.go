@@ -126,3 +126,34 @@ func TestCheckCatchesADifferentDecision(t *testing.T) {
 		t.Error("Check accepted a wrong decision")
 	}
 }
+
+// TestCheckCallOnlyCatchesAStricterFilter: a filter-side decision that denies what the
+// vector allows, or differs on a call it can decide alone, is a failure.
+func TestCheckCallOnlyCatchesAStricterFilter(t *testing.T) {
+	suites, err := conformance.Suites()
+	if err != nil {
+		t.Fatal(err)
+	}
+	decidable, allowed := 0, 0
+	for _, s := range suites {
+		for _, v := range s.Cases {
+			if conformance.CallDecidable(v.Input) {
+				decidable++
+			}
+			if !v.Expect.Allow {
+				continue
+			}
+			allowed++
+			if v.CheckCallOnly(policies.Decision{CallOnly: true, Rule: policies.RuleProjectNotAllowed}) == nil {
+				t.Errorf("%s/%s: CheckCallOnly accepted a denial of an allowed call", s.Name, v.Name)
+			}
+			if v.CheckCallOnly(policies.Decision{Allow: true, Rule: policies.RuleAllow}) == nil {
+				t.Errorf("%s/%s: CheckCallOnly accepted a decision not made by EvaluateCall", s.Name, v.Name)
+			}
+		}
+	}
+	if decidable == 0 || allowed == 0 {
+		t.Fatalf("vectors exercise too little: %d decidable without analysis, %d allowed", decidable, allowed)
+	}
+	t.Logf("%d vectors decidable without SQL analysis or job ledger, %d allowed", decidable, allowed)
+}

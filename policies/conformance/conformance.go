@@ -93,8 +93,10 @@ type Failure struct {
 
 func (f Failure) String() string { return f.Vector + ": " + f.Err }
 
-// Run evaluates every vector with policies.ParseBundle and policies.Evaluate, as the
-// filter does, and returns the failures and the number of cases run. The filter's wasm test harness\n// calls it inside the compiled module.
+// Run evaluates every vector with policies.ParseBundle and policies.Evaluate and checks
+// policies.EvaluateCall (the filter's part) against the same vector (CheckCallOnly). It
+// returns the failures and the number of cases run. The filter calls it inside the
+// compiled module when its configuration sets selfTest.
 func Run() ([]Failure, int) {
 	suites, err := Suites()
 	if err != nil {
@@ -112,6 +114,9 @@ func Run() ([]Failure, int) {
 			n++
 			if err := v.Check(policies.Evaluate(b, v.Input)); err != nil {
 				fails = append(fails, Failure{s.Name + "/" + v.Name, err.Error()})
+			}
+			if err := v.CheckCallOnly(policies.EvaluateCall(b, v.Input)); err != nil {
+				fails = append(fails, Failure{s.Name + "/" + v.Name + " (EvaluateCall)", err.Error()})
 			}
 		}
 	}
@@ -179,6 +184,38 @@ func (v Vector) Check(d policies.Decision) error {
 		return fmt.Errorf("%s (reasons: %s)", strings.Join(diffs, "; "), strings.Join(d.Reasons, " | "))
 	}
 	return nil
+}
+
+// CheckCallOnly compares a decision of policies.EvaluateCall (the filter's part) with the
+// vector: it must allow whatever the vector allows (the filter never denies a call the
+// complete evaluation allows), and for a call that needs neither SQL analysis nor the job
+// ledger it must match the vector entirely, approvals and credential aside (EvaluateCall
+// leaves them to the control plane).
+func (v Vector) CheckCallOnly(d policies.Decision) error {
+	if !d.CallOnly {
+		return fmt.Errorf("not an EvaluateCall decision")
+	}
+	if !CallDecidable(v.Input) {
+		if v.Expect.Allow && !d.Allow {
+			return fmt.Errorf("EvaluateCall denies (%s %s: %s) a call the complete evaluation allows", d.Rule, d.RuleName, strings.Join(d.Reasons, " | "))
+		}
+		return nil
+	}
+	e := v
+	e.Expect.Approvals, e.Expect.Credential = nil, nil
+	return e.Check(d)
+}
+
+// CallDecidable reports whether a call is decided without SQL analysis or the job ledger
+// (not a query, not a follow-up on a job), so that EvaluateCall and Evaluate agree on it.
+func CallDecidable(in policies.Input) bool {
+	switch in.Call.API {
+	case "jobs.query", "jobs.insert", "jobs.get", "jobs.getQueryResults", "jobs.cancel", "jobs.delete":
+		return false
+	case "tabledata.list":
+		return !strings.HasPrefix(in.Call.Dataset, "_")
+	}
+	return true
 }
 
 func nonNil[T any](xs []T) []T {

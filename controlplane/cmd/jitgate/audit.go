@@ -36,8 +36,9 @@ Commands:
 Every command reads from NATS:
   --nats-url URL     NATS with the audit stream (default $JITGATE_NATS_URL, else
                      nats://127.0.0.1:4222): the cluster jitgated uses (jitgated --nats-url).
-                     jitgated's embedded NATS is in-process only; to read its trail the
-                     control plane must also expose a loopback client port.
+                     jitgated's embedded NATS is in-process only unless it opens a
+                     loopback client port: jitgated --nats-listen 127.0.0.1:4222 (config
+                     nats.listen), then --nats-url nats://127.0.0.1:4222.
   --nats-creds FILE  NATS credentials file, when the cluster requires one
   --stream NAME      audit stream (default JITGATE_AUDIT)
 

@@ -3,7 +3,8 @@
 // NATS with JetStream, and serves the HTTP API (health, readiness, status, metrics, the
 // filter's POST /v1/authorize, which verifies agents and mints upstream credentials, and
 // POST /v1/jobs, where the filter reports the jobs agents create to the job ledger in
-// JetStream KV).
+// JetStream KV), and appends every authorize decision to the hash-chained audit trail in
+// JetStream (controlplane/audit) before answering it.
 //
 // See --help for flags; the configuration file format is documented in
 // controlplane/config.
@@ -29,6 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/jitgate/jitgate/controlplane/api"
+	"github.com/jitgate/jitgate/controlplane/audit"
 	"github.com/jitgate/jitgate/controlplane/authz"
 	"github.com/jitgate/jitgate/controlplane/config"
 	"github.com/jitgate/jitgate/controlplane/credentials"
@@ -63,6 +65,20 @@ NATS with JetStream (embedded unless --nats-url), which holds the job ledger (KV
 jitgate_jobs and jitgate_decisions). Follow-up calls on a job (jobs.get, getQueryResults,
 cancel, delete, tabledata.list on its result table) are allowed only to the agent that
 created the job through jitgate.
+
+Audit: every authorize decision (allow and deny) is appended to the hash-chained JetStream
+stream JITGATE_AUDIT before the filter gets the answer (config audit.mode, audit.maxAge,
+audit.maxBytes, audit.maxExcerptBytes). In strict mode (the default) a decision that cannot
+be recorded is answered 503 audit_unavailable and no credential is released; "relaxed"
+answers as decided and logs an ERROR per unrecorded decision (it breaks the
+every-decision-is-audited guarantee; jitgated warns at start). Read the trail with
+'jitgate audit tail|show|replay|verify|export --nats-url URL'. The embedded NATS is
+in-process only unless --nats-listen (config nats.listen) opens a client port for that:
+  jitgated --nats-listen 127.0.0.1:4222 ...
+  jitgate audit tail --nats-url nats://127.0.0.1:4222
+The port has no authentication (anyone who reaches it can read and alter jitgate's
+JetStream state), so only loopback addresses are accepted unless the config file sets
+nats.allowNonLoopbackListen: true.
 
 Usage:
   jitgated [--config jitgated.yaml] [flags]
@@ -129,6 +145,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	wasm := fs.String("wasm", config.DefaultWasmPath, "path of the compiled filter module, as Envoy opens it (config filter.wasmPath)")
 	natsURL := fs.String("nats-url", "", "URL of an existing NATS cluster with JetStream; empty embeds one (config nats.url)")
 	natsStore := fs.String("nats-store-dir", config.DefaultNATSStoreDir, "JetStream directory of the embedded NATS (config nats.storeDir)")
+	natsListen := fs.String("nats-listen", "", "loopback IP:port where the embedded NATS also accepts clients such as 'jitgate audit --nats-url' (no authentication); empty: in-process only (config nats.listen)")
 	devIssuer := fs.Bool("dev-issuer", false, "run a development OIDC issuer and trust it; for laptops and tests only, never production (config devIssuer.enabled)")
 	devIssuerListen := fs.String("dev-issuer-listen", config.DefaultDevIssuerListen, "loopback IP:port of the development issuer (config devIssuer.listen)")
 	keyFile := fs.String("credentials-key-file", "", "service-account JSON key that signs upstream credentials (config credentials.keyFile)")
@@ -156,6 +173,8 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 			f.overrides.NATSURL = natsURL
 		case "nats-store-dir":
 			f.overrides.NATSStoreDir = natsStore
+		case "nats-listen":
+			f.overrides.NATSListen = natsListen
 		case "dev-issuer":
 			f.overrides.DevIssuer = devIssuer
 		case "dev-issuer-listen":
@@ -233,6 +252,9 @@ func run(ctx context.Context, args []string, reload <-chan os.Signal, stdout, st
 		if cfg.DevIssuer.Enabled {
 			fmt.Fprintf(stderr, "warning: the development issuer is enabled (%s): anyone on this machine can mint agent tokens\n", cfg.DevIssuer.URL())
 		}
+		if cfg.Audit.Mode == config.AuditRelaxed {
+			fmt.Fprintln(stderr, "warning: "+relaxedAuditWarning)
+		}
 		if _, err := os.Stat(cfg.Filter.WasmPath); err != nil {
 			fmt.Fprintf(stderr, "warning: filter module %s: %v (Envoy will reject the filter until it exists)\n", cfg.Filter.WasmPath, err)
 		}
@@ -275,7 +297,7 @@ const noPoliciesWarning = "warning: no policies are loaded (policies.dir / --pol
 // the identity verifier, the steps (the job ledger's follow-up check, the policy step with
 // the SQL analyser when a policy store is given, the job ledger's decision record) and the
 // credential minter. stop shuts the development issuer down.
-func newAuthorizer(ctx context.Context, cfg *config.Config, store *policystore.Store, ledger *jobs.Ledger, log *slog.Logger, reg prometheus.Registerer) (
+func newAuthorizer(ctx context.Context, cfg *config.Config, store *policystore.Store, ledger *jobs.Ledger, auditor authz.Auditor, log *slog.Logger, reg prometheus.Registerer) (
 	svc *authz.Service, st api.IdentityStatus, stop func(), err error) {
 	stop = func() {}
 	devURL := ""
@@ -335,6 +357,7 @@ func newAuthorizer(ctx context.Context, cfg *config.Config, store *policystore.S
 	svc, err = authz.New(authz.Options{
 		Verifier: verifier, Minter: minter, CredentialTTL: cfg.Credentials.TTL,
 		Steps: steps, Logger: log, Metrics: authz.NewMetrics(reg),
+		Audit: auditor, AuditMode: authz.AuditMode(cfg.Audit.Mode),
 	})
 	if err != nil {
 		return fail(err)
@@ -346,6 +369,9 @@ func newAuthorizer(ctx context.Context, cfg *config.Config, store *policystore.S
 
 func natsDescription(cfg *config.Config) string {
 	if cfg.NATS.URL == "" {
+		if cfg.NATS.Listen != "" {
+			return "embedded (store " + cfg.NATS.StoreDir + ", clients on " + cfg.NATS.Listen + ")"
+		}
 		return "embedded (store " + cfg.NATS.StoreDir + ")"
 	}
 	return cfg.NATS.RedactedURL()
@@ -384,7 +410,7 @@ func serve(ctx context.Context, f *flags, cfg *config.Config, reload <-chan os.S
 	nc, err := natsembed.Start(ctx, natsembed.Options{
 		URL: cfg.NATS.URL, StoreDir: cfg.NATS.StoreDir,
 		MaxMemoryBytes: cfg.NATS.MaxMemoryBytes, MaxStoreBytes: cfg.NATS.MaxStoreBytes,
-		Name: "jitgated", Logger: log,
+		Listen: cfg.NATS.Listen, Name: "jitgated", Logger: log,
 	})
 	if err != nil {
 		xdsLis.Close()
@@ -400,7 +426,16 @@ func serve(ctx context.Context, f *flags, cfg *config.Config, reload <-chan os.S
 		return fmt.Errorf("job ledger: %w", err)
 	}
 
-	authorizer, identityStatus, stopDevIssuer, err := newAuthorizer(ctx, cfg, store, ledger, log, reg)
+	auditor, err := openAudit(ctx, cfg, nc, log, reg)
+	if err != nil {
+		xdsLis.Close()
+		apiLis.Close()
+		return err
+	}
+
+	auditStatus := func() api.AuditStatus { return api.AuditStatus{Mode: cfg.Audit.Mode, Status: auditor.Status()} }
+
+	authorizer, identityStatus, stopDevIssuer, err := newAuthorizer(ctx, cfg, store, ledger, auditor, log, reg)
 	if err != nil {
 		xdsLis.Close()
 		apiLis.Close()
@@ -412,10 +447,11 @@ func serve(ctx context.Context, f *flags, cfg *config.Config, reload <-chan os.S
 	publisher := xds.NewPublisher(cache, cfg.Envoy.NodeCluster, log, metrics)
 	var policyStatus func() policystore.Status
 	if store != nil {
-		// Every new good bundle goes to every Envoy (its version in the filter's ECDS
-		// configuration); the first call only records the version for the first snapshot.
+		// Every new good bundle goes to every Envoy (its version and compiled JSON in the
+		// filter's ECDS configuration, which the filter checks allowed calls against); the
+		// first call only records the bundle for the first snapshot.
 		store.Subscribe(func(snap *policystore.Snapshot) {
-			_ = publisher.PublishPolicyVersion(ctx, snap.Bundle.Version) // logs its own failure
+			_ = publisher.PublishPolicy(ctx, snap.Bundle) // logs its own failure
 		})
 		go store.Watch(ctx)
 		policyStatus = store.Status
@@ -435,6 +471,7 @@ func serve(ctx context.Context, f *flags, cfg *config.Config, reload <-chan os.S
 			},
 			Identity:  func() api.IdentityStatus { return identityStatus },
 			Policies:  policyStatus,
+			Audit:     auditStatus,
 			Authorize: authorizer,
 			Jobs:      ledger.Handler(),
 			Gatherer:  reg,
@@ -484,6 +521,31 @@ loop:
 		grpcSrv.Stop() // open ADS streams do not end by themselves
 	}
 	return runErr
+}
+
+// relaxedAuditWarning is logged at start (and printed by --check-config) in relaxed mode.
+const relaxedAuditWarning = "audit.mode is relaxed: a decision whose audit record cannot be written is answered as decided (an ERROR is logged for each), " +
+	"so allowed calls can go unrecorded while NATS is unavailable; this breaks the guarantee that every decision is audited before it takes effect. " +
+	"Use audit.mode strict (the default) in production"
+
+// openAudit opens the audit trail's writer on NATS (creating or updating the stream to
+// the audit settings) and registers its metrics. It fails in either mode: a stream that
+// cannot even be opened at start is a configuration problem.
+func openAudit(ctx context.Context, cfg *config.Config, nc *natsembed.NATS, log *slog.Logger, reg prometheus.Registerer) (*audit.Writer, error) {
+	if cfg.Audit.Mode == config.AuditRelaxed {
+		log.Warn(relaxedAuditWarning)
+	}
+	w, err := audit.Open(ctx, nc.JetStream, audit.Config{
+		MaxAge: cfg.Audit.MaxAge, MaxBytes: cfg.Audit.MaxBytes, MaxExcerptBytes: cfg.Audit.MaxExcerptBytes,
+		Metrics: audit.NewMetrics(reg), Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("audit trail: %w", err)
+	}
+	st := w.Status()
+	log.Info("audit trail ready", "stream", st.Stream, "last_seq", st.LastSeq, "mode", cfg.Audit.Mode,
+		"max_age", cfg.Audit.MaxAge.String(), "max_bytes", cfg.Audit.MaxBytes)
+	return w, nil
 }
 
 // openPolicies loads the configured policy directory (nil without one, after a warning).

@@ -1,0 +1,142 @@
+package xds
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	wasmfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	filterconfig "github.com/jitgate/jitgate/filter/config"
+	"github.com/jitgate/jitgate/policies"
+	"github.com/jitgate/jitgate/policies/source"
+)
+
+// servedFilterConfig returns the filter configuration in the fleet's current snapshot,
+// parsed as the filter parses it.
+func servedFilterConfig(t *testing.T, pub *Publisher) filterconfig.Config {
+	t.Helper()
+	snap, err := pub.cache.GetSnapshot(pub.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := snap.GetResources(resourcev3.ExtensionConfigType)[FilterName]
+	wasm := &wasmfilterv3.Wasm{}
+	if err := res.(*corev3.TypedExtensionConfig).GetTypedConfig().UnmarshalTo(wasm); err != nil {
+		t.Fatal(err)
+	}
+	doc := &wrapperspb.StringValue{}
+	if err := wasm.GetConfig().GetConfiguration().UnmarshalTo(doc); err != nil {
+		t.Fatal(err)
+	}
+	fc, err := filterconfig.Parse([]byte(doc.GetValue()))
+	if err != nil {
+		t.Fatalf("the filter cannot parse its configuration: %v", err)
+	}
+	return fc
+}
+
+func examplesBundle(t *testing.T) *policies.Bundle {
+	t.Helper()
+	r, err := source.Load("../../policies/examples")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Bundle
+}
+
+// TestPublishPolicyPushesTheBundle: every new bundle is republished with its version and
+// compiled JSON, which the filter's ParseBundle accepts as the same bundle.
+func TestPublishPolicyPushesTheBundle(t *testing.T) {
+	pub := NewPublisher(NewCache("fleet", quietLogger()), "fleet", quietLogger(), NewMetrics(prometheus.NewRegistry()))
+	b := examplesBundle(t)
+	if err := pub.PublishPolicy(t.Context(), b); err != nil { // before the first config: recorded only
+		t.Fatal(err)
+	}
+	if err := pub.Publish(t.Context(), loadGoldenInput(t, "emulator")); err != nil {
+		t.Fatal(err)
+	}
+	fc := servedFilterConfig(t, pub)
+	if fc.PolicyVersion != b.Version || fc.SelfTest {
+		t.Fatalf("served policyVersion %q selfTest %v, want %q and no self test", fc.PolicyVersion, fc.SelfTest, b.Version)
+	}
+	got, err := policies.ParseBundle(fc.PolicyBundle)
+	if err != nil {
+		t.Fatalf("the filter would refuse the pushed bundle: %v", err)
+	}
+	want, _ := b.Encode()
+	if gotRaw, _ := got.Encode(); got.Version != b.Version || string(gotRaw) != string(want) {
+		t.Errorf("pushed bundle differs from the live one")
+	}
+
+	// A new bundle: a new snapshot carrying it.
+	smaller := &policies.Set{}
+	for _, p := range b.Policies[1:] {
+		smaller.Policies = append(smaller.Policies, policies.AgentPolicy{APIVersion: policies.APIVersion, Kind: policies.KindAgentPolicy,
+			Metadata: policies.Metadata{Name: p.Name, Description: p.Description}, Spec: p.Spec})
+	}
+	for _, g := range b.ApproverGroups {
+		smaller.ApproverGroups = append(smaller.ApproverGroups, policies.ApproverGroup{APIVersion: policies.APIVersion, Kind: policies.KindApproverGroup,
+			Metadata: policies.Metadata{Name: g.Name}, Spec: g.Spec})
+	}
+	b2, errs := policies.Compile(*smaller)
+	if len(errs) > 0 {
+		t.Fatal(errs[0])
+	}
+	if err := pub.PublishPolicy(t.Context(), b2); err != nil {
+		t.Fatal(err)
+	}
+	if fc := servedFilterConfig(t, pub); fc.PolicyVersion != b2.Version || pub.Status().SnapshotVersion != "2" || pub.Status().PolicyVersion != b2.Version {
+		t.Errorf("after the new bundle: served %q, status %+v", fc.PolicyVersion, pub.Status())
+	}
+	if got, err := policies.ParseBundle(servedFilterConfig(t, pub).PolicyBundle); err != nil || len(got.Policies) != len(b2.Policies) {
+		t.Errorf("second bundle: %v", err)
+	}
+}
+
+// TestOversizedBundleKeepsLastGood: a bundle above the filter's limit is not published;
+// the last good snapshot (with the last good bundle) stays live and the error is reported.
+func TestOversizedBundleKeepsLastGood(t *testing.T) {
+	if testing.Short() {
+		t.Skip("compiles a large bundle")
+	}
+	pub := NewPublisher(NewCache("fleet", quietLogger()), "fleet", quietLogger(), NewMetrics(prometheus.NewRegistry()))
+	b := examplesBundle(t)
+	if err := pub.PublishPolicy(t.Context(), b); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish(t.Context(), loadGoldenInput(t, "emulator")); err != nil {
+		t.Fatal(err)
+	}
+	var s policies.Set
+	desc := strings.Repeat("a long description to make the bundle big. ", 40)
+	for i := range 5000 {
+		s.Policies = append(s.Policies, policies.AgentPolicy{APIVersion: policies.APIVersion, Kind: policies.KindAgentPolicy,
+			Metadata: policies.Metadata{Name: fmt.Sprintf("p-%05d", i), Description: desc},
+			Spec: policies.PolicySpec{Who: policies.Who{Agents: []string{fmt.Sprintf("agent-%d", i)}},
+				Where: policies.Where{Projects: []string{"acme"}, APIs: []string{"jobs.query"}}}})
+	}
+	huge, errs := policies.Compile(s)
+	if len(errs) > 0 {
+		t.Fatal(errs[0])
+	}
+	if raw, _ := huge.Encode(); len(raw) <= filterconfig.MaxPolicyBundleBytes {
+		t.Fatalf("test bundle of %d bytes is not above the limit", len(raw))
+	}
+	err := pub.PublishPolicy(t.Context(), huge)
+	if !errors.Is(err, ErrTranslate) || !strings.Contains(err.Error(), "policyBundle") {
+		t.Fatalf("PublishPolicy(huge) = %v", err)
+	}
+	st := pub.Status()
+	if st.SnapshotVersion != "1" || st.PolicyVersion != b.Version || st.LastError == "" {
+		t.Errorf("status %+v, want snapshot 1 with the last good bundle and the error", st)
+	}
+	if fc := servedFilterConfig(t, pub); fc.PolicyVersion != b.Version {
+		t.Errorf("served %q, want the last good %q", fc.PolicyVersion, b.Version)
+	}
+}
