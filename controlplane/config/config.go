@@ -183,6 +183,10 @@ type Filter struct {
 	// MaxRequestBodyBytes caps a buffered request body; larger ones get 413 from the filter.
 	// Default 10 MiB (filter/config.DefaultMaxRequestBodyBytes), at most 100 MiB.
 	MaxRequestBodyBytes int64 `yaml:"maxRequestBodyBytes"`
+	// MaxResponseBodyBytes caps an upstream response the filter holds to read (jobs.query,
+	// jobs.insert, jobs.get for the job ledger); larger ones fail closed. Default 64 MiB
+	// (filter/config.DefaultMaxResponseBodyBytes), at most 1 GiB.
+	MaxResponseBodyBytes int64 `yaml:"maxResponseBodyBytes"`
 	// CalloutTimeoutMillis bounds every filter callout to the control plane; a timeout fails
 	// closed. Default 2000, at most 60000.
 	CalloutTimeoutMillis uint32 `yaml:"calloutTimeoutMillis"`
@@ -406,6 +410,9 @@ func (c *Config) applyDefaults() error {
 	if c.Analysis.TableMetadataTTL == 0 {
 		c.Analysis.TableMetadataTTL = DefaultTableMetadataTTL
 	}
+	if c.Filter.MaxResponseBodyBytes == 0 {
+		c.Filter.MaxResponseBodyBytes = filterconfig.DefaultMaxResponseBodyBytes
+	}
 	if c.Filter.MaxRequestBodyBytes == 0 {
 		c.Filter.MaxRequestBodyBytes = filterconfig.DefaultMaxRequestBodyBytes
 	}
@@ -474,6 +481,7 @@ func (c *Config) Validate() error {
 		{"upstream.bigquery.caFile", checkAbs(c.Upstream.BigQuery.CAFile)},
 		{"filter.wasmPath", checkAbs(c.Filter.WasmPath)},
 		{"filter.maxRequestBodyBytes", checkRange(c.Filter.MaxRequestBodyBytes, 1, filterconfig.MaxAllowedRequestBodyBytes)},
+		{"filter.maxResponseBodyBytes", checkRange(c.Filter.MaxResponseBodyBytes, 1, filterconfig.MaxAllowedResponseBodyBytes)},
 		{"filter.calloutTimeoutMillis", checkRange(int64(c.Filter.CalloutTimeoutMillis), 1, 60000)},
 		{"nats.url", checkNATSURL(c.NATS.URL)},
 		{"nats.maxMemoryBytes", checkRange(c.NATS.MaxMemoryBytes, 1<<20, 1<<40)},

@@ -34,6 +34,7 @@ func TestParseErrors(t *testing.T) {
 		{"listen without port", header + "xds:\n  listen: 127.0.0.1\n", ErrInvalid, "xds.listen"},
 		{"body limit too large", header + "filter:\n  maxRequestBodyBytes: 1073741824\n", ErrInvalid, "filter.maxRequestBodyBytes"},
 		{"negative body limit", header + "filter:\n  maxRequestBodyBytes: -1\n", ErrInvalid, "filter.maxRequestBodyBytes"},
+		{"response limit too large", header + "filter:\n  maxResponseBodyBytes: 2147483648\n", ErrInvalid, "filter.maxResponseBodyBytes"},
 		{"bad nats url", header + "nats:\n  url: http://127.0.0.1:4222\n", ErrInvalid, "nats.url"},
 		{"tiny jetstream store", header + "nats:\n  maxStoreBytes: 10\n", ErrInvalid, "nats.maxStoreBytes"},
 		{"analysis cache too large", header + "analysis:\n  cacheSize: 100000000\n", ErrInvalid, "jitgated.yaml:4: invalid config value: analysis.cacheSize"},

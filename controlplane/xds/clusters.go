@@ -30,7 +30,7 @@ func addClusters(cfg *config.Config, rs Resources) error {
 		Name:                          BigQueryCluster,
 		ConnectTimeout:                durationpb.New(upstreamConnectTimeout),
 		LoadAssignment:                singleEndpoint(BigQueryCluster, host, port),
-		PerConnectionBufferLimitBytes: wrapperspb.UInt32(bufferLimit(cfg.Filter.MaxRequestBodyBytes)),
+		PerConnectionBufferLimitBytes: wrapperspb.UInt32(bufferLimit(max(cfg.Filter.MaxRequestBodyBytes, cfg.Filter.MaxResponseBodyBytes))),
 	}
 	setDiscoveryType(bq, host)
 	if cfg.UpstreamTLS() {

@@ -63,7 +63,7 @@ func addListener(cfg *config.Config, rs Resources) error {
 	l := &listenerv3.Listener{
 		Name:                          ListenerName,
 		Address:                       socketAddress(host, port),
-		PerConnectionBufferLimitBytes: wrapperspb.UInt32(bufferLimit(cfg.Filter.MaxRequestBodyBytes)),
+		PerConnectionBufferLimitBytes: wrapperspb.UInt32(bufferLimit(max(cfg.Filter.MaxRequestBodyBytes, cfg.Filter.MaxResponseBodyBytes))),
 		FilterChains: []*listenerv3.FilterChain{{
 			Filters: []*listenerv3.Filter{{
 				Name:       "envoy.filters.network.http_connection_manager",

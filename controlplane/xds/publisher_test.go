@@ -79,7 +79,7 @@ func TestAccessLogNeverLogsCredentials(t *testing.T) {
 }
 
 func TestBufferLimitExceedsFilterLimit(t *testing.T) {
-	for _, limit := range []int64{1, 1 << 20, 10 << 20, filterconfig.MaxAllowedRequestBodyBytes} {
+	for _, limit := range []int64{1, 1 << 20, 10 << 20, filterconfig.MaxAllowedRequestBodyBytes, filterconfig.DefaultMaxResponseBodyBytes, filterconfig.MaxAllowedResponseBodyBytes} {
 		if got := int64(bufferLimit(limit)); got <= limit {
 			t.Errorf("bufferLimit(%d) = %d, want more than the filter's limit", limit, got)
 		}

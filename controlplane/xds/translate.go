@@ -78,8 +78,9 @@ func Translate(cfg *config.Config, bundle *policies.Bundle) (Resources, error) {
 }
 
 // bufferLimit is the per-connection buffer for the agent listener and the upstream cluster.
-// It must exceed the filter's body limit so that an oversized body reaches the filter,
-// which answers 413 in BigQuery's error shape, rather than Envoy answering first.
+// It must exceed the filter's body limits (request and held response) so that an oversized
+// body reaches the filter, which answers in BigQuery's error shape, rather than Envoy
+// answering first with its own plain 413/500.
 func bufferLimit(maxBody int64) uint32 {
 	limit := max(2*maxBody, 1<<20) + 64<<10
 	return uint32(min(limit, 1<<31))

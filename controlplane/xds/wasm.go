@@ -47,8 +47,9 @@ func jitgateHTTPFilter() (*hcmv3.HttpFilter, error) {
 // snapshot stays live.
 func FilterConfig(cfg *config.Config, bundle *policies.Bundle) (filterconfig.Config, error) {
 	fc := filterconfig.Config{
-		Version:             filterconfig.Version,
-		MaxRequestBodyBytes: cfg.Filter.MaxRequestBodyBytes,
+		Version:              filterconfig.Version,
+		MaxRequestBodyBytes:  cfg.Filter.MaxRequestBodyBytes,
+		MaxResponseBodyBytes: cfg.Filter.MaxResponseBodyBytes,
 		ControlPlane: filterconfig.ControlPlane{
 			Cluster:       ControlPlaneCluster,
 			Authority:     FilterControlPlaneAuthority,
