@@ -78,18 +78,25 @@ func (h *httpContext) allow() types.Action {
 	if err != nil {
 		return h.failClosed("the request could not be encoded", err)
 	}
-	cp := h.cfg.ControlPlane
-	headers := [][2]string{
-		{":method", "POST"},
-		{":path", authorize.Path},
-		{":authority", cp.Authority},
-		{"content-type", "application/json"},
-	}
-	if _, err := proxywasm.DispatchHttpCall(cp.Cluster, headers, doc, nil, cp.TimeoutMillis, h.onAuthorizeResponse); err != nil {
+	if err := h.callControlPlane(authorize.Path, doc, h.onAuthorizeResponse); err != nil {
 		return h.failClosed("the callout could not be dispatched", err)
 	}
 	h.awaiting = true
 	return types.ActionPause
+}
+
+// callControlPlane POSTs a JSON document to the control plane's API through its Envoy
+// cluster; every callout (authorize, job report) goes through here.
+func (h *httpContext) callControlPlane(path string, doc []byte, callback func(numHeaders, bodySize, numTrailers int)) error {
+	cp := h.cfg.ControlPlane
+	headers := [][2]string{
+		{":method", "POST"},
+		{":path", path},
+		{":authority", cp.Authority},
+		{"content-type", "application/json"},
+	}
+	_, err := proxywasm.DispatchHttpCall(cp.Cluster, headers, doc, nil, cp.TimeoutMillis, callback)
+	return err
 }
 
 // onAuthorizeResponse is the callout's callback. Every path ends in exactly one of:

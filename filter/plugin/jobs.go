@@ -165,14 +165,7 @@ func (h *httpContext) reportJob() types.Action {
 	if err != nil {
 		return h.notRecorded("the report could not be encoded", err)
 	}
-	cp := h.cfg.ControlPlane
-	headers := [][2]string{
-		{":method", "POST"},
-		{":path", authorize.JobsPath},
-		{":authority", cp.Authority},
-		{"content-type", "application/json"},
-	}
-	if _, err := proxywasm.DispatchHttpCall(cp.Cluster, headers, doc, nil, cp.TimeoutMillis, h.onJobReportResponse); err != nil {
+	if err := h.callControlPlane(authorize.JobsPath, doc, h.onJobReportResponse); err != nil {
 		return h.notRecorded("the report could not be dispatched", err)
 	}
 	h.resp = respReporting
