@@ -7,12 +7,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/jitgate/jitgate/controlplane/identity"
 	"github.com/jitgate/jitgate/controlplane/policystep"
+	"github.com/jitgate/jitgate/controlplane/sqlanalysis"
 	"github.com/jitgate/jitgate/filter/authorize"
 	"github.com/jitgate/jitgate/filter/bqapi"
 	"github.com/jitgate/jitgate/policies"
@@ -146,6 +148,27 @@ func (s staticAnalyzer) Analyze(context.Context, authorize.Request) (*policies.A
 	return &a, nil
 }
 
+// recordingAnalyzer is the control plane's SQL analyser (sqlanalysis.PolicyAnalyzer,
+// exactly what jitgated runs) keeping the full analysis, or the refusal, for printing.
+type recordingAnalyzer struct {
+	pa   *sqlanalysis.PolicyAnalyzer
+	full *sqlanalysis.Analysis
+	err  error
+	ran  bool
+}
+
+func (r *recordingAnalyzer) Analyze(ctx context.Context, req authorize.Request) (*policies.Analysis, error) {
+	r.ran = true
+	r.full, r.err = r.pa.AnalyzeRequest(ctx, req)
+	if r.err != nil {
+		return nil, r.err
+	}
+	return r.full.ToPolicy(), nil
+}
+
+// analysisTimeout bounds the tables.get reads and the analysis of one explain.
+const analysisTimeout = 30 * time.Second
+
 // staticLedger answers every job lookup with the owner given on the command line.
 type staticLedger struct{ owner string }
 
@@ -161,12 +184,15 @@ func policyExplain(args []string, stdout, stderr io.Writer) int {
 	issuer := fs.String("issuer", "", "the agent token's issuer URL")
 	groups := fs.String("groups", "", "the agent's groups, comma-separated")
 	api := fs.String("api", "", "BigQuery method: jobs.query (default with --sql or --statement-kind), jobs.insert, jobs.get, tabledata.list, tables.get, datasets.list, ...")
-	project := fs.String("project", "", "project in the call's URL (default: the project of the first --tables entry)")
+	project := fs.String("project", "", "project in the call's URL (default: the project of --default-dataset, else of the first --tables entry)")
 	dataset := fs.String("dataset", "", "dataset in the call's URL (tables.get, tabledata.list, tables.list, datasets.get)")
 	table := fs.String("table", "", "table in the call's URL (tables.get, tabledata.list)")
 	jobID := fs.String("job-id", "", "job id in the call's URL (jobs.get, jobs.getQueryResults, ...)")
 	jobOwner := fs.String("job-owner", "", "agent that owns --job-id (stands in for the job ledger; empty: unknown)")
-	sql := fs.String("sql", "", "the query's SQL (shown only: the CLI has no SQL analyser, give --statement-kind and --tables)")
+	sql := fs.String("sql", "", "the query's SQL (analysed with --bigquery-endpoint; otherwise not analysed: give --statement-kind and --tables)")
+	endpoint := fs.String("bigquery-endpoint", "", "analyse --sql as jitgated does, reading table metadata (tables.get) from this BigQuery URL: http://127.0.0.1:9050 (emulator, no credentials) or https://bigquery.googleapis.com")
+	keyFile := fs.String("credentials-key-file", "", "service-account key for an https --bigquery-endpoint (read-only scope)")
+	defaultDataset := fs.String("default-dataset", "", "the query's defaultDataset, project.dataset (or dataset: in --project)")
 	legacy := fs.Bool("legacy-sql", false, "the query uses legacy SQL (always denied)")
 	dryRun := fs.Bool("dry-run", false, "the query is a BigQuery dry run")
 	destination := fs.String("destination", "", "jobs.insert destination table, project.dataset.table")
@@ -186,11 +212,20 @@ policy@version, the reasons, the mask plan, approvals, credential and limits, an
 message the agent would see. Exit 0 whatever the decision; 1 if DIR does not load; 2 on
 bad flags.
 
-The CLI has no SQL analyser: for a query, give the analysis with --statement-kind and
---tables (and --written-tables, --findings); with --sql alone the query is not decidable,
-exactly as in jitgated without an analyser.
+With --bigquery-endpoint, --sql is analysed by the control plane's own SQL analyser
+(controlplane/sqlanalysis, the code jitgated runs) over table metadata read with tables.get
+from that endpoint: http (the emulator) without credentials, https with
+--credentials-key-file. The analysis (statement kind, tables, findings, lineage) is printed
+before the decision; SQL it cannot analyse is denied (unanalysable_sql) as in jitgated.
+
+Without --bigquery-endpoint the CLI has no SQL analyser: for a query, give the analysis
+with --statement-kind and --tables (and --written-tables, --findings); with --sql alone the
+query is not decidable, exactly as in jitgated without an analyser.
 
 Examples:
+  jitgate policy explain --policies tools/demo/policies --agent demo-agent --groups analysts \
+      --bigquery-endpoint http://127.0.0.1:9050 --default-dataset jitgate-demo.crm \
+      --sql "SELECT name FROM crm.customers"
   jitgate policy explain --policies policies/examples --agent reporting-agent --groups analysts \
       --sql "SELECT region FROM acme-prod.analytics.sales" \
       --statement-kind SELECT --tables acme-prod.analytics.sales
@@ -221,6 +256,34 @@ Flags:
 	}
 
 	haveAnalysis := *kind != "" || *tables != "" || *written != "" || *findings != ""
+	if *endpoint != "" {
+		if haveAnalysis {
+			fmt.Fprintln(stderr, "jitgate policy explain: --bigquery-endpoint analyses --sql; do not also give --statement-kind/--tables/--written-tables/--findings")
+			return 2
+		}
+		u, err := url.Parse(*endpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			fmt.Fprintf(stderr, "jitgate policy explain: --bigquery-endpoint %q: want an http:// or https:// URL\n", *endpoint)
+			return 2
+		}
+		if u.Scheme == "https" && *keyFile == "" {
+			fmt.Fprintln(stderr, "jitgate policy explain: an https --bigquery-endpoint needs --credentials-key-file (a service-account key)")
+			return 2
+		}
+	}
+	var ddRef *bqapi.DatasetReference
+	if *defaultDataset != "" {
+		parts := strings.Split(*defaultDataset, ".")
+		switch {
+		case len(parts) == 1 && parts[0] != "":
+			ddRef = &bqapi.DatasetReference{DatasetID: parts[0]}
+		case len(parts) == 2 && parts[0] != "" && parts[1] != "":
+			ddRef = &bqapi.DatasetReference{ProjectID: parts[0], DatasetID: parts[1]}
+		default:
+			fmt.Fprintln(stderr, "jitgate policy explain: --default-dataset must be project.dataset (or dataset)")
+			return 2
+		}
+	}
 	if *api == "" {
 		if *sql != "" || haveAnalysis || *legacy {
 			*api = "jobs.query"
@@ -230,7 +293,11 @@ Flags:
 		}
 	}
 	read := splitList(*tables)
-	if *project == "" && len(read) > 0 {
+	switch {
+	case *project != "":
+	case ddRef != nil && ddRef.ProjectID != "":
+		*project = ddRef.ProjectID
+	case len(read) > 0:
 		*project = strings.SplitN(read[0], ".", 2)[0]
 	}
 	req := authorize.Request{
@@ -241,7 +308,7 @@ Flags:
 	}
 	isQuery := *api == "jobs.query" || *api == "jobs.insert"
 	if isQuery {
-		q := &authorize.Query{SQL: *sql, LegacySQL: *legacy, DryRun: *dryRun, WriteDisposition: *writeDisposition}
+		q := &authorize.Query{SQL: *sql, LegacySQL: *legacy, DryRun: *dryRun, WriteDisposition: *writeDisposition, DefaultDataset: ddRef}
 		if *destination != "" {
 			parts := strings.Split(*destination, ".")
 			if len(parts) != 3 {
@@ -253,8 +320,30 @@ Flags:
 		req.Query = q
 	}
 	var an policystep.Analyzer
+	var rec *recordingAnalyzer
 	var notes []string
-	if isQuery && !*legacy {
+	ctx := context.Background()
+	if isQuery && *endpoint != "" {
+		if *sql == "" {
+			fmt.Fprintln(stderr, "jitgate policy explain: --bigquery-endpoint analyses --sql; give --sql")
+			return 2
+		}
+		if *project == "" {
+			fmt.Fprintln(stderr, "jitgate policy explain: give --project (the job's project) or --default-dataset project.dataset")
+			return 2
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, analysisTimeout)
+		defer cancel()
+		pa, err := sqlanalysis.NewForUpstream(ctx, *endpoint, *keyFile, sqlanalysis.UpstreamOptions{})
+		if err != nil {
+			fmt.Fprintf(stderr, "jitgate policy explain: %v\n", err)
+			return 1
+		}
+		defer pa.Close()
+		rec = &recordingAnalyzer{pa: pa}
+		an = rec
+	} else if isQuery && !*legacy {
 		if haveAnalysis {
 			a := policies.Analysis{StatementKind: *kind, ReferencedTables: read, WrittenTables: splitList(*written)}
 			for _, f := range splitList(*findings) {
@@ -265,10 +354,10 @@ Flags:
 			}
 			an = staticAnalyzer{a}
 			if *sql != "" {
-				notes = append(notes, "no SQL analyser is available in the CLI: --sql is not analysed; the analysis is --statement-kind/--tables/--written-tables/--findings")
+				notes = append(notes, "the SQL was NOT analysed (no --bigquery-endpoint given): the analysis is --statement-kind/--tables/--written-tables/--findings")
 			}
 		} else {
-			notes = append(notes, "no SQL analyser is available in the CLI and no --statement-kind/--tables were given: the query is not decidable (as in jitgated without an analyser)")
+			notes = append(notes, "the SQL was NOT analysed (no --bigquery-endpoint given) and no --statement-kind/--tables were given: the query is not decidable (as in jitgated without an analyser)")
 		}
 	}
 	var jobs policystep.JobLedger
@@ -277,7 +366,7 @@ Flags:
 	}
 	id := identity.Identity{AgentID: *agent, Issuer: *issuer, Groups: splitList(*groups), Subject: *agent,
 		ExpiresAt: time.Now().Add(time.Hour)}
-	out := policystep.Decide(context.Background(), res.Bundle, req, id, an, jobs)
+	out := policystep.Decide(ctx, res.Bundle, req, id, an, jobs)
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -285,10 +374,104 @@ Flags:
 		for _, n := range notes {
 			fmt.Fprintln(stderr, "note:", n)
 		}
+		if rec != nil {
+			printAnalysis(stderr, rec, *endpoint)
+		}
 		return 0
 	}
-	printExplanation(stdout, res, out, notes)
+	for _, n := range notes {
+		fmt.Fprintln(stdout, "note:", n)
+	}
+	if rec != nil {
+		printAnalysis(stdout, rec, *endpoint)
+	}
+	printExplanation(stdout, res, out, nil)
 	return 0
+}
+
+// printAnalysis prints what the control plane's SQL analyser found (or why it refused).
+func printAnalysis(w io.Writer, rec *recordingAnalyzer, endpoint string) {
+	fmt.Fprintf(w, "analyser:   controlplane/sqlanalysis (as jitgated), table metadata from %s (%s)\n", endpoint, rec.pa.Auth())
+	switch {
+	case !rec.ran:
+		fmt.Fprintln(w, "analysis:   (not run: legacy SQL is denied without analysis)")
+		return
+	case rec.err != nil:
+		var cause error = rec.err
+		if ae, ok := errors.AsType[*policystep.AnalysisError](rec.err); ok && ae.Err != nil {
+			cause = ae.Err
+		}
+		fmt.Fprintf(w, "analysis:   failed: %v\n", cause)
+		return
+	}
+	a := rec.full
+	fmt.Fprintf(w, "statement:  %s\n", a.StatementKind)
+	if len(a.Statements) > 0 {
+		fmt.Fprintf(w, "statements: %s\n", strings.Join(a.Statements, ", "))
+	}
+	none := func(xs []string) string {
+		if len(xs) == 0 {
+			return "(none)"
+		}
+		return strings.Join(xs, ", ")
+	}
+	fmt.Fprintf(w, "reads:      %s\n", none(a.ReferencedTables))
+	if len(a.Views) > 0 {
+		fmt.Fprintf(w, "views:      %s\n", strings.Join(a.Views, ", "))
+	}
+	fmt.Fprintf(w, "writes:     %s\n", none(a.WrittenTables))
+	var fs []string
+	for _, f := range a.Findings {
+		fs = append(fs, string(f))
+	}
+	fmt.Fprintf(w, "findings:   %s\n", none(fs))
+	complete := "incomplete"
+	if a.LineageComplete {
+		complete = "complete"
+	}
+	fmt.Fprintf(w, "lineage:    %s, %d output column(s)\n", complete, countTopLevel(a.Lineage))
+	for _, c := range a.Lineage {
+		name := c.Name
+		if len(c.Path) > 0 {
+			name += "." + strings.Join(c.Path, ".")
+		}
+		var src []string
+		for _, s := range c.Sources {
+			src = append(src, s.String())
+		}
+		line := fmt.Sprintf("  - %s ← %s", name, none(src))
+		if c.Unknown {
+			line += " (unknown: not modelled)"
+		}
+		if c.Via != "" {
+			line += " (" + c.Via
+			if len(c.Aggregates) > 0 {
+				line += ": " + strings.Join(c.Aggregates, ", ")
+			}
+			line += ")"
+		}
+		fmt.Fprintln(w, line)
+	}
+	if len(a.ControlReads) > 0 {
+		var cr []string
+		for _, s := range a.ControlReads {
+			cr = append(cr, s.String())
+		}
+		fmt.Fprintf(w, "control reads: %s\n", strings.Join(cr, ", "))
+	}
+	if len(a.LineageGaps) > 0 {
+		fmt.Fprintf(w, "lineage gaps:  %s\n", strings.Join(a.LineageGaps, "; "))
+	}
+}
+
+func countTopLevel(cols []sqlanalysis.OutputColumn) int {
+	n := 0
+	for _, c := range cols {
+		if len(c.Path) == 0 {
+			n++
+		}
+	}
+	return n
 }
 
 func printExplanation(w io.Writer, res *source.Result, out policystep.Outcome, notes []string) {

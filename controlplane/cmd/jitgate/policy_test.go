@@ -2,10 +2,16 @@ package main
 
 import (
 	"bytes"
+	"net"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 const cliPolicy = `apiVersion: jitgate.dev/v1
@@ -105,19 +111,24 @@ func TestPolicyExplain(t *testing.T) {
 		stdout []string
 	}{
 		{"allowed query with a mask plan", []string{"--sql", "SELECT email FROM acme.sales.people", "--statement-kind", "SELECT", "--tables", "acme.sales.people"}, 0, []string{
-			"note: no SQL analyser is available in the CLI", "decision:   allow", "rule:       allow", "policy:     analysts@sha256:",
+			"note: the SQL was NOT analysed (no --bigquery-endpoint given)", "decision:   allow", "rule:       allow", "policy:     analysts@sha256:",
 			"acme.sales.*.email → hash", "credential: self-signed-jwt as the control plane's account, ttl 2m0s"}},
 		{"denied table names policy and rule", []string{"--api", "tables.get", "--project", "acme", "--dataset", "hr", "--table", "salaries"}, 0, []string{
 			"decision:   deny", "rule:       dataset_denied (where.datasets.deny)",
 			"agent sees: 403 dataset_denied: Denied by policy analysts@sha256:"}},
 		{"SQL without analysis is not decidable", []string{"--project", "acme", "--sql", "SELECT 1"}, 0, []string{
-			"no --statement-kind/--tables were given", "rule:       not_decidable"}},
+			"the SQL was NOT analysed", "no --statement-kind/--tables were given", "rule:       not_decidable"}},
 		{"write not granted", []string{"--statement-kind", "INSERT", "--written-tables", "acme.sales.orders", "--project", "acme"}, 0, []string{
 			"decision:   deny", "statement_kind_not_allowed"}},
 		{"unknown agent", []string{"--agent", "stranger", "--api", "tables.get", "--project", "acme", "--dataset", "sales", "--table", "t"}, 0, []string{
 			"rule:       default_deny", "policy:     (none)"}},
 		{"json", []string{"--json", "--api", "tables.get", "--project", "acme", "--dataset", "sales", "--table", "t"}, 0, []string{`"allow": true`, `"rule": "allow"`}},
 		{"no api", nil, 2, nil},
+		{"endpoint with a static analysis", []string{"--bigquery-endpoint", "http://127.0.0.1:1", "--sql", "SELECT 1", "--statement-kind", "SELECT"}, 2, nil},
+		{"endpoint not a URL", []string{"--bigquery-endpoint", "127.0.0.1:9050", "--sql", "SELECT 1", "--project", "acme"}, 2, nil},
+		{"https endpoint without a key", []string{"--bigquery-endpoint", "https://bigquery.googleapis.com", "--sql", "SELECT 1", "--project", "acme"}, 2, nil},
+		{"endpoint without a project", []string{"--bigquery-endpoint", "http://127.0.0.1:1", "--sql", "SELECT 1"}, 2, nil},
+		{"bad default dataset", []string{"--sql", "SELECT 1", "--default-dataset", "a.b.c"}, 2, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -135,8 +146,106 @@ func TestPolicyExplain(t *testing.T) {
 	if code, _, errs := runCLI("policy", "explain", "--policies", dir); code != 2 || !strings.Contains(errs, "--agent are required") {
 		t.Errorf("missing --agent: %d %s", code, errs)
 	}
-	if code, _, errs := runCLI("policy", "explain", "-h"); code != 0 || !strings.Contains(errs, "The CLI has no SQL analyser") {
+	if code, _, errs := runCLI("policy", "explain", "-h"); code != 0 || !strings.Contains(errs, "Without --bigquery-endpoint the CLI has no SQL analyser") {
 		t.Errorf("help: %d %s", code, errs)
+	}
+}
+
+// startEmulator runs the real BigQuery emulator seeded with tools/demo/bigquery-data.yaml
+// and returns its base URL; the test is skipped only when the binary is absent.
+func startEmulator(t *testing.T) (string, string) {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..", "..")
+	bin := filepath.Join(root, ".tools", "bin", "bigquery-emulator")
+	if _, err := os.Stat(bin); err != nil {
+		t.Skip("BigQuery emulator not installed at " + bin + " (run `make setup`)")
+	}
+	port, grpcPort := freePort(t), freePort(t)
+	cmd := exec.Command(bin, "--project=jitgate-demo", "--host=127.0.0.1",
+		"--port="+strconv.Itoa(port), "--grpc-port="+strconv.Itoa(grpcPort),
+		"--data-from-yaml="+filepath.Join(root, "tools", "demo", "bigquery-data.yaml"), "--log-level=warn")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
+	url := "http://127.0.0.1:" + strconv.Itoa(port)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(url + "/bigquery/v2/projects/jitgate-demo/datasets")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return url, root
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("emulator not ready after 60s: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestPolicyExplainAnalysesSQL runs explain with the control plane's SQL analyser against
+// the real emulator and the demo policy.
+func TestPolicyExplainAnalysesSQL(t *testing.T) {
+	emulator, root := startEmulator(t)
+	base := []string{"policy", "explain", "--policies", filepath.Join(root, "tools", "demo", "policies"),
+		"--agent", "demo-agent", "--groups", "analysts", "--bigquery-endpoint", emulator, "--default-dataset", "jitgate-demo.crm"}
+	tests := []struct {
+		name   string
+		sql    string
+		stdout []string
+		not    []string
+	}{
+		{"allowed SELECT", "SELECT name FROM crm.customers", []string{
+			"analyser:   controlplane/sqlanalysis", "none (plain http upstream)",
+			"statement:  SELECT", "reads:      jitgate-demo.crm.customers", "findings:   (none)",
+			"lineage:    complete, 1 output column(s)", "name ← jitgate-demo.crm.customers.name (direct)",
+			"decision:   allow", "policy:     demo-analysts@sha256:"}, []string{"NOT analysed"}},
+		{"DML denied by statement kind", "DELETE FROM jitgate-demo.crm.orders WHERE TRUE", []string{
+			"statement:  DELETE", "writes:     jitgate-demo.crm.orders", "decision:   deny",
+			"rule:       statement_kind_not_allowed (what.statementKinds)",
+			"agent sees: 403 statement_kind_not_allowed: Denied by policy demo-analysts@sha256:"}, nil},
+		{"unknown table is unanalysable", "SELECT * FROM crm.no_such_table", []string{
+			"analysis:   failed:", "no_such_table", "decision:   deny (status 403)", "rule:       unanalysable_sql",
+			"message:    The gateway could not analyse this query's SQL, so it cannot be allowed: Table not found"}, []string{"decision:   allow"}},
+		{"legacy SQL is not analysed", "#legacySQL\nSELECT name FROM [jitgate-demo:crm.customers]", []string{
+			"decision:   deny (status 403)", "rule:       legacy_sql"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errs := runCLI(append(append([]string{}, base...), "--sql", tt.sql)...)
+			if code != 0 {
+				t.Fatalf("exit %d\nstdout %s\nstderr %s", code, out, errs)
+			}
+			for _, s := range tt.stdout {
+				if !strings.Contains(out, s) {
+					t.Errorf("stdout lacks %q:\n%s", s, out)
+				}
+			}
+			for _, s := range tt.not {
+				if strings.Contains(out, s) {
+					t.Errorf("stdout has %q:\n%s", s, out)
+				}
+			}
+		})
+	}
+	// --json keeps stdout the decision; the analysis goes to stderr.
+	code, out, errs := runCLI(append(append([]string{}, base...), "--json", "--sql", "SELECT name FROM crm.customers")...)
+	if code != 0 || !strings.Contains(out, `"allow": true`) || !strings.Contains(errs, "statement:  SELECT") {
+		t.Errorf("json: %d\nstdout %s\nstderr %s", code, out, errs)
 	}
 }
 
