@@ -46,5 +46,12 @@ func TestNoSecretLeftTheGateway(t *testing.T) {
 		if strings.Contains(log, agentToken) {
 			t.Fatalf("%s log contains the agent's token", name)
 		}
+		// The key file's path is configuration, not telemetry (lines starting "--- " are
+		// the harness's own record of the command line, not the process's output).
+		for _, line := range strings.Split(log, "\n") {
+			if !strings.HasPrefix(line, "--- ") && strings.Contains(line, gw.ServiceAccountKey) {
+				t.Fatalf("%s logged the service-account key file path: %s", name, line)
+			}
+		}
 	}
 }

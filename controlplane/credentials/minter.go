@@ -137,8 +137,9 @@ func New(cfg Config, opts ...Option) (Minter, error) {
 	}
 	o := buildOptions(cfg, opts)
 	if fi, err := os.Stat(cfg.KeyFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
-		o.log.Warn("service-account key file is readable by group or others; chmod 600 it",
-			slog.String("key_file", cfg.KeyFile), slog.String("perm", fi.Mode().Perm().String()))
+		// The path stays out of the log: the key's location is configuration, not telemetry.
+		o.log.Warn("the service-account key file (credentials.keyFile) is readable by group or others; chmod 600 it",
+			slog.String("perm", fi.Mode().Perm().String()))
 	}
 	switch cfg.Mode {
 	case ModeImpersonate:

@@ -245,10 +245,10 @@ func run(ctx context.Context, args []string, reload <-chan os.Signal, stdout, st
 			fmt.Fprintln(stderr, "jitgated: config invalid:", err)
 			return 1
 		}
-		fmt.Fprintf(stdout, "config OK: xds %s, api %s, agents %s, upstream %s, wasm %s, nats %s, issuers %s, credentials %s (key %s, ttl %s)\n",
+		fmt.Fprintf(stdout, "config OK: xds %s, api %s, agents %s, upstream %s, wasm %s, nats %s, issuers %s, credentials %s (key loaded, ttl %s)\n",
 			cfg.XDS.Listen, cfg.API.Listen, cfg.Envoy.AgentListener, cfg.Upstream.BigQuery.URL,
 			cfg.Filter.WasmPath, natsDescription(cfg), strings.Join(issuerURLs(cfg.IdentityConfig(cfg.DevIssuer.URL())), " "),
-			cfg.Credentials.Mode, cfg.Credentials.KeyFile, cfg.Credentials.TTL)
+			cfg.Credentials.Mode, cfg.Credentials.TTL)
 		if cfg.DevIssuer.Enabled {
 			fmt.Fprintf(stderr, "warning: the development issuer is enabled (%s): anyone on this machine can mint agent tokens\n", cfg.DevIssuer.URL())
 		}
@@ -363,7 +363,7 @@ func newAuthorizer(ctx context.Context, cfg *config.Config, store *policystore.S
 		return fail(err)
 	}
 	log.Info("authorize ready", "issuers", st.Issuers, "credential_mode", cfg.Credentials.Mode,
-		"credential_ttl", cfg.Credentials.TTL.String(), "key_file", cfg.Credentials.KeyFile)
+		"credential_ttl", cfg.Credentials.TTL.String())
 	return svc, st, stop, nil
 }
 

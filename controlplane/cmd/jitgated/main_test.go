@@ -59,7 +59,7 @@ func TestCheckConfig(t *testing.T) {
 		wantCode int
 		wantOut  string
 	}{
-		{"valid file", []string{"--config", good, "--check-config"}, 0, "issuers https://token.actions.githubusercontent.com, credentials self-signed-jwt (key " + key + ", ttl 5m0s)"},
+		{"valid file", []string{"--config", good, "--check-config"}, 0, "issuers https://token.actions.githubusercontent.com, credentials self-signed-jwt (key loaded, ttl 5m0s)"},
 		{"unknown field names file and line", []string{"--config", bad, "--check-config"}, 1, bad + ":6: field tls not found"},
 		{"bad flag value names the flag", []string{"--config", good, "--upstream", "ftp://x", "--check-config"}, 1, "--upstream: invalid config value"},
 		{"defaults need an issuer", []string{"--check-config"}, 1, "at least one OIDC issuer is required"},
@@ -83,6 +83,10 @@ func TestCheckConfig(t *testing.T) {
 			out := stdout.String() + stderr.String()
 			if code != tt.wantCode || !strings.Contains(out, tt.wantOut) {
 				t.Errorf("run(%q) = %d, output:\n%s\nwant %d and %q", tt.args, code, out, tt.wantCode, tt.wantOut)
+			}
+			// The service-account key's path is configuration, never output or logs.
+			if code == 0 && strings.Contains(out, key) {
+				t.Errorf("run(%q) printed the key file path:\n%s", tt.args, out)
 			}
 		})
 	}
