@@ -15,7 +15,7 @@ RUN_FLAGS ?=
 UNIT_PKGS = $$($(GO) list ./... | grep -v '/e2e')
 TEST_FLAGS ?=
 
-.PHONY: all help setup build wasm bin unit e2e test gen gen-check vet bench run clean
+.PHONY: all help setup build wasm bin unit e2e test gen gen-check vet bench fuzz run clean
 
 all: build
 
@@ -58,6 +58,13 @@ test: setup vet unit e2e ## everything CI runs
 bench: setup wasm ## benchmarks: filter, policies, identity (Go) and latency through real Envoy vs direct
 	$(GO) test -run '^$$' -bench . -benchmem ./filter/... ./policies/... ./controlplane/...
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./e2e
+
+FUZZTIME ?= 30s
+fuzz: ## run every fuzz target for FUZZTIME each (not part of make test); failures land in testdata/fuzz
+	$(GO) test -run '^$$' -fuzz '^FuzzClassify$$' -fuzztime $(FUZZTIME) ./filter/bqapi
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeQueryRequest$$' -fuzztime $(FUZZTIME) ./filter/bqapi
+	$(GO) test -run '^$$' -fuzz '^FuzzMaskResponse$$' -fuzztime $(FUZZTIME) ./filter/masking
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./policies/source
 
 run: setup build ## bring up the gateway on embedded defaults (DATA=seed.yaml, POLICIES=dir) and query through it
 	$(GO) build -o bin/devstack ./tools/devstack

@@ -3,6 +3,7 @@ package bqapi
 import (
 	"net/url"
 	"strings"
+	"unicode/utf8"
 )
 
 // PathForm says how a call spelled its path.
@@ -114,8 +115,10 @@ func splitPath(rest string) ([]string, *Rejection) {
 		if err != nil {
 			return nil, Reject(ReasonBadPath, "a path segment is not valid percent-encoding")
 		}
-		if d == "" || d == "." || d == ".." || strings.ContainsAny(d, "/\\") || hasControl(d) {
-			return nil, Reject(ReasonBadPath, "the path has an empty, dot, slash or control-character segment")
+		// BigQuery identifiers never hold these; a fragment or a second query string
+		// smuggled into an identifier would change what the control plane decides on.
+		if d == "" || d == "." || d == ".." || strings.ContainsAny(d, "/\\#?") || hasControl(d) || !utf8.ValidString(d) {
+			return nil, Reject(ReasonBadPath, "the path has an empty, dot, slash, '#', '?', control-character or non-UTF-8 segment")
 		}
 		segs[i] = d
 	}
