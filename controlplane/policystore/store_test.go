@@ -203,8 +203,9 @@ func expectMetrics(t *testing.T, reg *prometheus.Registry, want string, names ..
 	}
 }
 
-// TestWatchPicksUpAWriteQuickly: a saved change is live well under a second, and an
-// invalid save is reported without replacing the live bundle.
+// TestWatchPicksUpAWriteQuickly: a saved change goes live by itself, and an invalid save
+// is reported without replacing the live bundle. The time it takes is logged, not
+// asserted (timings are measured by the e2e propagation run, never asserted in tests).
 func TestWatchPicksUpAWriteQuickly(t *testing.T) {
 	dir := t.TempDir()
 	write(t, dir, "a.yaml", policy("a", "acme"))
@@ -228,20 +229,18 @@ func TestWatchPicksUpAWriteQuickly(t *testing.T) {
 				t.Errorf("notified %s, live %s", v, s.Bundle().Version)
 			}
 			t.Logf("edit %d live after %s", i+1, d)
-		case <-time.After(2 * time.Second):
-			t.Fatalf("edit %d not picked up within 2s", i+1)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("edit %d not picked up at all (waited 10s)", i+1)
 		}
 	}
-	if worst > 800*time.Millisecond {
-		t.Errorf("slowest reload %s, want well under 1s", worst)
-	}
+	t.Logf("slowest of 3 reloads: %s", worst)
 
 	live := s.Bundle().Version
 	write(t, dir, "b.yaml", badPolicy)
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for s.Status().LastError == "" {
 		if time.Now().After(deadline) {
-			t.Fatal("invalid write not reported within 2s")
+			t.Fatal("invalid write not reported (waited 10s)")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -251,10 +250,10 @@ func TestWatchPicksUpAWriteQuickly(t *testing.T) {
 	if err := os.Remove(filepath.Join(dir, "b.yaml")); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(2 * time.Second)
+	deadline = time.Now().Add(10 * time.Second)
 	for s.Status().LastError != "" {
 		if time.Now().After(deadline) {
-			t.Fatal("removing the bad file did not clear the error within 2s")
+			t.Fatal("removing the bad file did not clear the error (waited 10s)")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
