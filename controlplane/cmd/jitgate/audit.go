@@ -93,6 +93,19 @@ func addNATSFlags(fs *flag.FlagSet) *natsFlags {
 	return f
 }
 
+// session is what every audit command starts with: the command's context (Ctrl-C ends
+// it) and a reader on the audit stream. done cancels the context and closes the
+// connection.
+func (f *natsFlags) session() (ctx context.Context, r *audit.Reader, done func(), err error) {
+	ctx, cancel := auditContext()
+	r, closeConn, err := f.open(ctx)
+	if err != nil {
+		cancel()
+		return nil, nil, nil, err
+	}
+	return ctx, r, func() { closeConn(); cancel() }, nil
+}
+
 // open connects and opens the audit stream; the returned close drains the connection.
 func (f *natsFlags) open(ctx context.Context) (*audit.Reader, func(), error) {
 	opts := []nats.Option{nats.Name("jitgate-cli"), nats.Timeout(f.timeout), nats.MaxReconnects(3)}
@@ -181,13 +194,11 @@ records until Ctrl-C.
 		fs.Usage()
 		return 2
 	}
-	ctx, cancel := auditContext()
-	defer cancel()
-	r, closeConn, err := nf.open(ctx)
+	ctx, r, done, err := nf.session()
 	if err != nil {
 		return fail(stderr, err)
 	}
-	defer closeConn()
+	defer done()
 	err = r.Tail(ctx, *agent, *n, *follow, func(e audit.Entry) error {
 		if *asJSON {
 			_, err := fmt.Fprintf(stdout, "%s\n", e.Data)
@@ -220,13 +231,11 @@ Exit 1 when there is none.
 		fs.Usage()
 		return 2
 	}
-	ctx, cancel := auditContext()
-	defer cancel()
-	r, closeConn, err := nf.open(ctx)
+	ctx, r, done, err := nf.session()
 	if err != nil {
 		return fail(stderr, err)
 	}
-	defer closeConn()
+	defer done()
 	entries, err := r.Show(ctx, pos[0])
 	if err != nil {
 		return fail(stderr, err)
@@ -272,13 +281,11 @@ masked excerpt of the body the agent received).
 	if *agent == "*" {
 		*agent = ""
 	}
-	ctx, cancel := auditContext()
-	defer cancel()
-	r, closeConn, err := nf.open(ctx)
+	ctx, r, done, err := nf.session()
 	if err != nil {
 		return fail(stderr, err)
 	}
-	defer closeConn()
+	defer done()
 	n := 0
 	err = r.Replay(ctx, *agent, from, func(e audit.Entry) error {
 		n++
@@ -350,13 +357,11 @@ limits (max age, max bytes) are reported, not treated as broken.
 			return fail(stderr, err)
 		}
 	} else {
-		ctx, cancel := auditContext()
-		defer cancel()
-		r, closeConn, err := nf.open(ctx)
+		ctx, r, done, err := nf.session()
 		if err != nil {
 			return fail(stderr, err)
 		}
-		defer closeConn()
+		defer done()
 		if res, err = r.Verify(ctx, anchors...); err != nil {
 			return fail(stderr, err)
 		}
@@ -408,13 +413,11 @@ unfiltered export is the whole chain and can be checked offline with
 			return fail(stderr, err)
 		}
 	}
-	ctx, cancel := auditContext()
-	defer cancel()
-	r, closeConn, err := nf.open(ctx)
+	ctx, r, done, err := nf.session()
 	if err != nil {
 		return fail(stderr, err)
 	}
-	defer closeConn()
+	defer done()
 	w := stdout
 	if *out != "" {
 		file, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
