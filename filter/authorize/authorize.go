@@ -8,12 +8,14 @@ package authorize
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/jitgate/jitgate/filter/bqapi"
+	"github.com/jitgate/jitgate/filter/masking"
 )
 
 // Version is the contract version both sides must agree on.
@@ -126,6 +128,68 @@ type Response struct {
 	// control plane decides with policies; absent when the decision was made before any
 	// policy was consulted (identity) or no policies are loaded.
 	Policy *PolicyRef `json:"policy,omitempty"`
+	// Masking is what the filter must do to the rows of the upstream response of this
+	// allowed call (jobs.query, query jobs.insert, jobs.getQueryResults, tabledata.list).
+	// Absent: the rows go back as they are. Present: the filter masks every page with it
+	// or, when it cannot, answers with an error instead of the rows (fail closed).
+	Masking *Masking `json:"masking,omitempty"`
+}
+
+// Masking is the control plane's masking instruction for one call's response: the
+// position-based plan it resolved from the query's column lineage and the agent's
+// masking rules (or, for a follow-up call, the plan the job ledger stored with the job).
+type Masking struct {
+	// Rules are masking.Rule: output column position paths and their actions.
+	Rules []masking.Rule `json:"rules,omitempty"`
+	// Detectors are the content detectors run over every cell no rule masks.
+	Detectors []string `json:"detectors,omitempty"`
+	// HashKey is the deployment's HMAC key for the hash action, base64 (standard
+	// encoding). It is a secret: set only when a rule hashes, never logged or recorded.
+	HashKey string `json:"hashKey,omitempty"`
+	// Schema is the schema the response rows follow, for responses that carry none
+	// (tabledata.list, later pages). When the body has a schema too, the body's is used.
+	// Absent and absent from the body: the filter cannot mask and fails closed.
+	Schema *masking.Schema `json:"schema,omitempty"`
+}
+
+// Plan turns the instruction into the masking engine's plan.
+func (m *Masking) Plan() (masking.Plan, error) {
+	p := masking.Plan{Rules: m.Rules, Detectors: m.Detectors}
+	if m.HashKey != "" {
+		k, err := base64.StdEncoding.DecodeString(m.HashKey)
+		if err != nil || len(k) == 0 {
+			return masking.Plan{}, fmt.Errorf("%w: masking hash key is not base64", ErrContract)
+		}
+		p.Key = masking.NewKey(k)
+	}
+	return p, nil
+}
+
+// validate checks what the filter relies on: every rule names a column and a known
+// action, and a hash rule comes with a key.
+func (m *Masking) validate() error {
+	for _, r := range m.Rules {
+		if len(r.Path) == 0 {
+			return fmt.Errorf("%w: masking rule without a column path", ErrContract)
+		}
+		for _, i := range r.Path {
+			if i < 0 {
+				return fmt.Errorf("%w: masking rule path %v has a negative position", ErrContract, r.Path)
+			}
+		}
+		switch r.Action {
+		case masking.Redact, masking.Null, masking.Hash, masking.EmailDomain, masking.Last4:
+		default:
+			return fmt.Errorf("%w: masking rule action %q unknown", ErrContract, r.Action)
+		}
+		if r.Action == masking.Hash && m.HashKey == "" {
+			return fmt.Errorf("%w: masking hash rule without a key", ErrContract)
+		}
+	}
+	if _, err := m.Plan(); err != nil {
+		return err
+	}
+	return nil
 }
 
 // PolicyRef names the policy at the version that decided (policies.PolicyRef), and the
@@ -220,7 +284,15 @@ func (r Response) Validate() error {
 		if r.Identity == nil || r.Identity.AgentID == "" {
 			return fmt.Errorf("%w: allow without a verified identity", ErrContract)
 		}
+		if r.Masking != nil {
+			if err := r.Masking.validate(); err != nil {
+				return err
+			}
+		}
 	case Deny:
+		if r.Masking != nil {
+			return fmt.Errorf("%w: deny carries a masking instruction", ErrContract)
+		}
 		if r.Credential != nil {
 			return fmt.Errorf("%w: deny carries a credential", ErrContract)
 		}

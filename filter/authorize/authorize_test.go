@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/jitgate/jitgate/filter/bqapi"
+	"github.com/jitgate/jitgate/filter/masking"
 )
 
 func allow() Response {
@@ -135,5 +136,35 @@ func TestJobReportRoundTripAndChecks(t *testing.T) {
 	ack, _ := JobReportAck{Recorded: true}.Marshal()
 	if a, err := ParseJobReportAck(ack); err != nil || !a.Recorded {
 		t.Fatalf("%+v %v", a, err)
+	}
+}
+
+func TestMaskingValidation(t *testing.T) {
+	good := allow()
+	good.Masking = &Masking{Rules: []masking.Rule{{Path: []int{1, 0}, Action: masking.Hash}},
+		Detectors: []string{"email"}, HashKey: "c2VjcmV0LWtleQ=="}
+	if err := good.Validate(); err != nil {
+		t.Fatalf("valid masking rejected: %v", err)
+	}
+	p, err := good.Masking.Plan()
+	if err != nil || p.Key.Len() != len("secret-key") || len(p.Rules) != 1 || p.Detectors[0] != "email" {
+		t.Fatalf("Plan() = %+v, %v", p, err)
+	}
+	for name, mutate := range map[string]func(*Response){
+		"no path":        func(r *Response) { r.Masking.Rules[0].Path = nil },
+		"negative path":  func(r *Response) { r.Masking.Rules[0].Path = []int{-1} },
+		"unknown action": func(r *Response) { r.Masking.Rules[0].Action = "scramble" },
+		"hash no key":    func(r *Response) { r.Masking.HashKey = "" },
+		"key not base64": func(r *Response) { r.Masking.HashKey = "%%%" },
+		"deny with masks": func(r *Response) {
+			*r = Response{Version: Version, DecisionID: "d", Decision: Deny, Status: 403, Reason: "x", Masking: r.Masking}
+		},
+	} {
+		r := allow()
+		r.Masking = &Masking{Rules: []masking.Rule{{Path: []int{0}, Action: masking.Hash}}, HashKey: "a2V5"}
+		mutate(&r)
+		if err := r.Validate(); !errors.Is(err, ErrContract) {
+			t.Errorf("%s: err = %v, want ErrContract", name, err)
+		}
 	}
 }
