@@ -30,6 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/jitgate/jitgate/controlplane/api"
+	"github.com/jitgate/jitgate/controlplane/approvals"
 	"github.com/jitgate/jitgate/controlplane/audit"
 	"github.com/jitgate/jitgate/controlplane/authz"
 	"github.com/jitgate/jitgate/controlplane/config"
@@ -47,6 +48,10 @@ import (
 // shutdownGrace bounds graceful shutdown; ADS streams never end on their own, so after
 // this the gRPC server is stopped hard.
 const shutdownGrace = 5 * time.Second
+
+// approvalSweepInterval is how often expired approvals are marked (and announced) and the
+// pending gauge is refreshed.
+const approvalSweepInterval = 10 * time.Second
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -297,17 +302,17 @@ const noPoliciesWarning = "warning: no policies are loaded (policies.dir / --pol
 // the identity verifier, the steps (the job ledger's follow-up check, the policy step with
 // the SQL analyser when a policy store is given, the job ledger's decision record) and the
 // credential minter. stop shuts the development issuer down.
-func newAuthorizer(ctx context.Context, cfg *config.Config, store *policystore.Store, ledger *jobs.Ledger, auditor authz.Auditor, log *slog.Logger, reg prometheus.Registerer) (
-	svc *authz.Service, st api.IdentityStatus, stop func(), err error) {
+func newAuthorizer(ctx context.Context, cfg *config.Config, store *policystore.Store, ledger *jobs.Ledger, broker *approvals.Broker, auditor authz.Auditor, log *slog.Logger, reg prometheus.Registerer) (
+	svc *authz.Service, verifier *identity.Verifier, st api.IdentityStatus, stop func(), err error) {
 	stop = func() {}
 	devURL := ""
 	if cfg.DevIssuer.Enabled {
 		if err := os.MkdirAll(filepath.Dir(cfg.DevIssuer.KeyFile), 0o700); err != nil {
-			return nil, st, stop, fmt.Errorf("development issuer key directory: %w", err)
+			return nil, nil, st, stop, fmt.Errorf("development issuer key directory: %w", err)
 		}
 		dev, err := devissuer.Start(devissuer.Options{Addr: cfg.DevIssuer.Listen, KeyFile: cfg.DevIssuer.KeyFile, Audience: cfg.DevIssuer.Audience})
 		if err != nil {
-			return nil, st, stop, fmt.Errorf("development issuer: %w", err)
+			return nil, nil, st, stop, fmt.Errorf("development issuer: %w", err)
 		}
 		stop = func() { _ = dev.Close() }
 		devURL = dev.URL()
@@ -316,12 +321,12 @@ func newAuthorizer(ctx context.Context, cfg *config.Config, store *policystore.S
 			"issuer", devURL, "token_endpoint", devURL+devissuer.TokenPath, "audience", cfg.DevIssuer.Audience,
 			"key_file", cfg.DevIssuer.KeyFile)
 	}
-	fail := func(err error) (*authz.Service, api.IdentityStatus, func(), error) {
+	fail := func(err error) (*authz.Service, *identity.Verifier, api.IdentityStatus, func(), error) {
 		stop()
-		return nil, api.IdentityStatus{}, func() {}, err
+		return nil, nil, api.IdentityStatus{}, func() {}, err
 	}
 	idCfg := cfg.IdentityConfig(devURL)
-	verifier, err := identity.NewVerifier(idCfg, identity.Options{Logger: log, KeyMaxAge: time.Duration(idCfg.KeyMaxAge)})
+	verifier, err = identity.NewVerifier(idCfg, identity.Options{Logger: log, KeyMaxAge: time.Duration(idCfg.KeyMaxAge)})
 	if err != nil {
 		return fail(fmt.Errorf("identity: %w", err))
 	}
@@ -351,7 +356,8 @@ func newAuthorizer(ctx context.Context, cfg *config.Config, store *policystore.S
 		if err != nil {
 			return fail(err)
 		}
-		steps = append(steps, step)
+		// Calls the policy allows only once a human approves them wait here.
+		steps = append(steps, step, broker.Step(store))
 	}
 	steps = append(steps, ledger.DecisionStep())
 	svc, err = authz.New(authz.Options{
@@ -364,7 +370,7 @@ func newAuthorizer(ctx context.Context, cfg *config.Config, store *policystore.S
 	}
 	log.Info("authorize ready", "issuers", st.Issuers, "credential_mode", cfg.Credentials.Mode,
 		"credential_ttl", cfg.Credentials.TTL.String())
-	return svc, st, stop, nil
+	return svc, verifier, st, stop, nil
 }
 
 func natsDescription(cfg *config.Config) string {
@@ -435,7 +441,15 @@ func serve(ctx context.Context, f *flags, cfg *config.Config, reload <-chan os.S
 
 	auditStatus := func() api.AuditStatus { return api.AuditStatus{Mode: cfg.Audit.Mode, Status: auditor.Status()} }
 
-	authorizer, identityStatus, stopDevIssuer, err := newAuthorizer(ctx, cfg, store, ledger, auditor, log, reg)
+	broker, err := approvals.Open(ctx, nc.JetStream, approvals.Options{Logger: log, Metrics: approvals.NewMetrics(reg), Audit: auditor})
+	if err != nil {
+		xdsLis.Close()
+		apiLis.Close()
+		return fmt.Errorf("approvals: %w", err)
+	}
+	go broker.Run(ctx, approvalSweepInterval)
+
+	authorizer, verifier, identityStatus, stopDevIssuer, err := newAuthorizer(ctx, cfg, store, ledger, broker, auditor, log, reg)
 	if err != nil {
 		xdsLis.Close()
 		apiLis.Close()
@@ -474,6 +488,7 @@ func serve(ctx context.Context, f *flags, cfg *config.Config, reload <-chan os.S
 			Audit:     auditStatus,
 			Authorize: authorizer,
 			Jobs:      ledger.Handler(),
+			Approvals: broker.Handler(verifier, log),
 			Gatherer:  reg,
 			Started:   started,
 		}),
