@@ -63,9 +63,9 @@ var owners = approvals.Requirement{Policy: "p@sha256:1", Rule: "r", ApproverGrou
 
 func request(agent, sql string, mode policies.ApprovalMode) approvals.Request {
 	return approvals.Request{DecisionID: "dec_1", Agent: approvals.Agent{ID: agent, Issuer: "https://iss"},
-		Binding: approvals.BindingOf(authorize.Request{Call: authorize.Call{API: "jobs.query", Project: "p"}, Query: &authorize.Query{SQL: sql}}),
+		Binding:      approvals.BindingOf(authorize.Request{Call: authorize.Call{API: "jobs.query", Project: "p"}, Query: &authorize.Query{SQL: sql}}),
 		Requirements: []approvals.Requirement{owners},
-		Mode: mode, TTL: time.Hour, Uses: 1, HoldTimeout: time.Minute}
+		Mode:         mode, TTL: time.Hour, Uses: 1, HoldTimeout: time.Minute}
 }
 
 var dana = approvals.Approver{ID: "dana", Issuer: "https://iss"}
