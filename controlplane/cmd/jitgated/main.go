@@ -448,6 +448,11 @@ func serve(ctx context.Context, f *flags, cfg *config.Config, reload <-chan os.S
 		return fmt.Errorf("approvals: %w", err)
 	}
 	go broker.Run(ctx, approvalSweepInterval)
+	go func() {
+		if err := approvals.NewNotifier(nc.JetStream, webhooks(cfg), log, broker.Metrics()).Run(ctx); err != nil {
+			log.Error("approval webhooks not running", "error", err)
+		}
+	}()
 
 	authorizer, verifier, identityStatus, stopDevIssuer, err := newAuthorizer(ctx, cfg, store, ledger, broker, auditor, log, reg)
 	if err != nil {
@@ -536,6 +541,16 @@ loop:
 		grpcSrv.Stop() // open ADS streams do not end by themselves
 	}
 	return runErr
+}
+
+// webhooks converts the configured approval webhooks.
+func webhooks(cfg *config.Config) []approvals.Webhook {
+	var out []approvals.Webhook
+	for _, w := range cfg.Approvals.Webhooks {
+		out = append(out, approvals.Webhook{Name: w.Name, URL: w.URL, Slack: w.Format == config.WebhookSlack,
+			Timeout: w.Timeout, MaxAttempts: w.MaxAttempts})
+	}
+	return out
 }
 
 // relaxedAuditWarning is logged at start (and printed by --check-config) in relaxed mode.
