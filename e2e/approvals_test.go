@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -273,6 +274,21 @@ func TestApprovalRejectMode(t *testing.T) {
 	}
 	if out, err := cli(t, "", "audit", "verify", "--nats-url", gw.NATS); err != nil {
 		t.Fatalf("audit verify: %v\n%s", err, out)
+	}
+
+	// The control plane's metrics count them.
+	resp, err := http.Get(gw.API + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{`jitgate_approvals_decided_total{outcome="approved"}`, "jitgate_approvals_pending ",
+		"jitgate_approval_decision_seconds_count", `jitgate_approval_webhook_deliveries_total{result="ok",webhook="e2e"}`,
+		"jitgate_approvals_consumed_total", "jitgate_audit_append_duration_seconds_count"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 }
 

@@ -277,3 +277,34 @@ func TestStepHoldTimesOutNamingTheTimeout(t *testing.T) {
 		t.Fatalf("held call after approval: %+v %+v", d, c2)
 	}
 }
+
+// NATS down: the step fails closed with 503 (clients retry); nothing is decided. Back up
+// on the same store, the pending approval is still there and can be decided.
+func TestNATSDownFailsClosedAndNothingIsLost(t *testing.T) {
+	dir := t.TempDir()
+	n := startNATS(t, dir)
+	b := openBroker(t, n, nil)
+	st := b.Step(bundle(t))
+	c := call("agent-1")
+	if d := st.Run(t.Context(), c); d == nil || d.Reason != approvals.ReasonRequired {
+		t.Fatalf("first call: %+v", d)
+	}
+	id := c.ApprovalID
+	n.Close()
+	c2 := call("agent-1")
+	if d := st.Run(t.Context(), c2); d == nil || d.Status != http.StatusServiceUnavailable || d.Reason != approvals.ReasonUnavailable || c2.Approved {
+		t.Fatalf("with NATS down: %+v", d)
+	}
+	if _, err := b.Decide(t.Context(), id, dana, approvals.Decision{Approve: true}); !errors.Is(err, approvals.ErrUnavailable) {
+		t.Fatalf("deciding with NATS down: %v", err)
+	}
+
+	b2 := openBroker(t, startNATS(t, dir), nil)
+	if _, err := b2.Decide(t.Context(), id, dana, approvals.Decision{Approve: true}); err != nil {
+		t.Fatalf("deciding once NATS is back: %v", err)
+	}
+	c3 := call("agent-1")
+	if d := b2.Step(bundle(t)).Run(t.Context(), c3); d != nil || !c3.Approved || c3.ApprovalID != id {
+		t.Fatalf("after NATS is back: %+v %+v", d, c3)
+	}
+}
