@@ -4,7 +4,9 @@
 // filter's POST /v1/authorize, which verifies agents and mints upstream credentials, and
 // POST /v1/jobs, where the filter reports the jobs agents create to the job ledger in
 // JetStream KV), and appends every authorize decision to the hash-chained audit trail in
-// JetStream (controlplane/audit) before answering it.
+// JetStream (controlplane/audit) before answering it. Calls a policy allows only with a
+// human's approval wait for one (controlplane/approvals: KV state, events, the approvers'
+// API under /v1/approvals, webhooks).
 //
 // See --help for flags; the configuration file format is documented in
 // controlplane/config.
@@ -109,6 +111,14 @@ Relative paths in the file are resolved against the file's directory; relative f
 against the working directory. SIGHUP reloads the config file and the policy directory; if
 either is invalid the last good one stays live (identity, credentials, listen addresses and
 policies.dir itself change on restart).
+
+Approvals: a policy's approvals rule makes matching queries wait for a human (reject mode:
+403 naming the approval and 'jitgate approve ID'; hold mode: the call waits up to the
+rule's holdTimeout). Approvals live in the KV bucket jitgate_approvals; events go to
+jitgate.approvals.created|approved|denied|expired (stream JITGATE_APPROVAL_EVENTS);
+approvers use GET /v1/approvals and POST /v1/approvals/{id}/approve|deny with their own
+OIDC token ('jitgate approvals list', 'jitgate approve ID', 'jitgate deny ID --reason R').
+Config approvals.webhooks posts every new approval (format json or slack, with retries).
 
 Policies: --policies DIR (config policies.dir) loads every *.yaml of DIR (policies/README.md),
 refuses to start if it does not load, then watches it (a saved change is live in well
