@@ -20,7 +20,9 @@ import (
 	"time"
 
 	"cloud.google.com/go/bigquery"
+	"golang.org/x/oauth2"
 	"google.golang.org/api/googleapi"
+	"google.golang.org/api/option"
 
 	"github.com/jitgate/jitgate/controlplane/approvals"
 	"github.com/jitgate/jitgate/controlplane/audit"
@@ -367,9 +369,26 @@ func TestApprovalHoldMode(t *testing.T) {
 		return id
 	}
 
-	// Approved while it waits, after longer than the filter's default 2s callout timeout.
+	// Approved while it waits, after longer than the filter's default 2s callout timeout:
+	// one jobs.query request, answered with rows (no 503 and client retry in between).
 	sql := "SELECT id FROM `jitgate-demo.crm.customers` WHERE id = 7"
-	res := start(sql)
+	counter := &statusCounter{base: agentSaw}
+	hc := &http.Client{Transport: &oauth2.Transport{Source: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: holder}), Base: counter}}
+	c, err := bigquery.NewClient(t.Context(), project, option.WithEndpoint(gw.Gateway+"/bigquery/v2/"), option.WithHTTPClient(hc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	res := make(chan result, 1)
+	go func() {
+		t0 := time.Now()
+		var rows [][]string
+		it, err := c.Query(sql).Read(t.Context())
+		if err == nil {
+			rows = readAll(t, it)
+		}
+		res <- result{rows, err, time.Since(t0)}
+	}()
 	id := pending(sql)
 	time.Sleep(3 * time.Second)
 	if out, err := cli(t, dana, "approve", id); err != nil {
@@ -378,6 +397,9 @@ func TestApprovalHoldMode(t *testing.T) {
 	r := <-res
 	if r.err != nil || len(r.rows) != 1 || r.rows[0][0] != "7" {
 		t.Fatalf("held query after approval: %v %v", r.rows, r.err)
+	}
+	if got := counter.queries(); len(got) != 1 || got[0] != http.StatusOK {
+		t.Fatalf("jobs.query statuses the agent saw: %v, want one 200", got)
 	}
 	t.Logf("held query returned rows after %s (approved after ~3s)", r.took)
 
@@ -473,4 +495,31 @@ func TestApprovalSurvivesControlPlaneRestart(t *testing.T) {
 	if len(rows) != 1 || rows[0][0] != "Grace Hopper" {
 		t.Fatalf("rows %v", rows)
 	}
+}
+
+// statusCounter records the status of every jobs.query POST an agent's client sent.
+type statusCounter struct {
+	base http.RoundTripper
+	mu   sync.Mutex
+	seen []int
+}
+
+func (c *statusCounter) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := c.base.RoundTrip(req)
+	if req.Method == http.MethodPost && strings.HasSuffix(req.URL.Path, "/queries") {
+		c.mu.Lock()
+		if err != nil {
+			c.seen = append(c.seen, 0)
+		} else {
+			c.seen = append(c.seen, resp.StatusCode)
+		}
+		c.mu.Unlock()
+	}
+	return resp, err
+}
+
+func (c *statusCounter) queries() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]int(nil), c.seen...)
 }
