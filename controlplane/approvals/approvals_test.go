@@ -20,7 +20,7 @@ import (
 	"github.com/jitgate/jitgate/policies"
 )
 
-func startNATS(t *testing.T, dir string) *natsembed.NATS {
+func startNATS(t testing.TB, dir string) *natsembed.NATS {
 	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
@@ -32,6 +32,8 @@ func startNATS(t *testing.T, dir string) *natsembed.NATS {
 	t.Cleanup(n.Close)
 	return n
 }
+
+func startNATSB(b *testing.B) *natsembed.NATS { return startNATS(b, "") }
 
 type recordingAuditor struct {
 	mu   sync.Mutex
