@@ -181,9 +181,15 @@ func TestApprovalRejectMode(t *testing.T) {
 	outsider := tokenFor(t, "mallory", "analysts")
 	selfApprover := tokenFor(t, "oncall-agent", "approval-reject", "e2e-oncall")
 
+	watched := watchApprovals(t)
+
 	_, err := queryAs(t, agentA, approvalSQL)
 	msg := denied(t, err, approvals.ReasonRequired)
 	id := approvalID(t, msg)
+	waitFor(t, "jitgate approvals watch to print "+id, func() bool {
+		out := watched()
+		return strings.Contains(out, "created   "+id) && strings.Contains(out, "approve: jitgate approve "+id)
+	})
 	for _, want := range []string{"jitgate approve " + id, "e2e-approvers", "reject-agent-a", "approvals-reject@", "every-query"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("403 message %q lacks %q", msg, want)
@@ -523,3 +529,43 @@ func (c *statusCounter) queries() []int {
 	defer c.mu.Unlock()
 	return append([]int(nil), c.seen...)
 }
+
+// watchApprovals runs `jitgate approvals watch` (NATS) until the test ends and returns a
+// function reading what it printed so far.
+func watchApprovals(t *testing.T) func() string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	cmd := exec.CommandContext(ctx, filepath.Join(filepath.Dir(policiesDir), "jitgate"), "approvals", "watch", "--nats-url", gw.NATS)
+	var mu sync.Mutex
+	var out strings.Builder
+	cmd.Stdout = writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return out.Write(p)
+	})
+	var errOut strings.Builder
+	cmd.Stderr = writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return errOut.Write(p)
+	})
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
+	// It subscribes to new events only: wait until it says it is watching.
+	waitFor(t, "jitgate approvals watch to start", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Contains(errOut.String(), "watching")
+	})
+	return func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return out.String()
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
