@@ -6,14 +6,19 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/jitgate/jitgate/controlplane/approvals"
 	"github.com/jitgate/jitgate/controlplane/devissuer"
 	"github.com/jitgate/jitgate/e2e/stack"
 )
@@ -89,9 +94,14 @@ func run(m *testing.M) int {
 	}
 	defer corpIssuer.Close()
 
+	// A webhook receiver for approval notifications (approvals_test.go).
+	hook := httptest.NewServer(http.HandlerFunc(receiveWebhook))
+	defer hook.Close()
+
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	gw, err = stack.Start(ctx, stack.Options{
+		ExtraConfig: "approvals:\n  webhooks:\n  - name: e2e\n    url: " + hook.URL + "/hook\n    maxAttempts: 3\n",
 		Issuers:     []stack.Issuer{{URL: corpIssuer.URL(), Audiences: []string{corpAudience}}},
 		KeyMaxAge:   2 * time.Second,
 		PoliciesDir: policiesDir,
@@ -129,4 +139,21 @@ func tail(s string, n int) string {
 		return "..." + s[len(s)-n:]
 	}
 	return s
+}
+
+var (
+	webhookMu     sync.Mutex
+	webhookEvents []approvals.Event
+)
+
+// receiveWebhook records the generic JSON payload jitgated posts for each new approval.
+func receiveWebhook(w http.ResponseWriter, r *http.Request) {
+	var ev approvals.Event
+	if err := json.NewDecoder(r.Body).Decode(&ev); err != nil || r.Header.Get("Content-Type") != "application/json" {
+		http.Error(w, "bad payload", http.StatusBadRequest)
+		return
+	}
+	webhookMu.Lock()
+	webhookEvents = append(webhookEvents, ev)
+	webhookMu.Unlock()
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"time"
 )
 
 // BundleAPIVersion versions the compiled form the control plane pushes to the filter.
@@ -238,4 +239,24 @@ func nilIfEmpty[T any](xs []T) []T {
 		return nil
 	}
 	return xs
+}
+
+// LongestHoldTimeout is the longest time any hold-mode approval rule of b can keep a call
+// waiting (0 when no rule holds). The filter's authorize callout must outlast it.
+func (b *Bundle) LongestHoldTimeout() time.Duration {
+	var longest time.Duration
+	if b == nil {
+		return 0
+	}
+	for _, p := range b.Policies {
+		for _, a := range p.Spec.What.Approvals {
+			if a.Mode != ApprovalHold {
+				continue
+			}
+			if t := (ApprovalRequirement{HoldTimeout: a.HoldTimeout}).EffectiveHoldTimeout(); t > longest {
+				longest = t
+			}
+		}
+	}
+	return longest
 }

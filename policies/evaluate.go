@@ -155,7 +155,7 @@ func evaluate(b *Bundle, in Input, callOnly bool) Decision {
 				a := &p.approvals[i]
 				if a.applies(req) {
 					d.Approvals = append(d.Approvals, ApprovalRequirement{Policy: p.ref, Rule: a.rule.Name,
-						ApproverGroups: a.rule.ApproverGroups, TTL: a.rule.TTL, Mode: a.rule.Mode, Uses: a.rule.Uses})
+						ApproverGroups: a.rule.ApproverGroups, TTL: a.rule.TTL, Mode: a.rule.Mode, Uses: a.rule.Uses, HoldTimeout: a.rule.HoldTimeout})
 				}
 			}
 		}

@@ -1,5 +1,7 @@
 package policies
 
+import "time"
+
 // Input is everything the evaluator may look at for one call. The control plane fills it
 // from the authorize request (filter/authorize), the verified identity, the SQL analysis
 // and the job ledger; the filter may fill the parts it knows. Missing parts make the
@@ -104,6 +106,18 @@ type ApprovalRequirement struct {
 	TTL            Duration     `json:"ttl"`
 	Mode           ApprovalMode `json:"mode"`
 	Uses           int          `json:"uses"`
+	// HoldTimeout is the rule's holdTimeout as written (0: DefaultHoldTimeout); see
+	// EffectiveHoldTimeout.
+	HoldTimeout Duration `json:"holdTimeout,omitempty"`
+}
+
+// EffectiveHoldTimeout is how long a held call waits: the rule's holdTimeout or
+// DefaultHoldTimeout.
+func (r ApprovalRequirement) EffectiveHoldTimeout() time.Duration {
+	if r.HoldTimeout > 0 {
+		return time.Duration(r.HoldTimeout)
+	}
+	return time.Duration(DefaultHoldTimeout)
 }
 
 // DryRunHit is a dry-run deny rule that would have denied the call.

@@ -165,6 +165,9 @@ type ApprovalRule struct {
 	Mode ApprovalMode `json:"mode,omitempty"`
 	// Uses is how many calls one approval covers (default 1).
 	Uses int `json:"uses,omitempty"`
+	// HoldTimeout bounds how long a held call waits for a decision (mode hold only;
+	// default 2m, at most 4m: Envoy's stream idle timeout of 5m must not cut it first).
+	HoldTimeout Duration `json:"holdTimeout,omitempty"`
 }
 
 // ApprovalWhen: every non-empty condition must hold; an empty When matches every call.
@@ -213,6 +216,8 @@ const (
 	MaxApprovalTTL         = Duration(168 * time.Hour)
 	MaxRequestBodyLimit    = ByteSize(100 << 20) // the filter's own ceiling (filter/config)
 	DefaultApprovalUses    = 1
+	DefaultHoldTimeout     = Duration(2 * time.Minute)
+	MaxHoldTimeout         = Duration(4 * time.Minute)
 	maxPolicyNameLength    = 63
 	maxApprovalUses        = 1000
 	maxPatternLength       = 1024

@@ -237,6 +237,11 @@ func (v *validator) spec(s *PolicySpec, groups map[string]int, groupList []strin
 		if a.Uses < 0 || a.Uses > maxApprovalUses {
 			v.add(p+".uses", fmt.Sprintf("uses %d out of range", a.Uses), "use a number between 1 and 1000 (default 1)")
 		}
+		if a.HoldTimeout < 0 || a.HoldTimeout > MaxHoldTimeout || (a.HoldTimeout > 0 && a.HoldTimeout < Duration(time.Second)) {
+			v.add(p+".holdTimeout", fmt.Sprintf("hold timeout %s out of range", a.HoldTimeout), "use a duration between 1s and 4m (default 2m)")
+		} else if a.HoldTimeout > 0 && a.Mode == ApprovalReject {
+			v.add(p+".holdTimeout", "holdTimeout is set on a reject-mode approval", "remove it, or use mode: hold")
+		}
 	}
 
 	if c := s.Credential; c != nil {

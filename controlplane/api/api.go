@@ -37,6 +37,9 @@ type Options struct {
 	// Jobs serves the filter's job reports (POST /v1/jobs, the job ledger); nil answers
 	// 503.
 	Jobs http.Handler
+	// Approvals serves the approvers' API (/v1/approvals, controlplane/approvals); nil
+	// answers 503.
+	Approvals http.Handler
 	// Gatherer serves /metrics.
 	Gatherer prometheus.Gatherer
 	// Started is when the process started.
@@ -122,6 +125,14 @@ func NewHandler(o Options) http.Handler {
 		})
 	}
 	mux.Handle(authorize.JobsPath, jobsHandler)
+	approvalsHandler := o.Approvals
+	if approvalsHandler == nil {
+		approvalsHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "approvals are not configured"})
+		})
+	}
+	mux.Handle("/v1/approvals", approvalsHandler)
+	mux.Handle("/v1/approvals/", approvalsHandler)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})

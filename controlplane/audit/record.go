@@ -65,10 +65,14 @@ const (
 	KindDecision Kind = "decision"
 	// KindResponse is the summary of a response released to the agent.
 	KindResponse Kind = "response"
+	// KindApproval is an approver's decision on an approval (controlplane/approvals):
+	// DecisionID and ApprovalID are the approval id, Agent the requesting agent, Approver
+	// who decided, Decision "approved" or "denied", Reason the approver's reason.
+	KindApproval Kind = "approval"
 )
 
 // Valid reports whether k is a known kind.
-func (k Kind) Valid() bool { return k == KindDecision || k == KindResponse }
+func (k Kind) Valid() bool { return k == KindDecision || k == KindResponse || k == KindApproval }
 
 // Agent is the verified agent of a decision (empty when its identity could not be
 // established).
@@ -309,7 +313,7 @@ func truncateUTF8(s string, n int) string {
 // validate checks what the caller must fill in.
 func (r *Record) validate() error {
 	if !r.Kind.Valid() {
-		return fmt.Errorf("audit: record kind %q is not %q or %q", r.Kind, KindDecision, KindResponse)
+		return fmt.Errorf("audit: record kind %q is not %q, %q or %q", r.Kind, KindDecision, KindResponse, KindApproval)
 	}
 	if r.DecisionID == "" {
 		return errors.New("audit: record has no decision id")

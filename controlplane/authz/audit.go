@@ -82,6 +82,7 @@ func (s *Service) auditRecord(c *Call, resp authorize.Response, reason, step str
 	if resp.Credential != nil {
 		rec.CredentialID = resp.Credential.ID
 	}
+	rec.ApprovalID, rec.Approver = c.ApprovalID, c.Approver
 	return rec
 }
 

@@ -38,6 +38,16 @@ type Call struct {
 	// set by the job step once it has checked that the verified agent owns it; the policy
 	// step passes it to the evaluator instead of asking the ledger again.
 	Job *policies.Job
+	// Approvals are the approval rules the policy decision requires (set by the policy
+	// step on allow); the approval step must find or obtain a human's approval for them.
+	Approvals []policies.ApprovalRequirement
+	// ApprovalID and Approver name the approval the call consumed (or is waiting for),
+	// set by the approval step; the audit record and the decision log carry them.
+	ApprovalID, Approver string
+	// Approved is set by the approval step once it consumed a use of an approval covering
+	// Approvals. The credential step refuses a call with Approvals and without Approved, so
+	// a pipeline without an approval step fails closed.
+	Approved bool
 
 	credential *credentials.Credential
 }
@@ -135,6 +145,10 @@ type mintStep struct {
 func (mintStep) Name() string { return "credential" }
 
 func (s mintStep) Run(ctx context.Context, c *Call) *Denial {
+	if len(c.Approvals) > 0 && !c.Approved {
+		return Forbidden("approval_required", "Policy requires a human approval for this call, and the gateway has no approval service to obtain one.",
+			errors.New("approvals required but not obtained by any step"))
+	}
 	cred, err := s.minter.Mint(ctx, c.Mint)
 	if err == nil && (cred.Token.IsZero() || cred.ID == "" || cred.ExpiresAt.IsZero()) {
 		err = errors.New("minter returned an incomplete credential")

@@ -246,6 +246,9 @@ func (s *Service) logDecision(r *http.Request, c *Call, resp authorize.Response,
 			attrs = append(attrs, slog.Any("policy_would_deny", c.DryRunWouldDeny))
 		}
 	}
+	if c.ApprovalID != "" {
+		attrs = append(attrs, slog.String("approval_id", c.ApprovalID), slog.String("approver", c.Approver))
+	}
 	if resp.Credential != nil {
 		attrs = append(attrs, slog.String("credential_id", resp.Credential.ID), slog.Int64("credential_expires_at", resp.Credential.ExpiresAtUnix))
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/jitgate/jitgate/controlplane/devissuer"
 	"github.com/jitgate/jitgate/controlplane/identity"
 	"github.com/jitgate/jitgate/filter/authorize"
+	"github.com/jitgate/jitgate/policies"
 )
 
 const (
@@ -487,4 +488,29 @@ func (s *syncBuffer) decisionLine(t *testing.T, id string) map[string]any {
 		t.Fatalf("%d decision lines for %s, want 1:\n%s", len(found), id, s.String())
 	}
 	return found[0]
+}
+
+// A decision that requires approval is never minted for unless a step obtained one: a
+// pipeline without an approval step fails closed.
+func TestApprovalRequiredWithoutApprovalStepIsRefused(t *testing.T) {
+	var minted atomic.Int64
+	needsApproval := authz.NewStep("policy", func(_ context.Context, c *authz.Call) *authz.Denial {
+		c.Approvals = []policies.ApprovalRequirement{{Rule: "every-query", ApproverGroups: []string{"owners"}}}
+		if c.Identity.AgentID == "approved-bot" {
+			c.Approved, c.ApprovalID, c.Approver = true, "apr-0123456789abcdef", "dana"
+		}
+		return nil
+	})
+	g := newGateway(t, options{minter: mintCounter{&minted}, steps: []authz.Step{needsApproval}})
+	resp := g.authorizeCall(t, request(g.mint(t, "etl-bot", nil)))
+	if resp.Status != 403 || resp.Reason != "approval_required" || resp.Credential != nil || minted.Load() != 0 {
+		t.Fatalf("unapproved call = %+v, minted %d", resp, minted.Load())
+	}
+	resp = g.authorizeCall(t, request(g.mint(t, "approved-bot", nil)))
+	if resp.Decision != authorize.Allow || minted.Load() != 1 {
+		t.Fatalf("approved call = %+v", resp)
+	}
+	if line := g.logs.decisionLine(t, resp.DecisionID); line["approval_id"] != "apr-0123456789abcdef" || line["approver"] != "dana" {
+		t.Fatalf("decision log %v lacks the approval", line)
+	}
 }

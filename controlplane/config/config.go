@@ -125,6 +125,8 @@ type Config struct {
 	// Audit configures the audit trail every authorize decision is appended to (the
 	// JetStream stream JITGATE_AUDIT on the configured NATS).
 	Audit Audit `yaml:"audit"`
+	// Approvals configures notifications of new approvals (controlplane/approvals).
+	Approvals Approvals `yaml:"approvals"`
 
 	// sources maps a field path ("upstream.bigquery.url") to where its value came from
 	// ("jitgated.yaml:12" or "--upstream"), so validation errors can point at it.
@@ -282,6 +284,79 @@ type Audit struct {
 	MaxExcerptBytes int `yaml:"maxExcerptBytes"`
 }
 
+// Approvals configures what happens around human approvals. Changes take effect on
+// restart.
+type Approvals struct {
+	// Webhooks receive every new approval (event jitgate.approvals.created), delivered at
+	// least once by a durable NATS consumer shared by all control-plane replicas.
+	Webhooks []Webhook `yaml:"webhooks"`
+}
+
+// Webhook formats.
+const (
+	WebhookJSON  = "json"
+	WebhookSlack = "slack"
+)
+
+// Webhook is one notification target. Its URL is treated as a secret (Slack's webhook
+// URLs are): it is never logged or shown in status; the name is.
+type Webhook struct {
+	// Name identifies the webhook in logs and metrics: lowercase letters, digits, hyphens.
+	Name string `yaml:"name"`
+	// URL receives a POST per new approval; http or https.
+	URL string `yaml:"url"`
+	// Format is "json" (default: the approval event as JSON, see approvals.Event) or
+	// "slack" (a Slack-compatible {"text": ...} message).
+	Format string `yaml:"format"`
+	// Timeout bounds each POST. Default 5s, 1s..60s.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxAttempts is how many times a delivery is tried (exponential backoff from 1s,
+	// at most 30s apart) before it is given up and counted as failed. Default 5, 1..20.
+	MaxAttempts int `yaml:"maxAttempts"`
+}
+
+func (a *Approvals) applyDefaults() {
+	for i := range a.Webhooks {
+		w := &a.Webhooks[i]
+		if w.Format == "" {
+			w.Format = WebhookJSON
+		}
+		if w.Timeout == 0 {
+			w.Timeout = 5 * time.Second
+		}
+		if w.MaxAttempts == 0 {
+			w.MaxAttempts = 5
+		}
+	}
+}
+
+var webhookName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+func (a *Approvals) checkWebhooks() error {
+	seen := map[string]bool{}
+	for i, w := range a.Webhooks {
+		switch {
+		case !webhookName.MatchString(w.Name):
+			return fmt.Errorf("webhooks[%d].name %q: want lowercase letters, digits and hyphens", i, w.Name)
+		case seen[w.Name]:
+			return fmt.Errorf("webhooks[%d].name %q is not unique", i, w.Name)
+		case w.Format != WebhookJSON && w.Format != WebhookSlack:
+			return fmt.Errorf("webhooks[%d].format %q: want %q or %q", i, w.Format, WebhookJSON, WebhookSlack)
+		case w.Timeout < time.Second || w.Timeout > time.Minute:
+			return fmt.Errorf("webhooks[%d].timeout %s: want 1s..60s", i, w.Timeout)
+		case w.MaxAttempts < 1 || w.MaxAttempts > 20:
+			return fmt.Errorf("webhooks[%d].maxAttempts %d: want 1..20", i, w.MaxAttempts)
+		}
+		u, err := url.Parse(w.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			// Never echo the URL: it may carry a secret.
+			return fmt.Errorf("webhooks[%d] (%s).url: want an http:// or https:// URL", i, w.Name)
+		}
+		seen[w.Name] = true
+	}
+	return nil
+}
+
 // URL is the issuer identifier of the development issuer (the iss of its tokens).
 func (d DevIssuer) URL() string { return "http://" + d.Listen }
 
@@ -389,6 +464,7 @@ func resolve(dir, p string) string {
 }
 
 func (c *Config) applyDefaults() error {
+	c.Approvals.applyDefaults()
 	setDefault(&c.XDS.Listen, DefaultXDSListen)
 	setDefault(&c.API.Listen, DefaultAPIListen)
 	setDefault(&c.Envoy.AgentListener, DefaultAgentListener)
@@ -501,6 +577,7 @@ func (c *Config) Validate() error {
 		{"audit.maxAge", checkOptionalDuration(c.Audit.MaxAge, time.Minute, 100*365*24*time.Hour)},
 		{"audit.maxBytes", c.checkAuditMaxBytes()},
 		{"audit.maxExcerptBytes", checkRange(int64(c.Audit.MaxExcerptBytes), -1, 16<<20)},
+		{"approvals", c.Approvals.checkWebhooks()},
 	}
 	for _, ch := range checks {
 		if ch.err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -195,5 +196,29 @@ func TestAuditAndNATSListen(t *testing.T) {
 	bad := "0.0.0.0:4222"
 	if err := c.Apply(Overrides{NATSListen: &bad}); err == nil || !strings.HasPrefix(err.Error(), "--nats-listen: ") {
 		t.Errorf("bad --nats-listen = %v", err)
+	}
+}
+
+func TestApprovalWebhooks(t *testing.T) {
+	c, err := Parse("jitgated.yaml", []byte(header+"approvals:\n  webhooks:\n  - name: ops\n    url: https://hooks.example/T0/secret\n  - name: chat\n    url: http://127.0.0.1:9/x\n    format: slack\n    timeout: 2s\n    maxAttempts: 3\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Webhook{{Name: "ops", URL: "https://hooks.example/T0/secret", Format: WebhookJSON, Timeout: 5 * time.Second, MaxAttempts: 5},
+		{Name: "chat", URL: "http://127.0.0.1:9/x", Format: WebhookSlack, Timeout: 2 * time.Second, MaxAttempts: 3}}
+	if !reflect.DeepEqual(c.Approvals.Webhooks, want) {
+		t.Fatalf("webhooks %+v", c.Approvals.Webhooks)
+	}
+	for _, bad := range []string{
+		"  - name: Ops\n    url: https://h.example/x\n",
+		"  - name: a\n    url: https://h.example/x\n  - name: a\n    url: https://h.example/y\n",
+		"  - name: a\n    url: https://h.example/x\n    format: teams\n",
+		"  - name: a\n    url: ftp://h.example/supersecret\n",
+		"  - name: a\n    url: https://h.example/x\n    maxAttempts: 50\n",
+	} {
+		_, err := Parse("jitgated.yaml", []byte(header+"approvals:\n  webhooks:\n"+bad))
+		if !errors.Is(err, ErrInvalid) || strings.Contains(err.Error(), "supersecret") {
+			t.Errorf("%q: %v", bad, err)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	wasmfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
@@ -138,5 +139,28 @@ func TestOversizedBundleKeepsLastGood(t *testing.T) {
 	}
 	if fc := servedFilterConfig(t, pub); fc.PolicyVersion != b.Version {
 		t.Errorf("served %q, want the last good %q", fc.PolicyVersion, b.Version)
+	}
+}
+
+// TestAuthorizeTimeoutFollowsLongestHold: the filter's authorize callout outlasts the
+// longest hold-mode approval of the bundle (plus HoldMargin); other callouts keep theirs.
+func TestAuthorizeTimeoutFollowsLongestHold(t *testing.T) {
+	cfg := loadGoldenInput(t, "emulator")
+	b := examplesBundle(t) // break-glass holds without holdTimeout: the 2m default
+	fc, err := FilterConfig(cfg, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.LongestHoldTimeout() != 2*time.Minute || fc.ControlPlane.AuthorizeTimeoutMillis != 130000 || fc.ControlPlane.TimeoutMillis != cfg.Filter.CalloutTimeoutMillis {
+		t.Fatalf("longest hold %s: authorize timeout %d ms, callout %d ms", b.LongestHoldTimeout(), fc.ControlPlane.AuthorizeTimeoutMillis, fc.ControlPlane.TimeoutMillis)
+	}
+	if fc, _ := FilterConfig(cfg, nil); fc.ControlPlane.AuthorizeTimeoutMillis != 0 {
+		t.Fatalf("without policies the authorize callout keeps the callout timeout, got %d", fc.ControlPlane.AuthorizeTimeoutMillis)
+	}
+	if got := AuthorizeTimeoutMillis(2000, 4*time.Minute); got != 250000 {
+		t.Fatalf("4m hold: %d", got)
+	}
+	if got := AuthorizeTimeoutMillis(60000, time.Second); got != 0 {
+		t.Fatalf("a callout timeout longer than the hold stays: %d", got)
 	}
 }

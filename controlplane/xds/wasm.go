@@ -2,6 +2,7 @@ package xds
 
 import (
 	"fmt"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	wasmfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
@@ -62,8 +63,27 @@ func FilterConfig(cfg *config.Config, bundle *policies.Bundle) (filterconfig.Con
 			return filterconfig.Config{}, fmt.Errorf("%w: policy bundle: %v", ErrTranslate, err)
 		}
 		fc.PolicyVersion, fc.PolicyBundle = bundle.Version, raw
+		fc.ControlPlane.AuthorizeTimeoutMillis = AuthorizeTimeoutMillis(cfg.Filter.CalloutTimeoutMillis, bundle.LongestHoldTimeout())
 	}
 	return fc, nil
+}
+
+// HoldMargin is how much longer than the longest hold-mode approval the filter waits for
+// an authorize answer: the control plane still has to audit and mint after the decision.
+const HoldMargin = 10 * time.Second
+
+// AuthorizeTimeoutMillis is the filter's authorize callout timeout: the configured callout
+// timeout, or the longest hold timeout plus HoldMargin when that is longer (0 leaves the
+// filter's default, the callout timeout).
+func AuthorizeTimeoutMillis(callout uint32, longestHold time.Duration) uint32 {
+	if longestHold <= 0 {
+		return 0
+	}
+	ms := uint32((longestHold + HoldMargin) / time.Millisecond)
+	if ms <= callout {
+		return 0
+	}
+	return min(ms, filterconfig.MaxAuthorizeTimeoutMillis)
 }
 
 // addFilterConfig adds the ECDS TypedExtensionConfig for the jitgate filter: the Wasm module

@@ -46,6 +46,8 @@ type Options struct {
 	KeyMaxAge time.Duration
 	// Tap puts a recording proxy between Envoy and the emulator (see Tap).
 	Tap bool
+	// ExtraConfig is appended to jitgated's config file (top-level YAML sections).
+	ExtraConfig string
 	// ExtraJitgatedArgs are appended to jitgated's command line.
 	ExtraJitgatedArgs []string
 	// Progress, if set, receives one line per step.
@@ -67,6 +69,9 @@ type Stack struct {
 	Gateway string
 	// Emulator is the upstream's base URL (tests use it to check what reached upstream).
 	Emulator string
+	// NATS is the client URL of jitgated's embedded NATS (--nats-listen), for the CLI's
+	// audit and approvals commands.
+	NATS string
 	// Admin is Envoy's admin base URL; API is jitgated's HTTP API base URL; DevIssuer is
 	// the development OIDC issuer jitgated runs for local agents.
 	Admin, API, DevIssuer string
@@ -154,12 +159,18 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
+	natsPort, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	natsAddr := "127.0.0.1:" + strconv.Itoa(natsPort)
+	s.NATS = "nats://" + natsAddr
 	s.progress("starting jitgated (ADS %s, API %s, development OIDC issuer %s)", o.XDSAddr, o.APIAddr, s.DevIssuer)
 	args := []string{"--config=" + cfgFile,
 		"--dev-issuer", "--dev-issuer-listen=" + o.DevIssuerAddr, "--credentials-key-file=" + s.ServiceAccountKey,
 		"--xds-listen=" + o.XDSAddr, "--api-listen=" + o.APIAddr, "--agent-listen=" + o.AgentAddr,
 		"--upstream=" + upstream, "--wasm=" + o.Wasm,
-		"--nats-store-dir=" + filepath.Join(o.WorkDir, "nats"), "--log-format=json",
+		"--nats-store-dir=" + filepath.Join(o.WorkDir, "nats"), "--nats-listen=" + natsAddr, "--log-format=json",
 	}
 	s.jitgatedArgs = append(args, o.ExtraJitgatedArgs...)
 	if err := s.StartJitgated(ctx); err != nil {
@@ -209,6 +220,7 @@ func (s *Stack) writeConfig() (string, error) {
 	if s.opts.PoliciesDir != "" {
 		fmt.Fprintf(&b, "policies:\n  dir: %s\n", strconv.Quote(s.opts.PoliciesDir))
 	}
+	b.WriteString(s.opts.ExtraConfig)
 	path := filepath.Join(s.opts.WorkDir, "jitgated.yaml")
 	return path, os.WriteFile(path, []byte(b.String()), 0o644)
 }

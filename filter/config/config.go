@@ -81,7 +81,15 @@ type ControlPlane struct {
 	Authority string `json:"authority,omitempty"`
 	// TimeoutMillis bounds every callout; a timeout fails closed.
 	TimeoutMillis uint32 `json:"timeoutMillis,omitempty"`
+	// AuthorizeTimeoutMillis bounds the authorize callout, which a hold-mode approval
+	// keeps open until a human decides; default TimeoutMillis. The control plane sets it
+	// to the longest hold timeout of its policy bundle plus a margin.
+	AuthorizeTimeoutMillis uint32 `json:"authorizeTimeoutMillis,omitempty"`
 }
+
+// MaxAuthorizeTimeoutMillis bounds AuthorizeTimeoutMillis: the longest hold timeout a
+// policy may set (4m) plus margin, below Envoy's 5 minute stream idle timeout.
+const MaxAuthorizeTimeoutMillis = 290000
 
 // ErrInvalid wraps every validation failure.
 var ErrInvalid = errors.New("invalid jitgate filter configuration")
@@ -124,6 +132,9 @@ func (c *Config) applyDefaults() {
 	if c.ControlPlane.TimeoutMillis == 0 {
 		c.ControlPlane.TimeoutMillis = DefaultControlPlaneTimeout
 	}
+	if c.ControlPlane.AuthorizeTimeoutMillis == 0 {
+		c.ControlPlane.AuthorizeTimeoutMillis = c.ControlPlane.TimeoutMillis
+	}
 }
 
 // Validate reports the first problem with c, wrapped in ErrInvalid.
@@ -137,6 +148,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: maxResponseBodyBytes %d outside 1..%d", ErrInvalid, c.MaxResponseBodyBytes, MaxAllowedResponseBodyBytes)
 	case c.ControlPlane.TimeoutMillis > 60000:
 		return fmt.Errorf("%w: controlPlane.timeoutMillis %d above 60000", ErrInvalid, c.ControlPlane.TimeoutMillis)
+	case c.ControlPlane.AuthorizeTimeoutMillis > MaxAuthorizeTimeoutMillis:
+		return fmt.Errorf("%w: controlPlane.authorizeTimeoutMillis %d above %d", ErrInvalid, c.ControlPlane.AuthorizeTimeoutMillis, MaxAuthorizeTimeoutMillis)
 	case len(c.PolicyVersion) > maxPolicyVersionLength:
 		return fmt.Errorf("%w: policyVersion longer than %d bytes", ErrInvalid, maxPolicyVersionLength)
 	case len(c.PolicyBundle) > MaxPolicyBundleBytes:

@@ -13,13 +13,18 @@ func TestParseAppliesDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.MaxRequestBodyBytes != DefaultMaxRequestBodyBytes || c.MaxResponseBodyBytes != DefaultMaxResponseBodyBytes || c.ControlPlane.Cluster != DefaultControlPlaneCluster ||
-		c.ControlPlane.Authority != DefaultControlPlaneAuthority || c.ControlPlane.TimeoutMillis != DefaultControlPlaneTimeout {
+		c.ControlPlane.Authority != DefaultControlPlaneAuthority || c.ControlPlane.TimeoutMillis != DefaultControlPlaneTimeout ||
+		c.ControlPlane.AuthorizeTimeoutMillis != DefaultControlPlaneTimeout {
 		t.Fatalf("defaults not applied: %+v", c)
+	}
+	c, err = Parse([]byte(`{"version":"jitgate.dev/filter/v1","controlPlane":{"timeoutMillis":3000}}`))
+	if err != nil || c.ControlPlane.AuthorizeTimeoutMillis != 3000 {
+		t.Fatalf("the authorize timeout defaults to the callout timeout: %+v %v", c.ControlPlane, err)
 	}
 }
 
 func TestParseRoundTripsMarshal(t *testing.T) {
-	in := Config{Version: Version, MaxRequestBodyBytes: 1234, MaxResponseBodyBytes: 5678, ControlPlane: ControlPlane{Cluster: "cp", Authority: "a", TimeoutMillis: 50},
+	in := Config{Version: Version, MaxRequestBodyBytes: 1234, MaxResponseBodyBytes: 5678, ControlPlane: ControlPlane{Cluster: "cp", Authority: "a", TimeoutMillis: 50, AuthorizeTimeoutMillis: 70},
 		PolicyVersion: "sha256:0123456789abcdef", PolicyBundle: []byte(`{"apiVersion":"jitgate.dev/bundle/v1","version":"sha256:0123456789abcdef","policies":[]}`)}
 	b, err := in.Marshal()
 	if err != nil {
@@ -47,6 +52,7 @@ func TestParseRejects(t *testing.T) {
 		{"response limit too large", `{"version":"jitgate.dev/filter/v1","maxResponseBodyBytes":1073741825}`, "maxResponseBodyBytes"},
 		{"response limit not an integer", `{"version":"jitgate.dev/filter/v1","maxResponseBodyBytes":1.5}`, "maxResponseBodyBytes"},
 		{"timeout too long", `{"version":"jitgate.dev/filter/v1","controlPlane":{"timeoutMillis":600000}}`, "timeoutMillis"},
+		{"authorize timeout too long", `{"version":"jitgate.dev/filter/v1","controlPlane":{"authorizeTimeoutMillis":300000}}`, "authorizeTimeoutMillis"},
 		{"wrong type", `{"version":"jitgate.dev/filter/v1","maxRequestBodyBytes":"10"}`, "maxRequestBodyBytes"},
 		{"trailing data", `{"version":"jitgate.dev/filter/v1"} {}`, "trailing"},
 		{"policy version too long", `{"version":"jitgate.dev/filter/v1","policyVersion":"` + strings.Repeat("x", 200) + `"}`, "policyVersion"},

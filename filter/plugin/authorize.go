@@ -78,7 +78,8 @@ func (h *httpContext) allow() types.Action {
 	if err != nil {
 		return h.failClosed("the request could not be encoded", err)
 	}
-	if err := h.callControlPlane(authorize.Path, doc, h.onAuthorizeResponse); err != nil {
+	// The authorize callout may be held open by a hold-mode approval: its own timeout.
+	if err := h.callControlPlane(authorize.Path, doc, h.cfg.ControlPlane.AuthorizeTimeoutMillis, h.onAuthorizeResponse); err != nil {
 		return h.failClosed("the callout could not be dispatched", err)
 	}
 	h.awaiting = true
@@ -87,7 +88,7 @@ func (h *httpContext) allow() types.Action {
 
 // callControlPlane POSTs a JSON document to the control plane's API through its Envoy
 // cluster; every callout (authorize, job report) goes through here.
-func (h *httpContext) callControlPlane(path string, doc []byte, callback func(numHeaders, bodySize, numTrailers int)) error {
+func (h *httpContext) callControlPlane(path string, doc []byte, timeoutMillis uint32, callback func(numHeaders, bodySize, numTrailers int)) error {
 	cp := h.cfg.ControlPlane
 	headers := [][2]string{
 		{":method", "POST"},
@@ -95,7 +96,7 @@ func (h *httpContext) callControlPlane(path string, doc []byte, callback func(nu
 		{":authority", cp.Authority},
 		{"content-type", "application/json"},
 	}
-	_, err := proxywasm.DispatchHttpCall(cp.Cluster, headers, doc, nil, cp.TimeoutMillis, callback)
+	_, err := proxywasm.DispatchHttpCall(cp.Cluster, headers, doc, nil, timeoutMillis, callback)
 	return err
 }
 

@@ -165,7 +165,7 @@ func (h *httpContext) reportJob() types.Action {
 	if err != nil {
 		return h.notRecorded("the report could not be encoded", err)
 	}
-	if err := h.callControlPlane(authorize.JobsPath, doc, h.onJobReportResponse); err != nil {
+	if err := h.callControlPlane(authorize.JobsPath, doc, h.cfg.ControlPlane.TimeoutMillis, h.onJobReportResponse); err != nil {
 		return h.notRecorded("the report could not be dispatched", err)
 	}
 	h.resp = respReporting

@@ -153,6 +153,20 @@ spec:
 			`policies/a.yaml:15:38: unknown approver group "security" (define it with kind: ApproverGroup)`,
 			`policies/a.yaml:16:15: unknown approval mode "later" (one of: hold, reject)`,
 		}},
+		{"hold timeout out of range and on reject", approvers + `---
+apiVersion: jitgate.dev/v1
+kind: AgentPolicy
+metadata: {name: a}
+spec:
+  who: {agents: [x]}
+  what:
+    approvals:
+      - {name: long, approverGroups: [data-owners], holdTimeout: 10m}
+      - {name: rej, approverGroups: [data-owners], mode: reject, holdTimeout: 1m}
+`, []string{
+			`policies/a.yaml:13:66: hold timeout 10m0s out of range (use a duration between 1s and 4m (default 2m))`,
+			`policies/a.yaml:14:79: holdTimeout is set on a reject-mode approval (remove it, or use mode: hold)`,
+		}},
 		{"duplicate policy names and rule names", `apiVersion: jitgate.dev/v1
 kind: AgentPolicy
 metadata: {name: a}

@@ -29,6 +29,10 @@ Commands:
   audit tail|show|replay|verify|export
                            read the hash-chained audit trail from NATS (--nats-url);
                            'jitgate audit help' for details
+  approvals list|watch     approvals waiting for you (API, your token) / events (NATS)
+  approve ID [--uses N] [--ttl D] [--reason TEXT]
+  deny ID --reason TEXT    decide an approval with your own OIDC token;
+                           'jitgate approvals help' for details
 
 Run 'jitgate <command> -h' for a command's flags.
 `
@@ -43,6 +47,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if len(args) >= 1 && args[0] == "audit" {
 		return auditCmd(args[1:], stdout, stderr)
+	}
+	if len(args) >= 1 {
+		switch args[0] {
+		case "approvals":
+			return approvalsCmd(args[1:], stdout, stderr)
+		case "approve":
+			return decideCmd(true, args[1:], stdout, stderr)
+		case "deny":
+			return decideCmd(false, args[1:], stdout, stderr)
+		}
 	}
 	if len(args) >= 2 {
 		switch args[0] + " " + args[1] {

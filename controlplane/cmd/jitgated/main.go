@@ -4,7 +4,9 @@
 // filter's POST /v1/authorize, which verifies agents and mints upstream credentials, and
 // POST /v1/jobs, where the filter reports the jobs agents create to the job ledger in
 // JetStream KV), and appends every authorize decision to the hash-chained audit trail in
-// JetStream (controlplane/audit) before answering it.
+// JetStream (controlplane/audit) before answering it. Calls a policy allows only with a
+// human's approval wait for one (controlplane/approvals: KV state, events, the approvers'
+// API under /v1/approvals, webhooks).
 //
 // See --help for flags; the configuration file format is documented in
 // controlplane/config.
@@ -30,6 +32,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/jitgate/jitgate/controlplane/api"
+	"github.com/jitgate/jitgate/controlplane/approvals"
 	"github.com/jitgate/jitgate/controlplane/audit"
 	"github.com/jitgate/jitgate/controlplane/authz"
 	"github.com/jitgate/jitgate/controlplane/config"
@@ -47,6 +50,10 @@ import (
 // shutdownGrace bounds graceful shutdown; ADS streams never end on their own, so after
 // this the gRPC server is stopped hard.
 const shutdownGrace = 5 * time.Second
+
+// approvalSweepInterval is how often expired approvals are marked (and announced) and the
+// pending gauge is refreshed.
+const approvalSweepInterval = 10 * time.Second
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -104,6 +111,14 @@ Relative paths in the file are resolved against the file's directory; relative f
 against the working directory. SIGHUP reloads the config file and the policy directory; if
 either is invalid the last good one stays live (identity, credentials, listen addresses and
 policies.dir itself change on restart).
+
+Approvals: a policy's approvals rule makes matching queries wait for a human (reject mode:
+403 naming the approval and 'jitgate approve ID'; hold mode: the call waits up to the
+rule's holdTimeout). Approvals live in the KV bucket jitgate_approvals; events go to
+jitgate.approvals.created|approved|denied|expired (stream JITGATE_APPROVAL_EVENTS);
+approvers use GET /v1/approvals and POST /v1/approvals/{id}/approve|deny with their own
+OIDC token ('jitgate approvals list', 'jitgate approve ID', 'jitgate deny ID --reason R').
+Config approvals.webhooks posts every new approval (format json or slack, with retries).
 
 Policies: --policies DIR (config policies.dir) loads every *.yaml of DIR (policies/README.md),
 refuses to start if it does not load, then watches it (a saved change is live in well
@@ -297,17 +312,17 @@ const noPoliciesWarning = "warning: no policies are loaded (policies.dir / --pol
 // the identity verifier, the steps (the job ledger's follow-up check, the policy step with
 // the SQL analyser when a policy store is given, the job ledger's decision record) and the
 // credential minter. stop shuts the development issuer down.
-func newAuthorizer(ctx context.Context, cfg *config.Config, store *policystore.Store, ledger *jobs.Ledger, auditor authz.Auditor, log *slog.Logger, reg prometheus.Registerer) (
-	svc *authz.Service, st api.IdentityStatus, stop func(), err error) {
+func newAuthorizer(ctx context.Context, cfg *config.Config, store *policystore.Store, ledger *jobs.Ledger, broker *approvals.Broker, auditor authz.Auditor, log *slog.Logger, reg prometheus.Registerer) (
+	svc *authz.Service, verifier *identity.Verifier, st api.IdentityStatus, stop func(), err error) {
 	stop = func() {}
 	devURL := ""
 	if cfg.DevIssuer.Enabled {
 		if err := os.MkdirAll(filepath.Dir(cfg.DevIssuer.KeyFile), 0o700); err != nil {
-			return nil, st, stop, fmt.Errorf("development issuer key directory: %w", err)
+			return nil, nil, st, stop, fmt.Errorf("development issuer key directory: %w", err)
 		}
 		dev, err := devissuer.Start(devissuer.Options{Addr: cfg.DevIssuer.Listen, KeyFile: cfg.DevIssuer.KeyFile, Audience: cfg.DevIssuer.Audience})
 		if err != nil {
-			return nil, st, stop, fmt.Errorf("development issuer: %w", err)
+			return nil, nil, st, stop, fmt.Errorf("development issuer: %w", err)
 		}
 		stop = func() { _ = dev.Close() }
 		devURL = dev.URL()
@@ -316,12 +331,12 @@ func newAuthorizer(ctx context.Context, cfg *config.Config, store *policystore.S
 			"issuer", devURL, "token_endpoint", devURL+devissuer.TokenPath, "audience", cfg.DevIssuer.Audience,
 			"key_file", cfg.DevIssuer.KeyFile)
 	}
-	fail := func(err error) (*authz.Service, api.IdentityStatus, func(), error) {
+	fail := func(err error) (*authz.Service, *identity.Verifier, api.IdentityStatus, func(), error) {
 		stop()
-		return nil, api.IdentityStatus{}, func() {}, err
+		return nil, nil, api.IdentityStatus{}, func() {}, err
 	}
 	idCfg := cfg.IdentityConfig(devURL)
-	verifier, err := identity.NewVerifier(idCfg, identity.Options{Logger: log, KeyMaxAge: time.Duration(idCfg.KeyMaxAge)})
+	verifier, err = identity.NewVerifier(idCfg, identity.Options{Logger: log, KeyMaxAge: time.Duration(idCfg.KeyMaxAge)})
 	if err != nil {
 		return fail(fmt.Errorf("identity: %w", err))
 	}
@@ -351,7 +366,8 @@ func newAuthorizer(ctx context.Context, cfg *config.Config, store *policystore.S
 		if err != nil {
 			return fail(err)
 		}
-		steps = append(steps, step)
+		// Calls the policy allows only once a human approves them wait here.
+		steps = append(steps, step, broker.Step(store))
 	}
 	steps = append(steps, ledger.DecisionStep())
 	svc, err = authz.New(authz.Options{
@@ -364,7 +380,7 @@ func newAuthorizer(ctx context.Context, cfg *config.Config, store *policystore.S
 	}
 	log.Info("authorize ready", "issuers", st.Issuers, "credential_mode", cfg.Credentials.Mode,
 		"credential_ttl", cfg.Credentials.TTL.String())
-	return svc, st, stop, nil
+	return svc, verifier, st, stop, nil
 }
 
 func natsDescription(cfg *config.Config) string {
@@ -435,7 +451,20 @@ func serve(ctx context.Context, f *flags, cfg *config.Config, reload <-chan os.S
 
 	auditStatus := func() api.AuditStatus { return api.AuditStatus{Mode: cfg.Audit.Mode, Status: auditor.Status()} }
 
-	authorizer, identityStatus, stopDevIssuer, err := newAuthorizer(ctx, cfg, store, ledger, auditor, log, reg)
+	broker, err := approvals.Open(ctx, nc.JetStream, approvals.Options{Logger: log, Metrics: approvals.NewMetrics(reg), Audit: auditor})
+	if err != nil {
+		xdsLis.Close()
+		apiLis.Close()
+		return fmt.Errorf("approvals: %w", err)
+	}
+	go broker.Run(ctx, approvalSweepInterval)
+	go func() {
+		if err := approvals.NewNotifier(nc.JetStream, webhooks(cfg), log, broker.Metrics()).Run(ctx); err != nil {
+			log.Error("approval webhooks not running", "error", err)
+		}
+	}()
+
+	authorizer, verifier, identityStatus, stopDevIssuer, err := newAuthorizer(ctx, cfg, store, ledger, broker, auditor, log, reg)
 	if err != nil {
 		xdsLis.Close()
 		apiLis.Close()
@@ -474,6 +503,7 @@ func serve(ctx context.Context, f *flags, cfg *config.Config, reload <-chan os.S
 			Audit:     auditStatus,
 			Authorize: authorizer,
 			Jobs:      ledger.Handler(),
+			Approvals: broker.Handler(verifier, log),
 			Gatherer:  reg,
 			Started:   started,
 		}),
@@ -521,6 +551,16 @@ loop:
 		grpcSrv.Stop() // open ADS streams do not end by themselves
 	}
 	return runErr
+}
+
+// webhooks converts the configured approval webhooks.
+func webhooks(cfg *config.Config) []approvals.Webhook {
+	var out []approvals.Webhook
+	for _, w := range cfg.Approvals.Webhooks {
+		out = append(out, approvals.Webhook{Name: w.Name, URL: w.URL, Slack: w.Format == config.WebhookSlack,
+			Timeout: w.Timeout, MaxAttempts: w.MaxAttempts})
+	}
+	return out
 }
 
 // relaxedAuditWarning is logged at start (and printed by --check-config) in relaxed mode.
