@@ -21,6 +21,8 @@ import (
 //   - a 2xx body that is not a BigQuery JSON document, has rows without a schema (in the
 //     body or in Masking.Schema), or is over the limit is replaced by 502 backendError;
 //   - a non-2xx body (BigQuery's error) passes only when it carries no rows;
+//   - BigQuery's error messages (error documents, a query response's errors, a job's
+//     status) are replaced: they can quote the values the plan masks;
 //   - a response with trailers, or an encoding other than gzip/identity, is replaced.
 //
 // For jobs.query / jobs.insert the masked response is then held for the job report
@@ -40,6 +42,8 @@ type MaskSummary struct {
 	DetectorHits int
 	// Decoded: upstream sent gzip, and the agent got the decoded (masked) body.
 	Decoded bool
+	// MessagesWithheld: BigQuery error messages in the response were replaced.
+	MessagesWithheld bool
 }
 
 // takeMasking keeps the decision's masking instruction for the response. The hash key
@@ -83,7 +87,17 @@ func (h *httpContext) maskDecoded(doc []byte, decoded bool) bool {
 		sum.DetectorHits += n
 	}
 	h.ex.Masked = sum
-	return h.replaceBody(out, decoded || !sameBytes(out, doc))
+	changed := decoded || !sameBytes(out, doc)
+	// BigQuery's error messages quote values (bqapi.WithholdErrorMessages).
+	scrubbed, withheld, err := bqapi.WithholdErrorMessages(out)
+	if err != nil {
+		h.withhold(maskFailed(), "error messages: "+err.Error())
+		return false
+	}
+	if withheld {
+		out, changed, sum.MessagesWithheld = scrubbed, true, true
+	}
+	return h.replaceBody(out, changed)
 }
 
 // replaceBody makes body the response the agent gets when changed, with the headers
@@ -140,5 +154,8 @@ func maskLogFields(b *strings.Builder, m *MaskSummary) {
 	field(b, "detector_hits", strconv.Itoa(m.DetectorHits))
 	if m.Decoded {
 		field(b, "response_decoded", "gzip")
+	}
+	if m.MessagesWithheld {
+		field(b, "error_messages", "withheld")
 	}
 }

@@ -318,30 +318,73 @@ func TestMaskFailsClosed(t *testing.T) {
 	})
 }
 
-// TestMaskErrorsPass: BigQuery's own errors (no rows) reach the agent as they are on a
-// masked call, so clients still see why a query failed.
+// TestMaskErrorsPass: BigQuery's own errors (no rows) reach the agent on a masked call
+// with their status, code and reasons, so clients still react as they should, but with
+// every message withheld: BigQuery quotes values in them (CAST(email AS INT64) fails
+// with "Bad int64 value: <the email>").
 func TestMaskErrorsPass(t *testing.T) {
-	bqErr := `{"error":{"code":400,"message":"Syntax error: Unexpected end of script at [1:7]","errors":[{"message":"Syntax error","domain":"global","reason":"invalidQuery"}],"status":"INVALID_ARGUMENT"}}`
+	leakMsg := `Bad int64 value: ` + canaryEmail
+	bqErr := `{"error":{"code":400,"message":"` + leakMsg + `","errors":[{"message":"` + leakMsg + `","domain":"global","reason":"invalidQuery","location":"query"}],"status":"INVALID_ARGUMENT"}}`
+	failedJob := `{"kind":"bigquery#job","jobReference":{"projectId":"p","jobId":"job_1","location":"US"},"configuration":{"query":{"query":"SELECT 1"}},` +
+		`"status":{"state":"DONE","errorResult":{"reason":"invalidQuery","message":"` + leakMsg + `"},"errors":[{"reason":"invalidQuery","message":"` + leakMsg + `"}]}}`
+	wantScrubbed := func(t *testing.T, o ledgerOutcome) {
+		t.Helper()
+		if o.reply != nil || o.streamAction != types.ActionContinue {
+			t.Fatalf("reply %v action %v", o.reply, o.streamAction)
+		}
+		body := string(o.agentBody)
+		if strings.Contains(body, canaryEmail) || !strings.Contains(body, bqapi.WithheldMessage) || !strings.Contains(body, `"reason":"invalidQuery"`) {
+			t.Errorf("body %s", body)
+		}
+		if headerValue(o.agentHeaders, "content-encoding") != "" || headerValue(o.agentHeaders, "content-length") != strconv.Itoa(len(body)) {
+			t.Errorf("headers %q", o.agentHeaders)
+		}
+		if !strings.Contains(o.logLine, " error_messages=withheld") {
+			t.Errorf("log line %q", o.logLine)
+		}
+		if strings.Contains(strings.Join(o.req.allLogs, "\n"), canaryEmail) {
+			t.Errorf("the value was logged")
+		}
+	}
 	vmTest(t, func(t *testing.T, vm types.VMContext) {
 		host := configuredHost(t, vm)
+		queryReq := func() request {
+			return request{method: "POST", path: queryPath, chunks: withBody(queryBody), answer: maskAnswer(t, maskingFor(nil))}
+		}
+		t.Run("BigQuery error document", func(t *testing.T) {
+			up := upstream{status: "400", headers: [][2]string{{"content-type", "application/json"}}, chunks: withBody(bqErr)}
+			o := exchange(t, host, queryReq(), up, nil)
+			wantScrubbed(t, o)
+			var doc bqapi.ErrorDocument
+			if json.Unmarshal(o.agentBody, &doc) != nil || doc.Error.Code != 400 || doc.Error.Status != "INVALID_ARGUMENT" || len(doc.Error.Errors) != 1 {
+				t.Errorf("error document %s", o.agentBody)
+			}
+		})
+		t.Run("gzip BigQuery error, decoded", func(t *testing.T) {
+			up := upstream{status: "404", headers: [][2]string{{"content-encoding", "gzip"}}, chunks: withBody(string(gzipped(t, []byte(bqErr))))}
+			wantScrubbed(t, exchange(t, host, queryReq(), up, nil))
+		})
+		t.Run("failed job: 2xx job resource, reported", func(t *testing.T) {
+			req := request{method: "POST", path: jobsInsertPath, chunks: withBody(insertBody), answer: maskAnswer(t, maskingFor(nil))}
+			o := exchange(t, host, req, upstreamOK(failedJob), nil)
+			wantScrubbed(t, o)
+			if o.report == nil || o.job.Job == nil || o.job.Job.JobID != "job_1" {
+				t.Errorf("the failed job was not reported")
+			}
+		})
 		for _, c := range []struct {
 			name string
 			up   upstream
 			want string
 		}{
-			{"BigQuery error", upstream{status: "400", headers: [][2]string{{"content-type", "application/json"}}, chunks: withBody(bqErr)}, bqErr},
-			{"gzip BigQuery error, decoded", upstream{status: "404", headers: [][2]string{{"content-encoding", "gzip"}}, chunks: withBody(string(gzipped(t, []byte(bqErr))))}, bqErr},
 			{"plain-text 503", upstream{status: "503", headers: [][2]string{{"content-type", "text/plain"}}, chunks: withBody("upstream connect error")}, "upstream connect error"},
 			{"no body", upstream{status: "503"}, ""},
+			{"error without a message", upstream{status: "500", chunks: withBody(`{"error":{"code":500}}`)}, `{"error":{"code":500}}`},
 		} {
 			t.Run(c.name, func(t *testing.T) {
-				req := request{method: "POST", path: queryPath, chunks: withBody(queryBody), answer: maskAnswer(t, maskingFor(nil))}
-				o := exchange(t, host, req, c.up, nil)
+				o := exchange(t, host, queryReq(), c.up, nil)
 				if o.reply != nil || o.streamAction != types.ActionContinue || string(o.agentBody) != c.want || o.report != nil {
 					t.Errorf("reply %v action %v body %q", o.reply, o.streamAction, o.agentBody)
-				}
-				if headerValue(o.agentHeaders, "content-encoding") != "" {
-					t.Errorf("headers %q", o.agentHeaders)
 				}
 			})
 		}
