@@ -38,6 +38,17 @@ type Call struct {
 	// set by the job step once it has checked that the verified agent owns it; the policy
 	// step passes it to the evaluator instead of asking the ledger again.
 	Job *policies.Job
+	// Decision is the policy evaluator's allow decision (mask plan, detectors, limits),
+	// set by the policy step; nil without policies or on deny.
+	Decision *policies.Decision
+	// Masking is what the filter must do to this call's response rows, set by the masking
+	// step (controlplane/maskplan); the allow response carries it. Its HashKey is a
+	// secret: never log or record it.
+	Masking *authorize.Masking
+	// MaskingBasis fingerprints the masking rules Masking was built from (maskplan.Basis);
+	// the job ledger keeps it with the job so later pages are served only under the same
+	// rules. Empty when the agent's rules mask nothing and run no detector.
+	MaskingBasis string
 
 	credential *credentials.Credential
 }

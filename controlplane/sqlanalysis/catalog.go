@@ -47,6 +47,8 @@ type Column struct {
 	// INTERVAL, RECORD/STRUCT (with Fields).
 	Type     string
 	Repeated bool
+	// Required is mode REQUIRED (never null); masking needs it to keep results valid.
+	Required bool
 	Fields   []Column
 }
 
