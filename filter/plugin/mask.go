@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 
@@ -44,6 +45,8 @@ type MaskSummary struct {
 	Decoded bool
 	// MessagesWithheld: BigQuery error messages in the response were replaced.
 	MessagesWithheld bool
+	// Micros is the time spent masking (and withholding messages), for the log line.
+	Micros int64
 }
 
 // takeMasking keeps the decision's masking instruction for the response. The hash key
@@ -73,6 +76,7 @@ func (h *httpContext) maskDecoded(doc []byte, decoded bool) bool {
 		// Envoy's or a front end's plain-text error: no rows to mask.
 		return h.replaceBody(doc, decoded)
 	}
+	start := time.Now()
 	out, stats, _, err := masking.MaskResponse(doc, h.mask.schema, h.mask.plan)
 	if err != nil {
 		h.withhold(maskFailed(), "masking failed: "+err.Error())
@@ -97,6 +101,7 @@ func (h *httpContext) maskDecoded(doc []byte, decoded bool) bool {
 	if withheld {
 		out, changed, sum.MessagesWithheld = scrubbed, true, true
 	}
+	sum.Micros = time.Since(start).Microseconds()
 	return h.replaceBody(out, changed)
 }
 
@@ -158,4 +163,5 @@ func maskLogFields(b *strings.Builder, m *MaskSummary) {
 	if m.MessagesWithheld {
 		field(b, "error_messages", "withheld")
 	}
+	field(b, "mask_us", strconv.FormatInt(m.Micros, 10))
 }
