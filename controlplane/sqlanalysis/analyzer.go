@@ -126,6 +126,12 @@ type Analysis struct {
 	// LineageGaps names what the lineage walker did not model (node kinds, reasons);
 	// non-empty implies LineageComplete is false.
 	LineageGaps []string `json:"lineageGaps,omitempty"`
+	// ResultSchema is the schema of a single query statement's result rows (BigQuery
+	// types: INTEGER, FLOAT, BOOLEAN, RECORD ...; arrays Repeated), from the analyser's
+	// resolved types, in Lineage's positions; nil for other statements or when a type
+	// cannot be expressed. Anonymous columns are named as the analyser names them
+	// ("$colN"), not as BigQuery does ("f0_").
+	ResultSchema []Column `json:"resultSchema,omitempty"`
 	// Fingerprint is the cache key (hex sha256).
 	Fingerprint string `json:"fingerprint"`
 	// Cached is true when the result came from the cache.
@@ -152,6 +158,7 @@ func (a *Analysis) clone() *Analysis {
 	c.Lineage = cloneLineage(a.Lineage)
 	c.ControlReads = slices.Clone(a.ControlReads)
 	c.LineageGaps = slices.Clone(a.LineageGaps)
+	c.ResultSchema = cloneColumns(a.ResultSchema)
 	return &c
 }
 
@@ -395,6 +402,7 @@ func (a *Analyzer) analyze(ctx context.Context, sql, jobProject string, defDS *D
 		out.LineageGaps = []string{"lineage is only computed for a single query statement"}
 	} else {
 		out.Lineage, out.ControlReads, out.LineageComplete = vl.build(main.lineage)
+		out.ResultSchema = cloneColumns(main.lineage.schema)
 		gaps := map[string]bool{}
 		for g := range main.lineage.gaps {
 			gaps[g] = true
@@ -541,6 +549,7 @@ func (a *Analyzer) analyzeStatement(req *request, s googlesql.ASTStatementNode, 
 	r := &stmtResult{kind: statementKind(stmt, kindStr)}
 	if q, ok := stmt.(*googlesql.ResolvedQueryStmt); ok {
 		r.lineage = statementLineage(q)
+		r.lineage.schema = resultSchema(q)
 	}
 	if star && r.kind != "EXECUTE_IMMEDIATE" {
 		r.findings = append(r.findings, policies.DenySelectStar)

@@ -340,6 +340,7 @@ type rawLineage struct {
 	reads    map[SourceColumn]bool
 	gaps     map[string]bool
 	complete bool
+	schema   []Column // resultSchema of the statement
 }
 
 type rawOutput struct {

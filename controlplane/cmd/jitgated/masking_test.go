@@ -149,9 +149,21 @@ masking: {hashKeyFile: hash.key}
 		t.Errorf("hash key sent %v, detectors %v", q.Masking.HashKey == wantKey, q.Masking.Detectors)
 	}
 	// An allowed aggregate: nothing masked, no key, the detectors still run.
-	r := decide(etl, jobsQuery, &authorize.Query{SQL: "SELECT country, COUNT(DISTINCT email) AS n FROM crm.customers GROUP BY country"})
-	if r.Decision != authorize.Allow || r.Masking == nil || len(r.Masking.Rules) != 0 || r.Masking.HashKey != "" || len(r.Masking.Detectors) != 1 {
-		t.Errorf("counts per country: %+v %+v", r, r.Masking)
+	counts := decide(etl, jobsQuery, &authorize.Query{SQL: "SELECT country, COUNT(DISTINCT email) AS n FROM crm.customers GROUP BY country"})
+	if counts.Decision != authorize.Allow || counts.Masking == nil || len(counts.Masking.Rules) != 0 || counts.Masking.HashKey != "" || len(counts.Masking.Detectors) != 1 {
+		t.Errorf("counts per country: %+v %+v", counts, counts.Masking)
+	}
+	// Its job is reported without a result table (jobs.query names none): its pages get
+	// the result schema the analyser resolved.
+	rep, _ := authorize.JobReport{DecisionID: counts.DecisionID, API: "jobs.query",
+		Job: &bqapi.JobReference{ProjectID: demoProject, JobID: "job_counts"}}.Marshal()
+	if code, body := post(api+authorize.JobsPath, rep); code != 200 || !strings.Contains(body, `"recorded":true`) {
+		t.Fatalf("job report: %d %s", code, body)
+	}
+	r := decide(etl, authorize.Call{API: "jobs.getQueryResults", Method: "GET", JobID: "job_counts"}, nil)
+	if s, _ := json.Marshal(r.Masking.Schema); r.Decision != authorize.Allow ||
+		string(s) != `{"fields":[{"name":"country","type":"STRING","mode":"NULLABLE"},{"name":"n","type":"INTEGER","mode":"NULLABLE"}]}` {
+		t.Errorf("page of a job without a result table: %+v schema %s", r, s)
 	}
 	// Masked values used to choose rows: denied.
 	r = decide(etl, jobsQuery, &authorize.Query{SQL: "SELECT id FROM crm.customers WHERE STARTS_WITH(email, 'ada')"})
@@ -166,7 +178,7 @@ masking: {hashKeyFile: hash.key}
 	}
 
 	// The job of the first query, with its result table, is reported by the filter.
-	rep, _ := authorize.JobReport{DecisionID: q.DecisionID, API: "jobs.query",
+	rep, _ = authorize.JobReport{DecisionID: q.DecisionID, API: "jobs.query",
 		Job:         &bqapi.JobReference{ProjectID: demoProject, JobID: "_jm1", Location: "US"},
 		ResultTable: &bqapi.TableReference{ProjectID: demoProject, DatasetID: "_jm1", TableID: "_jm1"}}.Marshal()
 	if code, body := post(api+authorize.JobsPath, rep); code != 200 || !strings.Contains(body, `"recorded":true`) {
