@@ -39,6 +39,10 @@ func TestAllowCarriesMasking(t *testing.T) {
 	if line["masking_rules"] != float64(1) {
 		t.Errorf("log line %v lacks the masking summary", line)
 	}
+	rec := an.record(t, resp.DecisionID)
+	if rec.Masking == nil || !reflect.DeepEqual(rec.Masking.Rules, []string{"0:hash"}) || !reflect.DeepEqual(rec.Masking.Detectors, []string{"ssn"}) {
+		t.Errorf("audit record masking = %+v", rec.Masking)
+	}
 	_, raw := an.records(t)
 	for name, text := range map[string]string{"log": g.logs.String(), "audit trail": raw} {
 		if strings.Contains(text, maskingCanaryKey) || strings.Contains(text, maskingCanaryKey[:16]) {
