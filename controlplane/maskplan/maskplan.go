@@ -159,6 +159,25 @@ func (m *matcher) table(t string) (string, bool) {
 	return "", false
 }
 
+// viewColumn reports whether some entry names a column of view v. Without the view's
+// columns, any entry naming the view's table counts (fail closed).
+func (m *matcher) viewColumn(v string, cols map[string][]string) (string, bool) {
+	names, known := cols[v]
+	if !known {
+		return m.table(v)
+	}
+	for _, c := range names {
+		if _, _, ok := m.column(sqlanalysis.SourceColumn{Table: v, Column: c}); ok {
+			for i, e := range m.plan {
+				if m.columns[i].Match(v+"."+c, true) {
+					return e.Columns, true
+				}
+			}
+		}
+	}
+	return "", false
+}
+
 // aggregateAllowed maps the analyser's aggregate name ("COUNT DISTINCT") to the policy
 // language's ("COUNT_DISTINCT") and checks it against the entry's allowed aggregates.
 // Anything not listed (MAX, ARRAY_AGG, COUNTIF, SUM DISTINCT ...) is not allowed.
@@ -241,7 +260,7 @@ func (b *Builder) Query(a *sqlanalysis.Analysis, plan policies.MaskPlan, detecto
 			}
 		}
 		for _, v := range a.Views {
-			if e, ok := m.table(v); ok {
+			if e, ok := m.viewColumn(v, a.ViewColumns); ok {
 				return nil, refuse(ReasonUnresolvable, "Masking rule %q names a column of view %s; masking follows lineage to the view's base tables, so mask the base table columns instead (the query is refused rather than returned unmasked).", e, v)
 			}
 		}

@@ -103,6 +103,10 @@ type Analysis struct {
 	Findings []policies.DenyRuleKind `json:"findings,omitempty"`
 	// Views are the views read (they also appear in ReferencedTables).
 	Views []string `json:"views,omitempty"`
+	// ViewColumns are the top-level column names of each view read (tables.get), so that
+	// a rule naming a view column can be recognised (lineage resolves views to their base
+	// columns, so it could never match a source).
+	ViewColumns map[string][]string `json:"viewColumns,omitempty"`
 	// Statements holds the kind of each statement of a multi-statement script.
 	Statements []string `json:"statements,omitempty"`
 	// Lineage is, for a single query statement, each result column's (and each exactly
@@ -154,6 +158,12 @@ func (a *Analysis) clone() *Analysis {
 	c.WrittenTables = slices.Clone(a.WrittenTables)
 	c.Findings = slices.Clone(a.Findings)
 	c.Views = slices.Clone(a.Views)
+	if a.ViewColumns != nil {
+		c.ViewColumns = make(map[string][]string, len(a.ViewColumns))
+		for k, v := range a.ViewColumns {
+			c.ViewColumns[k] = slices.Clone(v)
+		}
+	}
 	c.Statements = slices.Clone(a.Statements)
 	c.Lineage = cloneLineage(a.Lineage)
 	c.ControlReads = slices.Clone(a.ControlReads)
@@ -321,6 +331,7 @@ func (a *Analyzer) analyze(ctx context.Context, sql, jobProject string, defDS *D
 	}
 	// Views: analyse each body (iteratively, bounded depth), add the tables it reads.
 	views := map[string]bool{}
+	viewColumns := map[string][]string{}
 	vl := &viewLineage{views: map[string]*rawLineage{}, memo: map[SourceColumn]*lin{}, busy: map[SourceColumn]bool{}}
 	var viewGaps []string
 	type pending struct {
@@ -341,6 +352,9 @@ func (a *Analyzer) analyze(ctx context.Context, sql, jobProject string, defDS *D
 			continue
 		}
 		views[fq] = true
+		for _, c := range p.meta.Columns {
+			viewColumns[fq] = append(viewColumns[fq], c.Name)
+		}
 		if p.depth > a.opts.MaxViewDepth {
 			return nil, unanalysable(main.kind, findings, "view %s: views nested deeper than %d are not analysed", fq, a.opts.MaxViewDepth)
 		}
@@ -397,6 +411,9 @@ func (a *Analyzer) analyze(ctx context.Context, sql, jobProject string, defDS *D
 		Findings:         sortedFindings(findings),
 		Views:            sortedKeys(views),
 		Statements:       main.statements,
+	}
+	if len(viewColumns) > 0 {
+		out.ViewColumns = viewColumns
 	}
 	if main.lineage == nil {
 		out.LineageGaps = []string{"lineage is only computed for a single query statement"}
