@@ -102,10 +102,17 @@ type matcher struct {
 	plan    policies.MaskPlan
 	columns []policies.Pattern // per entry: its first four segments (the top-level column)
 	tables  []policies.Pattern // per entry: its first three segments (the table)
+	memo    map[sqlanalysis.SourceColumn]columnMask
+}
+
+type columnMask struct {
+	action policies.MaskAction
+	allow  []string
+	ok     bool
 }
 
 func newMatcher(plan policies.MaskPlan) (*matcher, error) {
-	m := &matcher{plan: plan}
+	m := &matcher{plan: plan, memo: map[sqlanalysis.SourceColumn]columnMask{}}
 	for _, e := range plan {
 		segs := policies.SplitQualified(e.Columns)
 		if len(segs) < 4 {
@@ -129,6 +136,15 @@ func newMatcher(plan policies.MaskPlan) (*matcher, error) {
 // STRUCT field's reads as its top-level column, so a mask on addr.city covers all of addr
 // here: over-masking, never under-masking), and the aggregates every such entry allows.
 func (m *matcher) column(s sqlanalysis.SourceColumn) (policies.MaskAction, []string, bool) {
+	if c, ok := m.memo[s]; ok {
+		return c.action, c.allow, c.ok
+	}
+	act, allow, found := m.match(s)
+	m.memo[s] = columnMask{act, allow, found}
+	return act, allow, found
+}
+
+func (m *matcher) match(s sqlanalysis.SourceColumn) (policies.MaskAction, []string, bool) {
 	name := s.String()
 	var act policies.MaskAction
 	var allow []string
