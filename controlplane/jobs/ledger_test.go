@@ -455,13 +455,15 @@ func TestMaskingPlanKeptWithJob(t *testing.T) {
 	}
 	n1.Close()
 
-	l2 := openLedger(t, startNATS(t, dir, ""))
+	n2 := startNATS(t, dir, "")
+	l2 := openLedger(t, n2)
+	replica := openLedger(t, n2) // a second control plane on the same NATS
 	get := decision("dec_g2", "agent-a", "jobs.get")
 	get.JobID, get.StatementKind, get.ReferencedTables = "job_m2", "", nil // a jobs.get decision carries no plan
 	_ = l2.RecordDecision(ctx, get)
 	rg := report("dec_g2", "jobs.get", "job_m2")
 	rg.ResultTable = &bqapi.TableReference{DatasetID: "_anon_m", TableID: "t2"}
-	if out := mustRecord(t, l2, rg); !out.Recorded {
+	if out := mustRecord(t, replica, rg); !out.Recorded {
 		t.Fatalf("%+v", out)
 	}
 	for name, lookup := range map[string]func() (*jobs.Job, error){
