@@ -151,6 +151,18 @@ func TestQueryRules(t *testing.T) {
 				if _, err := authorize.ParseResponse(doc); err != nil {
 					t.Fatalf("the filter would refuse the plan: %v", err)
 				}
+				// Every rule path fits the result's schema (the analyser's types): the
+				// masking engine compiles the plan against it.
+				p, err := m.Plan()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(a.ResultSchema) == 0 {
+					t.Fatal("no result schema")
+				}
+				if _, _, _, err := masking.MaskResponse([]byte(`{"rows":[]}`), SchemaOf(a.ResultSchema), p); err != nil {
+					t.Errorf("plan does not fit the result schema %+v: %v", a.ResultSchema, err)
+				}
 			}
 		})
 	}
