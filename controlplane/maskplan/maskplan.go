@@ -294,6 +294,11 @@ func (b *Builder) Query(a *sqlanalysis.Analysis, plan policies.MaskPlan, detecto
 				}
 			}
 			out.Rules = m.lineageRules(a.Lineage)
+			if a.ValueTable && len(out.Rules) > 0 {
+				// BigQuery returns a STRUCT value table as its fields, the emulator as one
+				// RECORD column: positions would be wrong on one of them.
+				return nil, refuse(ReasonUnresolvable, "Masking rule %q applies to table %s, and this query returns a value table (SELECT AS STRUCT or AS VALUE), whose result columns cannot be pinned down for masking; select the columns instead.", hit, applies)
+			}
 		}
 	}
 	return b.finish(out)

@@ -121,6 +121,7 @@ func TestQueryRules(t *testing.T) {
 		{"CASE value (not condition)", "SELECT CASE WHEN id > 3 THEN email ELSE name END AS c FROM crm.users", []string{"[0]:email-domain"}},
 		{"scalar subquery", "SELECT (SELECT MAX(ssn) FROM crm.users) AS s", []string{"[0]:redact"}},
 		{"view resolved to base columns", "SELECT who, mail FROM pub.v_users", []string{"[1]:email-domain"}},
+		{"value table without masked columns", "SELECT AS STRUCT id, country FROM crm.users", nil},
 		{"unmasked columns only", "SELECT id, name, country FROM crm.users", nil},
 		{"JSON functions", "SELECT JSON_VALUE(TO_JSON_STRING(STRUCT(ssn)), '$.ssn') AS s FROM crm.users", []string{"[0]:redact"}},
 	}
@@ -191,6 +192,7 @@ func TestQueryRefusals(t *testing.T) {
 		{name: "wildcard mask matching a view column", sql: "SELECT who FROM pub.v_users", reason: ReasonUnresolvable, msgHas: "acme.*.*.who",
 			plan: policies.MaskPlan{{Columns: "acme.*.*.who", Action: policies.MaskRedact}}},
 		{name: "hash without a key", sql: "SELECT addr FROM crm.users", reason: ReasonKeyUnavailable},
+		{name: "value table", sql: "SELECT AS STRUCT id, email FROM crm.users", reason: ReasonUnresolvable, msgHas: "value table"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

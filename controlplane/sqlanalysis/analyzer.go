@@ -136,6 +136,10 @@ type Analysis struct {
 	// cannot be expressed. Anonymous columns are named as the analyser names them
 	// ("$colN"), not as BigQuery does ("f0_").
 	ResultSchema []Column `json:"resultSchema,omitempty"`
+	// ValueTable: the query returns a value table (SELECT AS STRUCT / AS VALUE). Lineage
+	// and ResultSchema lay a STRUCT value table out as its fields, as BigQuery returns it;
+	// the emulator returns one RECORD column instead.
+	ValueTable bool `json:"valueTable,omitempty"`
 	// Fingerprint is the cache key (hex sha256).
 	Fingerprint string `json:"fingerprint"`
 	// Cached is true when the result came from the cache.
@@ -420,6 +424,7 @@ func (a *Analyzer) analyze(ctx context.Context, sql, jobProject string, defDS *D
 	} else {
 		out.Lineage, out.ControlReads, out.LineageComplete = vl.build(main.lineage)
 		out.ResultSchema = cloneColumns(main.lineage.schema)
+		out.ValueTable = main.lineage.valueTable
 		gaps := map[string]bool{}
 		for g := range main.lineage.gaps {
 			gaps[g] = true
