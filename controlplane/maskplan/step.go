@@ -95,7 +95,7 @@ func (o StepOptions) run(ctx context.Context, c *authz.Call) *authz.Denial {
 			}
 		}
 		m, err = o.Builder.Query(a, d.MaskPlan, d.Detectors, q.Destination != nil)
-		if a != nil && len(a.ResultSchema) > 0 && m != nil {
+		if a != nil && len(a.ResultSchema) > 0 && m != nil && countFields(a.ResultSchema) <= maxStoredSchemaFields {
 			c.ResultSchema = SchemaOf(a.ResultSchema)
 		}
 	case "jobs.getQueryResults":
@@ -219,6 +219,19 @@ func schemaFields(cols []sqlanalysis.Column) []masking.Field {
 		out[i] = f
 	}
 	return out
+}
+
+// maxStoredSchemaFields keeps a job's ledger record well under NATS's 1 MB message limit
+// (a field is ~70 bytes of JSON). A wider result's later pages rely on the result table's
+// schema (tables.get) instead.
+const maxStoredSchemaFields = 4096
+
+func countFields(cs []sqlanalysis.Column) int {
+	n := 0
+	for _, c := range cs {
+		n += 1 + countFields(c.Fields)
+	}
+	return n
 }
 
 func storedOf(j *jobs.Job) *Stored {
