@@ -8,6 +8,7 @@ import (
 	"github.com/jitgate/jitgate/controlplane/credentials"
 	"github.com/jitgate/jitgate/controlplane/identity"
 	"github.com/jitgate/jitgate/filter/authorize"
+	"github.com/jitgate/jitgate/filter/masking"
 	"github.com/jitgate/jitgate/policies"
 )
 
@@ -49,6 +50,10 @@ type Call struct {
 	// the job ledger keeps it with the job so later pages are served only under the same
 	// rules. Empty when the agent's rules mask nothing and run no detector.
 	MaskingBasis string
+	// ResultSchema is the schema of a query's result rows from its analysis, set by the
+	// masking step; the job ledger keeps it with the plan for later pages that carry no
+	// schema when the job's result table is not known.
+	ResultSchema *masking.Schema
 
 	credential *credentials.Credential
 }

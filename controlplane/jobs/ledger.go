@@ -93,6 +93,8 @@ type Masking struct {
 	Rules     []masking.Rule `json:"rules,omitempty"`
 	Detectors []string       `json:"detectors,omitempty"`
 	Basis     string         `json:"basis"`
+	// Schema is the result rows' schema from the query's analysis (nil when unknown).
+	Schema *masking.Schema `json:"schema,omitempty"`
 }
 
 // Job is what jitgate_jobs holds for one job (the same record under each of its keys).

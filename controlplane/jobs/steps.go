@@ -165,7 +165,7 @@ func (l *Ledger) DecisionStep() authz.Step {
 			d.StatementKind, d.ReferencedTables = a.StatementKind, a.ReferencedTables
 		}
 		if c.MaskingBasis != "" {
-			d.Masking = &Masking{Basis: c.MaskingBasis}
+			d.Masking = &Masking{Basis: c.MaskingBasis, Schema: c.ResultSchema}
 			if m := c.Masking; m != nil { // never the key
 				d.Masking.Rules, d.Masking.Detectors = slices.Clone(m.Rules), slices.Clone(m.Detectors)
 			}

@@ -102,10 +102,17 @@ type matcher struct {
 	plan    policies.MaskPlan
 	columns []policies.Pattern // per entry: its first four segments (the top-level column)
 	tables  []policies.Pattern // per entry: its first three segments (the table)
+	memo    map[sqlanalysis.SourceColumn]columnMask
+}
+
+type columnMask struct {
+	action policies.MaskAction
+	allow  []string
+	ok     bool
 }
 
 func newMatcher(plan policies.MaskPlan) (*matcher, error) {
-	m := &matcher{plan: plan}
+	m := &matcher{plan: plan, memo: map[sqlanalysis.SourceColumn]columnMask{}}
 	for _, e := range plan {
 		segs := policies.SplitQualified(e.Columns)
 		if len(segs) < 4 {
@@ -129,6 +136,15 @@ func newMatcher(plan policies.MaskPlan) (*matcher, error) {
 // STRUCT field's reads as its top-level column, so a mask on addr.city covers all of addr
 // here: over-masking, never under-masking), and the aggregates every such entry allows.
 func (m *matcher) column(s sqlanalysis.SourceColumn) (policies.MaskAction, []string, bool) {
+	if c, ok := m.memo[s]; ok {
+		return c.action, c.allow, c.ok
+	}
+	act, allow, found := m.match(s)
+	m.memo[s] = columnMask{act, allow, found}
+	return act, allow, found
+}
+
+func (m *matcher) match(s sqlanalysis.SourceColumn) (policies.MaskAction, []string, bool) {
 	name := s.String()
 	var act policies.MaskAction
 	var allow []string
@@ -154,6 +170,25 @@ func (m *matcher) table(t string) (string, bool) {
 	for i, e := range m.plan {
 		if m.tables[i].Match(t, true) {
 			return e.Columns, true
+		}
+	}
+	return "", false
+}
+
+// viewColumn reports whether some entry names a column of view v. Without the view's
+// columns, any entry naming the view's table counts (fail closed).
+func (m *matcher) viewColumn(v string, cols map[string][]string) (string, bool) {
+	names, known := cols[v]
+	if !known {
+		return m.table(v)
+	}
+	for _, c := range names {
+		if _, _, ok := m.column(sqlanalysis.SourceColumn{Table: v, Column: c}); ok {
+			for i, e := range m.plan {
+				if m.columns[i].Match(v+"."+c, true) {
+					return e.Columns, true
+				}
+			}
 		}
 	}
 	return "", false
@@ -241,7 +276,7 @@ func (b *Builder) Query(a *sqlanalysis.Analysis, plan policies.MaskPlan, detecto
 			}
 		}
 		for _, v := range a.Views {
-			if e, ok := m.table(v); ok {
+			if e, ok := m.viewColumn(v, a.ViewColumns); ok {
 				return nil, refuse(ReasonUnresolvable, "Masking rule %q names a column of view %s; masking follows lineage to the view's base tables, so mask the base table columns instead (the query is refused rather than returned unmasked).", e, v)
 			}
 		}
@@ -259,6 +294,11 @@ func (b *Builder) Query(a *sqlanalysis.Analysis, plan policies.MaskPlan, detecto
 				}
 			}
 			out.Rules = m.lineageRules(a.Lineage)
+			if a.ValueTable && len(out.Rules) > 0 {
+				// BigQuery returns a STRUCT value table as its fields, the emulator as one
+				// RECORD column: positions would be wrong on one of them.
+				return nil, refuse(ReasonUnresolvable, "Masking rule %q applies to table %s, and this query returns a value table (SELECT AS STRUCT or AS VALUE), whose result columns cannot be pinned down for masking; select the columns instead.", hit, applies)
+			}
 		}
 	}
 	return b.finish(out)

@@ -121,6 +121,7 @@ func TestQueryRules(t *testing.T) {
 		{"CASE value (not condition)", "SELECT CASE WHEN id > 3 THEN email ELSE name END AS c FROM crm.users", []string{"[0]:email-domain"}},
 		{"scalar subquery", "SELECT (SELECT MAX(ssn) FROM crm.users) AS s", []string{"[0]:redact"}},
 		{"view resolved to base columns", "SELECT who, mail FROM pub.v_users", []string{"[1]:email-domain"}},
+		{"value table without masked columns", "SELECT AS STRUCT id, country FROM crm.users", nil},
 		{"unmasked columns only", "SELECT id, name, country FROM crm.users", nil},
 		{"JSON functions", "SELECT JSON_VALUE(TO_JSON_STRING(STRUCT(ssn)), '$.ssn') AS s FROM crm.users", []string{"[0]:redact"}},
 	}
@@ -151,6 +152,18 @@ func TestQueryRules(t *testing.T) {
 				if _, err := authorize.ParseResponse(doc); err != nil {
 					t.Fatalf("the filter would refuse the plan: %v", err)
 				}
+				// Every rule path fits the result's schema (the analyser's types): the
+				// masking engine compiles the plan against it.
+				p, err := m.Plan()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(a.ResultSchema) == 0 {
+					t.Fatal("no result schema")
+				}
+				if _, _, _, err := masking.MaskResponse([]byte(`{"rows":[]}`), SchemaOf(a.ResultSchema), p); err != nil {
+					t.Errorf("plan does not fit the result schema %+v: %v", a.ResultSchema, err)
+				}
 			}
 		})
 	}
@@ -176,7 +189,10 @@ func TestQueryRefusals(t *testing.T) {
 		{name: "destination table", sql: "SELECT email FROM crm.users", writesTable: true, reason: ReasonUnresolvable, msgHas: "destination"},
 		{name: "mask on a view column", sql: "SELECT who FROM pub.v_users", reason: ReasonUnresolvable, msgHas: "view acme.pub.v_users",
 			plan: policies.MaskPlan{{Columns: "acme.pub.v_users.mail", Action: policies.MaskRedact}}},
+		{name: "wildcard mask matching a view column", sql: "SELECT who FROM pub.v_users", reason: ReasonUnresolvable, msgHas: "acme.*.*.who",
+			plan: policies.MaskPlan{{Columns: "acme.*.*.who", Action: policies.MaskRedact}}},
 		{name: "hash without a key", sql: "SELECT addr FROM crm.users", reason: ReasonKeyUnavailable},
+		{name: "value table", sql: "SELECT AS STRUCT id, email FROM crm.users", reason: ReasonUnresolvable, msgHas: "value table"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -220,6 +236,12 @@ func TestQueryWithoutMasks(t *testing.T) {
 	script := analyse(t, "SELECT 1 AS one; SELECT v FROM crm.scratch")
 	if m, err := b.Query(script, rules, []policies.Detector{"ssn"}, false); err != nil || m == nil || len(m.Rules) != 0 {
 		t.Errorf("script reading no masked table: %+v, %v", m, err)
+	}
+	// A wildcard rule that matches the view's table but none of its columns does not
+	// refuse a query of the view (the view was read: acme.pub.v_users).
+	ssnAnywhere := policies.MaskPlan{{Columns: "acme.*.*.ssn", Action: policies.MaskRedact}}
+	if m, err := b.Query(analyse(t, "SELECT who, mail FROM pub.v_users"), ssnAnywhere, nil, false); m != nil || err != nil {
+		t.Errorf("wildcard rule naming no view column: %+v, %v", m, err)
 	}
 	// Analysis missing while masks exist: refused.
 	if _, err := b.Query(nil, rules, nil, false); err == nil {

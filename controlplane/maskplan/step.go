@@ -89,23 +89,32 @@ func (o StepOptions) run(ctx context.Context, c *authz.Call) *authz.Denial {
 			return nil // not a query job: no rows (load, extract and copy are refused earlier)
 		}
 		var a *sqlanalysis.Analysis
-		if len(d.MaskPlan) > 0 && o.Lineage != nil {
+		if o.Lineage != nil { // also for detectors only: the result schema goes with the job
 			if a, err = o.Lineage.AnalyzeRequest(ctx, c.Request); err != nil {
 				return analysisDenial(err)
 			}
 		}
 		m, err = o.Builder.Query(a, d.MaskPlan, d.Detectors, q.Destination != nil)
+		if a != nil && len(a.ResultSchema) > 0 && m != nil && countFields(a.ResultSchema) <= maxStoredSchemaFields {
+			c.ResultSchema = SchemaOf(a.ResultSchema)
+		}
 	case "jobs.getQueryResults":
 		j, denial := o.job(ctx, func(ctx context.Context) (*jobs.Job, error) { return o.Jobs.Job(ctx, call.Project, call.JobID) })
 		if denial != nil {
 			return denial
 		}
 		var schema *masking.Schema
-		if j.ResultTable != "" && hasWork(j.Masking) {
+		switch {
+		case !hasWork(j.Masking):
+		case j.ResultTable != "":
 			// Later pages carry no schema: give the filter the result table's.
 			if schema, denial = o.schema(ctx, j.ResultTable); denial != nil {
 				return denial
 			}
+		default:
+			// No result table known (jobs.query does not name it): the schema the
+			// analyser resolved when the job was allowed.
+			schema = j.Masking.Schema
 		}
 		m, err = o.Builder.FollowUp(storedOf(j), basis, schema)
 	case "tabledata.list":
@@ -210,6 +219,19 @@ func schemaFields(cols []sqlanalysis.Column) []masking.Field {
 		out[i] = f
 	}
 	return out
+}
+
+// maxStoredSchemaFields keeps a job's ledger record well under NATS's 1 MB message limit
+// (a field is ~70 bytes of JSON). A wider result's later pages rely on the result table's
+// schema (tables.get) instead.
+const maxStoredSchemaFields = 4096
+
+func countFields(cs []sqlanalysis.Column) int {
+	n := 0
+	for _, c := range cs {
+		n += 1 + countFields(c.Fields)
+	}
+	return n
 }
 
 func storedOf(j *jobs.Job) *Stored {

@@ -52,6 +52,18 @@ type Column struct {
 	Fields   []Column
 }
 
+func cloneColumns(cs []Column) []Column {
+	if cs == nil {
+		return nil
+	}
+	out := make([]Column, len(cs))
+	for i, c := range cs {
+		c.Fields = cloneColumns(c.Fields)
+		out[i] = c
+	}
+	return out
+}
+
 // request is the per-analysis state the catalog callback reads. It is only touched
 // while the engine lock is held.
 type request struct {

@@ -340,6 +340,9 @@ type rawLineage struct {
 	reads    map[SourceColumn]bool
 	gaps     map[string]bool
 	complete bool
+	schema   []Column // resultSchema of the statement
+	// valueTable: SELECT AS STRUCT / AS VALUE at the top level.
+	valueTable bool
 }
 
 type rawOutput struct {
@@ -396,6 +399,7 @@ func statementLineage(stmt *googlesql.ResolvedQueryStmt) *rawLineage {
 		w.addReads(l)
 	}
 	valueTable, _ := stmt.IsValueTable()
+	res.valueTable = valueTable
 	for _, oc := range outs {
 		name, _ := oc.Name()
 		c, err := oc.Column()

@@ -358,3 +358,44 @@ func TestLineageFlowsAndPositions(t *testing.T) {
 		t.Errorf("positions:\n got  %v\n want %v", positions, wantPos)
 	}
 }
+
+// ResultSchema is the result rows' schema in BigQuery terms (for later pages that carry
+// none): nested STRUCTs as RECORD, arrays REPEATED, value tables expanded.
+func TestResultSchema(t *testing.T) {
+	a := newAnalyzer(t, lineageSource())
+	render := func(cs []Column) string {
+		var f func(cs []Column) string
+		f = func(cs []Column) string {
+			var parts []string
+			for _, c := range cs {
+				s := c.Name + ":" + c.Type
+				if c.Repeated {
+					s += "*"
+				}
+				if len(c.Fields) > 0 {
+					s += "{" + f(c.Fields) + "}"
+				}
+				parts = append(parts, s)
+			}
+			return strings.Join(parts, ",")
+		}
+		return f(cs)
+	}
+	for sql, want := range map[string]string{
+		"SELECT id, email, addr, emails, 1.5 AS f, TRUE AS b FROM crm.users":       "id:INTEGER,email:STRING,addr:RECORD{city:STRING,zip:STRING},emails:STRING*,f:FLOAT,b:BOOLEAN",
+		"SELECT ARRAY_AGG(STRUCT(user_id, amount)) AS a, COUNT(*) FROM crm.orders": "a:RECORD*{user_id:INTEGER,amount:NUMERIC},$col2:INTEGER",
+		"SELECT AS STRUCT name, doc FROM crm.users":                                "name:STRING,doc:JSON",
+		"SELECT o FROM crm.orders o":                                               "o:RECORD{order_id:STRING,user_id:INTEGER,amount:NUMERIC,card:STRING,ordered_at:TIMESTAMP}",
+	} {
+		got, err := a.Analyze(context.Background(), Input{SQL: sql, DefaultProject: "acme"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := render(got.ResultSchema); r != want {
+			t.Errorf("%s:\n got  %s\n want %s", sql, r, want)
+		}
+	}
+	if got, _ := a.Analyze(context.Background(), Input{SQL: "SELECT 1 AS x; SELECT 2 AS y", DefaultProject: "acme"}); got == nil || got.ResultSchema != nil {
+		t.Errorf("script: %+v", got)
+	}
+}
