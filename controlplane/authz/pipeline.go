@@ -8,6 +8,7 @@ import (
 	"github.com/jitgate/jitgate/controlplane/credentials"
 	"github.com/jitgate/jitgate/controlplane/identity"
 	"github.com/jitgate/jitgate/filter/authorize"
+	"github.com/jitgate/jitgate/filter/masking"
 	"github.com/jitgate/jitgate/policies"
 )
 
@@ -48,6 +49,21 @@ type Call struct {
 	// Approvals. The credential step refuses a call with Approvals and without Approved, so
 	// a pipeline without an approval step fails closed.
 	Approved bool
+	// Decision is the policy evaluator's allow decision (mask plan, detectors, limits),
+	// set by the policy step; nil without policies or on deny.
+	Decision *policies.Decision
+	// Masking is what the filter must do to this call's response rows, set by the masking
+	// step (controlplane/maskplan); the allow response carries it. Its HashKey is a
+	// secret: never log or record it.
+	Masking *authorize.Masking
+	// MaskingBasis fingerprints the masking rules Masking was built from (maskplan.Basis);
+	// the job ledger keeps it with the job so later pages are served only under the same
+	// rules. Empty when the agent's rules mask nothing and run no detector.
+	MaskingBasis string
+	// ResultSchema is the schema of a query's result rows from its analysis, set by the
+	// masking step; the job ledger keeps it with the plan for later pages that carry no
+	// schema when the job's result table is not known.
+	ResultSchema *masking.Schema
 
 	credential *credentials.Credential
 }

@@ -163,7 +163,7 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		audited.overridden, audited.overriddenReason = string(resp.Decision), reason
 		denial, step, reason = Unavailable(ReasonAuditUnavailable, auditUnavailableMessage, audited.err), "audit", ReasonAuditUnavailable
 		// The minted credential (if any) is never released; it expires unused.
-		resp.Decision, resp.Status, resp.Reason, resp.Message, resp.Credential = authorize.Deny, denial.Status, denial.Reason, denial.Message, nil
+		resp.Decision, resp.Status, resp.Reason, resp.Message, resp.Credential, resp.Masking = authorize.Deny, denial.Status, denial.Reason, denial.Message, nil, nil
 		if out, err = resp.Marshal(); err != nil {
 			s.log.LogAttrs(r.Context(), slog.LevelError, "authorize response invalid", slog.String("decision_id", id), slog.String("error", err.Error()))
 			writeError(w, http.StatusInternalServerError, id, "internal error")
@@ -202,6 +202,7 @@ func (s *Service) decide(ctx context.Context, c *Call) (resp authorize.Response,
 		ID:            c.credential.ID,
 		ExpiresAtUnix: c.credential.ExpiresAt.Unix(),
 	}
+	resp.Masking = c.Masking
 	return resp, "", nil
 }
 
@@ -251,6 +252,11 @@ func (s *Service) logDecision(r *http.Request, c *Call, resp authorize.Response,
 	}
 	if resp.Credential != nil {
 		attrs = append(attrs, slog.String("credential_id", resp.Credential.ID), slog.Int64("credential_expires_at", resp.Credential.ExpiresAtUnix))
+	}
+	if m := resp.Masking; m != nil {
+		// What is masked, never the hash key.
+		attrs = append(attrs, slog.Int("masking_rules", len(m.Rules)), slog.Any("masking_detectors", m.Detectors),
+			slog.Bool("masking_schema", m.Schema != nil))
 	}
 	if d != nil {
 		attrs = append(attrs, slog.Int("status", d.Status), slog.String("step", step))

@@ -16,6 +16,7 @@ package config
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -127,6 +128,8 @@ type Config struct {
 	Audit Audit `yaml:"audit"`
 	// Approvals configures notifications of new approvals (controlplane/approvals).
 	Approvals Approvals `yaml:"approvals"`
+	// Masking configures response masking (the hash action's key).
+	Masking Masking `yaml:"masking"`
 
 	// sources maps a field path ("upstream.bigquery.url") to where its value came from
 	// ("jitgated.yaml:12" or "--upstream"), so validation errors can point at it.
@@ -261,6 +264,51 @@ type Analysis struct {
 	// before tables.get is asked again, e.g. "5m". Default 5m; a table that does not exist
 	// is remembered for 30s.
 	TableMetadataTTL time.Duration `yaml:"tableMetadataTTL"`
+}
+
+// Masking configures response masking (controlplane/maskplan). Changes take effect on
+// restart.
+type Masking struct {
+	// HashKeyFile holds the deployment's HMAC-SHA256 key for the "hash" mask action: at
+	// least 32 bytes, either raw or standard base64 of them (e.g. `head -c 32 /dev/urandom
+	// | base64 > hash.key`). Every control plane of a deployment must use the same key, so
+	// that a value hashes the same on every replica and across restarts (joins and GROUP BY
+	// on hashed columns keep working). The key is sent to the filter only with a plan that
+	// hashes and is never logged. Empty: no key; calls whose masking rules hash a column
+	// are denied 403 masking_key_unavailable. A relative path in the file is resolved
+	// against the file's directory.
+	HashKeyFile string `yaml:"hashKeyFile"`
+}
+
+// MinHashKeyBytes is the shortest accepted masking hash key.
+const MinHashKeyBytes = 32
+
+// LoadHashKey reads masking.hashKeyFile: raw bytes, or standard base64 (surrounding
+// whitespace ignored) of at least MinHashKeyBytes bytes. Errors never quote the contents.
+func LoadHashKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read masking hash key: %w", errors.Unwrap(err))
+	}
+	t := bytes.TrimSpace(b)
+	if k, err := base64.StdEncoding.DecodeString(string(t)); err == nil && len(k) >= MinHashKeyBytes {
+		return k, nil
+	}
+	if len(b) >= MinHashKeyBytes && !isBase64Text(t) {
+		return b, nil
+	}
+	return nil, fmt.Errorf("masking hash key has fewer than %d bytes (raw, or base64 of them)", MinHashKeyBytes)
+}
+
+// isBase64Text: the file looks like base64 text, so a short key in base64 is refused
+// rather than taken as its raw text.
+func isBase64Text(b []byte) bool {
+	for _, c := range b {
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/' || c == '=') {
+			return false
+		}
+	}
+	return len(b) > 0
 }
 
 // Audit configures the audit trail (controlplane/audit). Changes take effect on restart.
@@ -449,6 +497,7 @@ func (c *Config) finish(fileDir string) error {
 		c.Credentials.KeyFile = resolve(fileDir, c.Credentials.KeyFile)
 		c.DevIssuer.KeyFile = resolve(fileDir, c.DevIssuer.KeyFile)
 		c.Policies.Dir = resolve(fileDir, c.Policies.Dir)
+		c.Masking.HashKeyFile = resolve(fileDir, c.Masking.HashKeyFile)
 	}
 	if err := c.applyDefaults(); err != nil {
 		return err
@@ -504,7 +553,7 @@ func (c *Config) applyDefaults() error {
 	setDefault(&c.Audit.Mode, DefaultAuditMode)
 	// Remaining relative paths came from defaults or flags: anchor them at the working
 	// directory now, so Envoy (whose cwd may differ) gets an absolute filename.
-	for _, p := range []*string{&c.Filter.WasmPath, &c.NATS.StoreDir, &c.Credentials.KeyFile, &c.DevIssuer.KeyFile, &c.Policies.Dir} {
+	for _, p := range []*string{&c.Filter.WasmPath, &c.NATS.StoreDir, &c.Credentials.KeyFile, &c.DevIssuer.KeyFile, &c.Policies.Dir, &c.Masking.HashKeyFile} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			abs, err := filepath.Abs(*p)
 			if err != nil {
@@ -578,6 +627,7 @@ func (c *Config) Validate() error {
 		{"audit.maxBytes", c.checkAuditMaxBytes()},
 		{"audit.maxExcerptBytes", checkRange(int64(c.Audit.MaxExcerptBytes), -1, 16<<20)},
 		{"approvals", c.Approvals.checkWebhooks()},
+		{"masking.hashKeyFile", checkOptionalAbs(c.Masking.HashKeyFile)},
 	}
 	for _, ch := range checks {
 		if ch.err != nil {
@@ -609,6 +659,11 @@ func (c *Config) ValidateForServe() error {
 	if _, err := credentials.LoadServiceAccountKey(c.Credentials.KeyFile); err != nil {
 		return fmt.Errorf("%s: %w: credentials.keyFile: %v", c.where("credentials.keyFile", "config"), ErrInvalid, err)
 	}
+	if c.Masking.HashKeyFile != "" {
+		if _, err := LoadHashKey(c.Masking.HashKeyFile); err != nil {
+			return fmt.Errorf("%s: %w: masking.hashKeyFile: %v", c.where("masking.hashKeyFile", "config"), ErrInvalid, err)
+		}
+	}
 	return nil
 }
 
@@ -635,6 +690,7 @@ type Overrides struct {
 	DevIssuerListen    *string
 	CredentialsKeyFile *string
 	PoliciesDir        *string
+	HashKeyFile        *string
 }
 
 // Apply overrides c's fields with every non-nil value in o (relative paths against the
@@ -658,6 +714,7 @@ func (c *Config) Apply(o Overrides) error {
 	set(&c.DevIssuer.Listen, o.DevIssuerListen, "devIssuer.listen", "--dev-issuer-listen")
 	set(&c.Credentials.KeyFile, o.CredentialsKeyFile, "credentials.keyFile", "--credentials-key-file")
 	set(&c.Policies.Dir, o.PoliciesDir, "policies.dir", "--policies")
+	set(&c.Masking.HashKeyFile, o.HashKeyFile, "masking.hashKeyFile", "--masking-hash-key-file")
 	if o.DevIssuer != nil {
 		c.DevIssuer.Enabled = *o.DevIssuer
 		c.sources["devIssuer.enabled"] = "--dev-issuer"

@@ -33,6 +33,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/jitgate/jitgate/filter/authorize"
+	"github.com/jitgate/jitgate/filter/masking"
 	"github.com/jitgate/jitgate/policies"
 )
 
@@ -75,10 +76,25 @@ type Decision struct {
 	// JobID is the job a jobs.get call names.
 	JobID string `json:"jobId,omitempty"`
 	// ClientJobID is the job id a jobs.insert chose itself.
-	ClientJobID      string    `json:"clientJobId,omitempty"`
-	StatementKind    string    `json:"statementKind,omitempty"`
-	ReferencedTables []string  `json:"referencedTables,omitempty"`
-	CreatedAt        time.Time `json:"createdAt"`
+	ClientJobID      string   `json:"clientJobId,omitempty"`
+	StatementKind    string   `json:"statementKind,omitempty"`
+	ReferencedTables []string `json:"referencedTables,omitempty"`
+	// Masking is the masking plan of the call (rules and detectors, never the hash key)
+	// and the basis it was built from; nil when the agent's rules mask nothing.
+	Masking   *Masking  `json:"masking,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// Masking is the masking plan kept with a decision and its job, so every later page of
+// the job (getQueryResults, tabledata.list of its result table) is masked the same way on
+// any control plane: the position rules and detectors the call was answered with, and
+// the basis (maskplan.Basis) of the agent's rules they were built from. Never the key.
+type Masking struct {
+	Rules     []masking.Rule `json:"rules,omitempty"`
+	Detectors []string       `json:"detectors,omitempty"`
+	Basis     string         `json:"basis"`
+	// Schema is the result rows' schema from the query's analysis (nil when unknown).
+	Schema *masking.Schema `json:"schema,omitempty"`
 }
 
 // Job is what jitgate_jobs holds for one job (the same record under each of its keys).
@@ -98,6 +114,8 @@ type Job struct {
 	JobID       string `json:"jobId,omitempty"`
 	QueryID     string `json:"queryId,omitempty"`
 	Location    string `json:"location,omitempty"`
+	// Masking is the plan the job's rows are masked with (from its decision).
+	Masking *Masking `json:"masking,omitempty"`
 }
 
 // OwnedBy reports whether the verified agent (issuer and agent id) owns j.
@@ -301,7 +319,7 @@ func (l *Ledger) record(ctx context.Context, r authorize.JobReport) (Outcome, er
 	job := &Job{
 		Agent: dec.Agent, Issuer: dec.Issuer, DecisionID: dec.DecisionID, Policy: dec.Policy,
 		CreatedAt: l.now().UTC(), API: dec.API, StatementKind: dec.StatementKind,
-		ReferencedTables: dec.ReferencedTables, Project: dec.Project, QueryID: r.QueryID,
+		ReferencedTables: dec.ReferencedTables, Project: dec.Project, QueryID: r.QueryID, Masking: dec.Masking,
 	}
 	if ref := r.Job; ref != nil {
 		job.JobID, job.Location = ref.JobID, ref.Location
@@ -324,6 +342,27 @@ func (l *Ledger) record(ctx context.Context, r authorize.JobReport) (Outcome, er
 	}
 	if job.Project == "" {
 		return Outcome{Reason: ReasonDecisionMismatch, Detail: "decision names no project"}, nil
+	}
+	if dec.API == "jobs.get" {
+		// A jobs.get report may name the result table first (a job still running when
+		// jobs.insert answered): the table gets the masking of the query that made it.
+		prev, err := l.Job(ctx, job.Project, job.JobID)
+		if err != nil {
+			return Outcome{}, err
+		}
+		if prev != nil && prev.OwnedBy(job.Issuer, job.Agent) {
+			job.Masking = prev.Masking
+			fill := func(dst *string, v string) {
+				if *dst == "" {
+					*dst = v
+				}
+			}
+			fill(&job.StatementKind, prev.StatementKind)
+			fill(&job.Policy, prev.Policy)
+			if len(job.ReferencedTables) == 0 {
+				job.ReferencedTables = prev.ReferencedTables
+			}
+		}
 	}
 
 	var keys []string
@@ -416,6 +455,8 @@ func merge(cur, next Job) (Job, bool) {
 	if len(out.ReferencedTables) == 0 && len(next.ReferencedTables) > 0 {
 		out.ReferencedTables = slices.Clone(next.ReferencedTables)
 	}
+	// The first record's masking stays: a job's pages are masked by the plan of the call
+	// that created it.
 	changed := out.ResultTable != cur.ResultTable || out.QueryID != cur.QueryID || out.JobID != cur.JobID ||
 		out.Location != cur.Location || out.StatementKind != cur.StatementKind || len(out.ReferencedTables) != len(cur.ReferencedTables)
 	return out, changed

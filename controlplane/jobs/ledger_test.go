@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ import (
 	"github.com/jitgate/jitgate/controlplane/natsembed"
 	"github.com/jitgate/jitgate/filter/authorize"
 	"github.com/jitgate/jitgate/filter/bqapi"
+	"github.com/jitgate/jitgate/filter/masking"
 )
 
 const (
@@ -421,4 +423,58 @@ func postReport(t *testing.T, h http.Handler, r authorize.JobReport) (int, autho
 		t.Fatalf("ack %d %s: %v", code, body, err)
 	}
 	return code, ack
+}
+
+// A decision's masking plan goes with its job under every key (job, result table), after
+// a restart and on another control plane, and a result table first named by a jobs.get
+// report gets the plan of the query that made it.
+func TestMaskingPlanKeptWithJob(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "nats")
+	n1, err := natsembed.Start(t.Context(), natsembed.Options{StoreDir: dir, MaxMemoryBytes: 16 << 20, MaxStoreBytes: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l1 := openLedger(t, n1)
+	ctx := t.Context()
+	plan := &jobs.Masking{Rules: []masking.Rule{{Path: []int{2}, Action: masking.EmailDomain}, {Path: []int{1, 0}, Action: masking.Hash}},
+		Detectors: []string{"ssn"}, Basis: "sha256:0123456789abcdef"}
+	d := decision("dec_m", "agent-a", "jobs.query")
+	d.Masking = plan
+	_ = l1.RecordDecision(ctx, d)
+	r := report("dec_m", "jobs.query", "job_m")
+	r.ResultTable = &bqapi.TableReference{DatasetID: "_anon_m", TableID: "t1"}
+	if out := mustRecord(t, l1, r); !out.Recorded {
+		t.Fatalf("%+v", out)
+	}
+	// A second job, whose result table only a later jobs.get names.
+	d2 := decision("dec_m2", "agent-a", "jobs.insert")
+	d2.ClientJobID, d2.Masking = "job_m2", plan
+	_ = l1.RecordDecision(ctx, d2)
+	if out := mustRecord(t, l1, report("dec_m2", "jobs.insert", "job_m2")); !out.Recorded {
+		t.Fatalf("%+v", out)
+	}
+	n1.Close()
+
+	n2 := startNATS(t, dir, "")
+	l2 := openLedger(t, n2)
+	replica := openLedger(t, n2) // a second control plane on the same NATS
+	get := decision("dec_g2", "agent-a", "jobs.get")
+	get.JobID, get.StatementKind, get.ReferencedTables = "job_m2", "", nil // a jobs.get decision carries no plan
+	_ = l2.RecordDecision(ctx, get)
+	rg := report("dec_g2", "jobs.get", "job_m2")
+	rg.ResultTable = &bqapi.TableReference{DatasetID: "_anon_m", TableID: "t2"}
+	if out := mustRecord(t, replica, rg); !out.Recorded {
+		t.Fatalf("%+v", out)
+	}
+	for name, lookup := range map[string]func() (*jobs.Job, error){
+		"job":                func() (*jobs.Job, error) { return l2.Job(ctx, project, "job_m") },
+		"result table":       func() (*jobs.Job, error) { return l2.ResultTable(ctx, project, "_anon_m", "t1") },
+		"jobs.get's table":   func() (*jobs.Job, error) { return l2.ResultTable(ctx, project, "_anon_m", "t2") },
+		"job after jobs.get": func() (*jobs.Job, error) { return l2.Job(ctx, project, "job_m2") },
+	} {
+		j, err := lookup()
+		if err != nil || j == nil || !reflect.DeepEqual(j.Masking, plan) {
+			t.Errorf("%s after restart: %+v, %v", name, j, err)
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"github.com/jitgate/jitgate/controlplane/authz"
 	"github.com/jitgate/jitgate/policies"
@@ -162,6 +163,12 @@ func (l *Ledger) DecisionStep() authz.Step {
 		}
 		if a := c.Analysis; a != nil {
 			d.StatementKind, d.ReferencedTables = a.StatementKind, a.ReferencedTables
+		}
+		if c.MaskingBasis != "" {
+			d.Masking = &Masking{Basis: c.MaskingBasis, Schema: c.ResultSchema}
+			if m := c.Masking; m != nil { // never the key
+				d.Masking.Rules, d.Masking.Detectors = slices.Clone(m.Rules), slices.Clone(m.Detectors)
+			}
 		}
 		if err := l.RecordDecision(ctx, d); err != nil {
 			return ledgerUnavailable(err)

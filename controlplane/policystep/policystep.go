@@ -126,6 +126,7 @@ func run(ctx context.Context, o Options, c *authz.Call) *authz.Denial {
 	if out.Denial != nil {
 		return out.Denial
 	}
+	c.Decision = out.Decision
 	// Allowed once approved: the approval step (controlplane/approvals) must run next.
 	c.Approvals = out.Decision.Approvals
 	return narrowMint(b, out.Decision, o.MinterMode, &c.Mint)

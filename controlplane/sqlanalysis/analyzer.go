@@ -103,6 +103,10 @@ type Analysis struct {
 	Findings []policies.DenyRuleKind `json:"findings,omitempty"`
 	// Views are the views read (they also appear in ReferencedTables).
 	Views []string `json:"views,omitempty"`
+	// ViewColumns are the top-level column names of each view read (tables.get), so that
+	// a rule naming a view column can be recognised (lineage resolves views to their base
+	// columns, so it could never match a source).
+	ViewColumns map[string][]string `json:"viewColumns,omitempty"`
 	// Statements holds the kind of each statement of a multi-statement script.
 	Statements []string `json:"statements,omitempty"`
 	// Lineage is, for a single query statement, each result column's (and each exactly
@@ -126,6 +130,16 @@ type Analysis struct {
 	// LineageGaps names what the lineage walker did not model (node kinds, reasons);
 	// non-empty implies LineageComplete is false.
 	LineageGaps []string `json:"lineageGaps,omitempty"`
+	// ResultSchema is the schema of a single query statement's result rows (BigQuery
+	// types: INTEGER, FLOAT, BOOLEAN, RECORD ...; arrays Repeated), from the analyser's
+	// resolved types, in Lineage's positions; nil for other statements or when a type
+	// cannot be expressed. Anonymous columns are named as the analyser names them
+	// ("$colN"), not as BigQuery does ("f0_").
+	ResultSchema []Column `json:"resultSchema,omitempty"`
+	// ValueTable: the query returns a value table (SELECT AS STRUCT / AS VALUE). Lineage
+	// and ResultSchema lay a STRUCT value table out as its fields, as BigQuery returns it;
+	// the emulator returns one RECORD column instead.
+	ValueTable bool `json:"valueTable,omitempty"`
 	// Fingerprint is the cache key (hex sha256).
 	Fingerprint string `json:"fingerprint"`
 	// Cached is true when the result came from the cache.
@@ -148,10 +162,17 @@ func (a *Analysis) clone() *Analysis {
 	c.WrittenTables = slices.Clone(a.WrittenTables)
 	c.Findings = slices.Clone(a.Findings)
 	c.Views = slices.Clone(a.Views)
+	if a.ViewColumns != nil {
+		c.ViewColumns = make(map[string][]string, len(a.ViewColumns))
+		for k, v := range a.ViewColumns {
+			c.ViewColumns[k] = slices.Clone(v)
+		}
+	}
 	c.Statements = slices.Clone(a.Statements)
 	c.Lineage = cloneLineage(a.Lineage)
 	c.ControlReads = slices.Clone(a.ControlReads)
 	c.LineageGaps = slices.Clone(a.LineageGaps)
+	c.ResultSchema = cloneColumns(a.ResultSchema)
 	return &c
 }
 
@@ -314,6 +335,7 @@ func (a *Analyzer) analyze(ctx context.Context, sql, jobProject string, defDS *D
 	}
 	// Views: analyse each body (iteratively, bounded depth), add the tables it reads.
 	views := map[string]bool{}
+	viewColumns := map[string][]string{}
 	vl := &viewLineage{views: map[string]*rawLineage{}, memo: map[SourceColumn]*lin{}, busy: map[SourceColumn]bool{}}
 	var viewGaps []string
 	type pending struct {
@@ -334,6 +356,9 @@ func (a *Analyzer) analyze(ctx context.Context, sql, jobProject string, defDS *D
 			continue
 		}
 		views[fq] = true
+		for _, c := range p.meta.Columns {
+			viewColumns[fq] = append(viewColumns[fq], c.Name)
+		}
 		if p.depth > a.opts.MaxViewDepth {
 			return nil, unanalysable(main.kind, findings, "view %s: views nested deeper than %d are not analysed", fq, a.opts.MaxViewDepth)
 		}
@@ -391,10 +416,15 @@ func (a *Analyzer) analyze(ctx context.Context, sql, jobProject string, defDS *D
 		Views:            sortedKeys(views),
 		Statements:       main.statements,
 	}
+	if len(viewColumns) > 0 {
+		out.ViewColumns = viewColumns
+	}
 	if main.lineage == nil {
 		out.LineageGaps = []string{"lineage is only computed for a single query statement"}
 	} else {
 		out.Lineage, out.ControlReads, out.LineageComplete = vl.build(main.lineage)
+		out.ResultSchema = cloneColumns(main.lineage.schema)
+		out.ValueTable = main.lineage.valueTable
 		gaps := map[string]bool{}
 		for g := range main.lineage.gaps {
 			gaps[g] = true
@@ -541,6 +571,7 @@ func (a *Analyzer) analyzeStatement(req *request, s googlesql.ASTStatementNode, 
 	r := &stmtResult{kind: statementKind(stmt, kindStr)}
 	if q, ok := stmt.(*googlesql.ResolvedQueryStmt); ok {
 		r.lineage = statementLineage(q)
+		r.lineage.schema = resultSchema(q)
 	}
 	if star && r.kind != "EXECUTE_IMMEDIATE" {
 		r.findings = append(r.findings, policies.DenySelectStar)

@@ -128,7 +128,7 @@ func (s *BigQueryTableSource) fetch(ctx context.Context, project, dataset, table
 func columnsFromSchema(s bigquery.Schema) []Column {
 	out := make([]Column, 0, len(s))
 	for _, f := range s {
-		out = append(out, Column{Name: f.Name, Type: string(f.Type), Repeated: f.Repeated, Fields: columnsFromSchema(f.Schema)})
+		out = append(out, Column{Name: f.Name, Type: string(f.Type), Repeated: f.Repeated, Required: f.Required, Fields: columnsFromSchema(f.Schema)})
 	}
 	return out
 }

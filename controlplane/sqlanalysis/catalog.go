@@ -47,7 +47,21 @@ type Column struct {
 	// INTERVAL, RECORD/STRUCT (with Fields).
 	Type     string
 	Repeated bool
+	// Required is mode REQUIRED (never null); masking needs it to keep results valid.
+	Required bool
 	Fields   []Column
+}
+
+func cloneColumns(cs []Column) []Column {
+	if cs == nil {
+		return nil
+	}
+	out := make([]Column, len(cs))
+	for i, c := range cs {
+		c.Fields = cloneColumns(c.Fields)
+		out[i] = c
+	}
+	return out
 }
 
 // request is the per-analysis state the catalog callback reads. It is only touched

@@ -2,6 +2,7 @@ package sqlanalysis
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -74,6 +75,26 @@ type OutputColumn struct {
 	// values can only come from scanned tables), but how they flow is not known; treat
 	// the column as derived from everything.
 	Unknown bool `json:"unknown,omitempty"`
+	// FieldPositions are the 0-based positions of the Path fields in their STRUCTs (the
+	// same length as Path), so a nested entry maps to a result schema position path
+	// [Position, FieldPositions...] even where field names repeat or are anonymous.
+	FieldPositions []int `json:"fieldPositions,omitempty"`
+	// Flows say, per source (same order as Sources), how it reaches this column: masking
+	// needs to know whether every path from one given source is an aggregate it allows,
+	// which the column-wide Via and Aggregates cannot say when several sources mix.
+	Flows []SourceFlow `json:"flows,omitempty"`
+}
+
+// SourceFlow is how one source column reaches an output column, over all its paths.
+type SourceFlow struct {
+	Source SourceColumn `json:"source"`
+	// OnlyAggregated: every path from the source passes through an aggregate or analytic
+	// function (Aggregates names all of them). False when any path is direct or a plain
+	// computation, and whenever the column is Unknown.
+	OnlyAggregated bool `json:"onlyAggregated"`
+	// Aggregates are the aggregate and analytic functions on the paths from this source,
+	// named as in OutputColumn.Aggregates, sorted.
+	Aggregates []string `json:"aggregates,omitempty"`
 }
 
 // countingAggregates reveal how many rows or distinct values there were, not a value.
@@ -92,6 +113,28 @@ const (
 type flow struct {
 	classes   uint8
 	revealing bool
+	// aggs are the aggregates on this source's paths: a sorted set, never modified in
+	// place (flows are copied by value).
+	aggs []string
+}
+
+// mergeAggs is the sorted union of two aggregate sets (a new slice when they differ).
+func mergeAggs(a, b []string) []string {
+	if len(b) == 0 {
+		return a
+	}
+	if len(a) == 0 {
+		return b
+	}
+	out := make([]string, 0, len(a)+len(b))
+	out = append(out, a...)
+	for _, x := range b {
+		if !slices.Contains(out, x) {
+			out = append(out, x)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // pseudoSource stands for "no column" (a literal, COUNT(*)), so that a column without
@@ -135,6 +178,7 @@ func (l *lin) addAll(o *lin) {
 		g := l.srcs[s]
 		g.classes |= f.classes
 		g.revealing = g.revealing || f.revealing
+		g.aggs = mergeAggs(g.aggs, f.aggs)
 		l.srcs[s] = g
 	}
 	for a := range o.aggs {
@@ -209,6 +253,7 @@ func aggregated(name string, counting bool, xs ...*lin) *lin {
 			if counting {
 				f.revealing = false
 			}
+			f.aggs = mergeAggs(f.aggs, []string{name})
 			out.srcs[s] = f
 		}
 		if len(out.srcs) == 0 {
@@ -295,6 +340,9 @@ type rawLineage struct {
 	reads    map[SourceColumn]bool
 	gaps     map[string]bool
 	complete bool
+	schema   []Column // resultSchema of the statement
+	// valueTable: SELECT AS STRUCT / AS VALUE at the top level.
+	valueTable bool
 }
 
 type rawOutput struct {
@@ -351,6 +399,7 @@ func statementLineage(stmt *googlesql.ResolvedQueryStmt) *rawLineage {
 		w.addReads(l)
 	}
 	valueTable, _ := stmt.IsValueTable()
+	res.valueTable = valueTable
 	for _, oc := range outs {
 		name, _ := oc.Name()
 		c, err := oc.Column()
@@ -1113,6 +1162,7 @@ func (v *viewLineage) resolve(l *lin) *lin {
 			g := out.srcs[s]
 			g.classes |= f.classes
 			g.revealing = g.revealing || f.revealing
+			g.aggs = mergeAggs(g.aggs, f.aggs)
 			out.srcs[s] = g
 			continue
 		}
@@ -1126,6 +1176,7 @@ func (v *viewLineage) resolve(l *lin) *lin {
 			g := out.srcs[bs]
 			g.classes |= crossClasses(bf.classes, f.classes)
 			g.revealing = g.revealing || (bf.revealing && f.revealing)
+			g.aggs = mergeAggs(g.aggs, mergeAggs(bf.aggs, f.aggs))
 			out.srcs[bs] = g
 		}
 	}
@@ -1147,7 +1198,7 @@ func (v *viewLineage) build(raw *rawLineage) (cols []OutputColumn, reads []Sourc
 		if hasUnknown(l) {
 			complete = false
 		}
-		cols = appendOutput(cols, o.name, i, nil, l)
+		cols = appendOutput(cols, o.name, i, nil, nil, l)
 	}
 	rs := map[SourceColumn]bool{}
 	for s := range raw.reads {
@@ -1169,8 +1220,8 @@ func (v *viewLineage) build(raw *rawLineage) (cols []OutputColumn, reads []Sourc
 	return cols, reads, complete
 }
 
-func appendOutput(cols []OutputColumn, name string, pos int, path []string, l *lin) []OutputColumn {
-	oc := OutputColumn{Name: name, Position: pos, Path: path, Unknown: hasUnknown(l)}
+func appendOutput(cols []OutputColumn, name string, pos int, path []string, fieldPos []int, l *lin) []OutputColumn {
+	oc := OutputColumn{Name: name, Position: pos, Path: path, FieldPositions: fieldPos, Unknown: hasUnknown(l)}
 	// Via is the least transformed path of a real source; literals only count for a
 	// column without any (MAX(email) || 'x' is an aggregate, not a function).
 	var least uint8
@@ -1189,6 +1240,11 @@ func appendOutput(cols []OutputColumn, name string, pos int, path []string, l *l
 		least = lowest(l.srcs[pseudoSource].classes)
 	}
 	oc.Sources = sortedSources(srcs)
+	for _, s := range oc.Sources {
+		f := l.srcs[s]
+		oc.Flows = append(oc.Flows, SourceFlow{Source: s, OnlyAggregated: !oc.Unknown && f.classes == classAggregate,
+			Aggregates: slices.Clone(f.aggs)})
+	}
 	for a := range l.aggs {
 		oc.Aggregates = append(oc.Aggregates, a)
 	}
@@ -1205,7 +1261,8 @@ func appendOutput(cols []OutputColumn, name string, pos int, path []string, l *l
 	}
 	cols = append(cols, oc)
 	for i, f := range l.fields {
-		cols = appendOutput(cols, name, pos, append(append([]string{}, path...), l.names[i]), f)
+		cols = appendOutput(cols, name, pos, append(append([]string{}, path...), l.names[i]),
+			append(append([]int{}, fieldPos...), i), f)
 	}
 	return cols
 }
@@ -1249,6 +1306,18 @@ func cloneLineage(cols []OutputColumn) []OutputColumn {
 		}
 		c.Sources = append([]SourceColumn(nil), c.Sources...)
 		c.Aggregates = append([]string(nil), c.Aggregates...)
+		c.FieldPositions = slices.Clone(c.FieldPositions)
+		if len(c.FieldPositions) == 0 {
+			c.FieldPositions = nil
+		}
+		if c.Flows != nil {
+			fl := make([]SourceFlow, len(c.Flows))
+			for j, f := range c.Flows {
+				f.Aggregates = slices.Clone(f.Aggregates)
+				fl[j] = f
+			}
+			c.Flows = fl
+		}
 		if len(c.Sources) == 0 {
 			c.Sources = nil
 		}

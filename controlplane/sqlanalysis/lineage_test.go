@@ -324,3 +324,78 @@ func BenchmarkLineageMidSize(b *testing.B) {
 		}
 	})
 }
+
+// Flows say per source whether every path is an aggregate (and which), and nested entries
+// carry their field positions: masking needs both (controlplane/maskplan).
+func TestLineageFlowsAndPositions(t *testing.T) {
+	a := newAnalyzer(t, lineageSource())
+	got, err := a.Analyze(context.Background(), Input{SQL: "SELECT CONCAT(CAST(COUNT(DISTINCT email) AS STRING), MAX(name)) AS m, " +
+		"STRUCT(id, STRUCT(ssn AS s, country) AS sub) AS p, CONCAT(email, CAST(COUNT(*) OVER () AS STRING)) AS e FROM crm.users GROUP BY email, id, ssn, country",
+		DefaultProject: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	flows := map[string]string{}
+	positions := map[string][]int{}
+	for _, c := range got.Lineage {
+		key := strings.Join(append([]string{c.Name}, c.Path...), ".")
+		positions[key] = append([]int{c.Position}, c.FieldPositions...)
+		for _, f := range c.Flows {
+			flows[key+"<-"+f.Source.Column] = fmt.Sprintf("%v %v", f.OnlyAggregated, f.Aggregates)
+		}
+	}
+	wantFlows := map[string]string{
+		"m<-email": "true [COUNT DISTINCT]", "m<-name": "true [MAX]",
+		"p<-id": "false []", "p<-ssn": "false []", "p<-country": "false []",
+		"p.id<-id": "false []", "p.sub<-ssn": "false []", "p.sub<-country": "false []", "p.sub.s<-ssn": "false []", "p.sub.country<-country": "false []",
+		"e<-email": "false []",
+	}
+	if !reflect.DeepEqual(flows, wantFlows) {
+		t.Errorf("flows:\n got  %v\n want %v", flows, wantFlows)
+	}
+	wantPos := map[string][]int{"m": {0}, "p": {1}, "p.id": {1, 0}, "p.sub": {1, 1}, "p.sub.s": {1, 1, 0}, "p.sub.country": {1, 1, 1}, "e": {2}}
+	if !reflect.DeepEqual(positions, wantPos) {
+		t.Errorf("positions:\n got  %v\n want %v", positions, wantPos)
+	}
+}
+
+// ResultSchema is the result rows' schema in BigQuery terms (for later pages that carry
+// none): nested STRUCTs as RECORD, arrays REPEATED, value tables expanded.
+func TestResultSchema(t *testing.T) {
+	a := newAnalyzer(t, lineageSource())
+	render := func(cs []Column) string {
+		var f func(cs []Column) string
+		f = func(cs []Column) string {
+			var parts []string
+			for _, c := range cs {
+				s := c.Name + ":" + c.Type
+				if c.Repeated {
+					s += "*"
+				}
+				if len(c.Fields) > 0 {
+					s += "{" + f(c.Fields) + "}"
+				}
+				parts = append(parts, s)
+			}
+			return strings.Join(parts, ",")
+		}
+		return f(cs)
+	}
+	for sql, want := range map[string]string{
+		"SELECT id, email, addr, emails, 1.5 AS f, TRUE AS b FROM crm.users":       "id:INTEGER,email:STRING,addr:RECORD{city:STRING,zip:STRING},emails:STRING*,f:FLOAT,b:BOOLEAN",
+		"SELECT ARRAY_AGG(STRUCT(user_id, amount)) AS a, COUNT(*) FROM crm.orders": "a:RECORD*{user_id:INTEGER,amount:NUMERIC},$col2:INTEGER",
+		"SELECT AS STRUCT name, doc FROM crm.users":                                "name:STRING,doc:JSON",
+		"SELECT o FROM crm.orders o":                                               "o:RECORD{order_id:STRING,user_id:INTEGER,amount:NUMERIC,card:STRING,ordered_at:TIMESTAMP}",
+	} {
+		got, err := a.Analyze(context.Background(), Input{SQL: sql, DefaultProject: "acme"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := render(got.ResultSchema); r != want {
+			t.Errorf("%s:\n got  %s\n want %s", sql, r, want)
+		}
+	}
+	if got, _ := a.Analyze(context.Background(), Input{SQL: "SELECT 1 AS x; SELECT 2 AS y", DefaultProject: "acme"}); got == nil || got.ResultSchema != nil {
+		t.Errorf("script: %+v", got)
+	}
+}

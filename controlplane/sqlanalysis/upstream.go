@@ -40,7 +40,12 @@ type PolicyAnalyzer struct {
 	analyzer *Analyzer
 	client   *bigquery.Client
 	auth     string
+	tables   *BigQueryTableSource
 }
+
+// Tables is the analyser's tables.get catalog (cached), for callers that need a table's
+// schema too (masking tabledata.list responses).
+func (p *PolicyAnalyzer) Tables() TableSource { return p.tables }
 
 // NewForUpstream builds the policy step's SQL analyser over a tables.get catalog read
 // from upstreamURL: a plain http upstream (the emulator) without credentials, https
@@ -62,7 +67,7 @@ func NewForUpstream(ctx context.Context, upstreamURL, keyFile string, opts Upstr
 		_ = client.Close()
 		return nil, fmt.Errorf("sql analyser: %w", err)
 	}
-	return &PolicyAnalyzer{analyzer: an, client: client, auth: auth}, nil
+	return &PolicyAnalyzer{analyzer: an, client: client, auth: auth, tables: src}, nil
 }
 
 // Auth describes how the catalog authenticates, for logs (never the key file's path or

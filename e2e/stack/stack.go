@@ -7,6 +7,8 @@ package stack
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -220,6 +222,19 @@ func (s *Stack) writeConfig() (string, error) {
 	if s.opts.PoliciesDir != "" {
 		fmt.Fprintf(&b, "policies:\n  dir: %s\n", strconv.Quote(s.opts.PoliciesDir))
 	}
+	// A development masking hash key per stack (kept across jitgated restarts, like the
+	// issuer key): random, in the work dir, never printed.
+	hashKey := filepath.Join(s.opts.WorkDir, "masking-hash.key")
+	if _, err := os.Stat(hashKey); errors.Is(err, os.ErrNotExist) {
+		k := make([]byte, 32)
+		if _, err := rand.Read(k); err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(hashKey, []byte(base64.StdEncoding.EncodeToString(k)+"\n"), 0o600); err != nil {
+			return "", err
+		}
+	}
+	fmt.Fprintf(&b, "masking:\n  hashKeyFile: %s\n", strconv.Quote(hashKey))
 	b.WriteString(s.opts.ExtraConfig)
 	path := filepath.Join(s.opts.WorkDir, "jitgated.yaml")
 	return path, os.WriteFile(path, []byte(b.String()), 0o644)

@@ -50,6 +50,10 @@ const (
 	// response names (unreachable, timeout, non-200, a bad or negative answer). The job
 	// could never be followed by its owner, so the response is withheld. 503 backendError.
 	ReasonJobNotRecorded Reason = "job-not-recorded"
+	// ReasonMaskingFailed: the call's decision requires masking and the response cannot
+	// be masked (not a BigQuery JSON document, rows without a schema, a cell that does
+	// not fit its schema, an error response carrying rows). 502 backendError.
+	ReasonMaskingFailed Reason = "masking-failed"
 )
 
 // class groups reasons by the HTTP answer they get.
@@ -74,7 +78,7 @@ func (r Reason) class() class {
 		return classTooLarge
 	case ReasonNotConfigured, ReasonControlPlaneUnavailable, ReasonJobNotRecorded:
 		return classUnavailable
-	case ReasonBadUpstreamResponse, ReasonResponseTooLarge:
+	case ReasonBadUpstreamResponse, ReasonResponseTooLarge, ReasonMaskingFailed:
 		return classBadGateway
 	case ReasonInternal:
 		return classInternal

@@ -25,7 +25,8 @@ const (
 )
 
 // Response buffering: the filter reads the upstream responses of jobs.query, jobs.insert
-// and jobs.get to record the job they name before releasing them.
+// and jobs.get to record the job they name before releasing them, and every response it
+// masks.
 const (
 	DefaultMaxResponseBodyBytes = 64 << 20
 	MaxAllowedResponseBodyBytes = 1 << 30
@@ -39,8 +40,9 @@ type Config struct {
 	// Larger bodies are answered with 413.
 	MaxRequestBodyBytes int64 `json:"maxRequestBodyBytes,omitempty"`
 	// MaxResponseBodyBytes caps a buffered upstream response body (the responses of
-	// jobs.query, jobs.insert and jobs.get, which the filter reads to record their job),
-	// before and after gzip decoding. A larger response is replaced by a 502.
+	// jobs.query, jobs.insert and jobs.get, which the filter reads to record their job,
+	// and every response whose rows it masks), before and after gzip decoding. A larger
+	// response is replaced by a 502, never truncated.
 	MaxResponseBodyBytes int64 `json:"maxResponseBodyBytes,omitempty"`
 	// ControlPlane is where the filter sends its callouts (authorize, audit).
 	ControlPlane ControlPlane `json:"controlPlane"`

@@ -136,6 +136,12 @@ func (h *httpContext) onAuthorizeResponse(numHeaders, bodySize, _ int) {
 		resp.Credential = nil // never attached: the call is refused
 		return
 	}
+	if err := h.takeMasking(&resp); err != nil {
+		resp.Credential = nil
+		proxywasm.LogCriticalf("jitgate: could not read the masking instruction: %v", err)
+		h.reject(bqapi.Reject(bqapi.ReasonInternal, "the gateway could not read the masking instruction"))
+		return
+	}
 	h.ex.Authz.CredentialID = resp.Credential.ID
 	if err := swapCredential(resp.Credential.Authorization); err != nil {
 		resp.Credential = nil

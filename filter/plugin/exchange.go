@@ -46,6 +46,8 @@ type Exchange struct {
 	// JobRecorded: the control plane's job ledger acknowledged the job or query id, and
 	// the response was released.
 	JobRecorded bool
+	// Masked summarises the masking of the response (nil when it was not masked).
+	Masked *MaskSummary
 }
 
 // Authz is the non-secret part of the control plane's decision.

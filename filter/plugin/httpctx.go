@@ -45,6 +45,8 @@ type httpContext struct {
 	resp         respState
 	respEncoding string
 	replyPassing bool
+	// mask is the allowed call's masking instruction (mask.go); nil: no masking.
+	mask *maskState
 
 	// caller holds what the authorize callout needs from the request headers, including
 	// the agent's token until the callout is dispatched.
@@ -179,7 +181,8 @@ func (h *httpContext) passThrough() types.Action {
 
 // OnHttpResponseHeaders records the upstream status and names the control plane's
 // decision (x-jitgate-decision-id) for the agent. A 2xx response to a call that creates
-// or describes a job is held (paused) until its job is recorded (jobs.go). The filter's
+// or describes a job is held (paused) until its job is recorded (jobs.go); any response
+// to a call whose decision carries masking is held until it is masked (mask.go). The filter's
 // own local replies also pass through here and must be left alone (a denial carries the
 // header already).
 func (h *httpContext) OnHttpResponseHeaders(_ int, endOfStream bool) (action types.Action) {
@@ -195,7 +198,7 @@ func (h *httpContext) OnHttpResponseHeaders(_ int, endOfStream bool) (action typ
 			proxywasm.LogWarnf("jitgate: could not set %s: %v", DecisionIDHeader, err)
 		}
 	}
-	if h.forwarded && reportsJob(h.ex.Call.API) && is2xx(h.ex.ResponseStatus) {
+	if h.forwarded && (h.mask != nil || reportsJob(h.ex.Call.API) && is2xx(h.ex.ResponseStatus)) {
 		return h.holdResponse(endOfStream)
 	}
 	// Not read: passes through. Also when these headers replace a response being held
@@ -205,8 +208,8 @@ func (h *httpContext) OnHttpResponseHeaders(_ int, endOfStream bool) (action typ
 }
 
 // OnHttpResponseBody buffers a held response until the end of the stream, enforcing the
-// response limit on every frame, then reads it; other responses pass through (masking
-// comes in a later stage).
+// response limit on every frame, then reads it (masks it, reports its job); other
+// responses pass through.
 func (h *httpContext) OnHttpResponseBody(bodySize int, endOfStream bool) (action types.Action) {
 	defer h.recoverInto(&action, "response-body")
 	if h.replied {

@@ -44,11 +44,12 @@ func reportsJob(api bqapi.API) bool {
 	return api == bqapi.JobsQuery || api == bqapi.JobsInsert || api == bqapi.JobsGet
 }
 
-// identityEncoding makes upstream answer a ledger call uncompressed, so the filter reads
-// the response without inflating it. The agent's client copes: it asked for gzip, which
-// permits identity. Called on allowed requests only, before they are resumed.
+// identityEncoding makes upstream answer a ledger call or a masked call uncompressed,
+// so the filter reads the response without inflating it (a gzip answer sent anyway is
+// inflated). The agent's client copes: it asked for gzip, which permits identity.
+// Called on allowed requests only, before they are resumed.
 func (h *httpContext) identityEncoding() error {
-	if !reportsJob(h.ex.Call.API) {
+	if !reportsJob(h.ex.Call.API) && h.mask == nil {
 		return nil
 	}
 	return removeRequestHeader("accept-encoding")
@@ -75,7 +76,12 @@ func (h *httpContext) holdResponse(endOfStream bool) types.Action {
 // it with an error.
 func (h *httpContext) readResponse(bodySize int) types.Action {
 	h.ex.ResponseBodyBytes = bodySize
+	ok2xx := is2xx(h.ex.ResponseStatus)
 	if bodySize == 0 {
+		if !ok2xx {
+			h.resp = respReleased // a masked call's bodiless error: nothing to mask
+			return types.ActionContinue
+		}
 		return h.withhold(badUpstream("the response has no body"), "empty body")
 	}
 	raw, err := proxywasm.GetHttpResponseBody(0, bodySize)
@@ -83,11 +89,12 @@ func (h *httpContext) readResponse(bodySize int) types.Action {
 		return h.withhold(bqapi.Reject(bqapi.ReasonInternal, "the gateway could not read the response"), err.Error())
 	}
 	limit := h.cfg.MaxResponseBodyBytes
-	doc := raw
+	doc, inflated := raw, false
 	switch strings.ToLower(strings.TrimSpace(h.respEncoding)) {
 	case "", "identity":
 	case "gzip", "x-gzip":
 		doc, err = reqbody.Inflate(raw, limit)
+		inflated = true
 		if errors.Is(err, reqbody.ErrTooLarge) {
 			return h.withhold(responseTooLarge(limit), "inflated body")
 		} else if err != nil {
@@ -95,6 +102,15 @@ func (h *httpContext) readResponse(bodySize int) types.Action {
 		}
 	default:
 		return h.withhold(badUpstream("the response's Content-Encoding cannot be decoded"), "content-encoding "+bounded(h.respEncoding))
+	}
+	if h.mask != nil {
+		if !h.maskDecoded(doc, inflated) {
+			return types.ActionPause // replaced by an error
+		}
+		if !ok2xx || !reportsJob(h.ex.Call.API) {
+			h.resp = respReleased
+			return types.ActionContinue
+		}
 	}
 	job, err := parseJobResponse(h.ex.Call.API, doc)
 	if err != nil {

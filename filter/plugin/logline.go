@@ -77,6 +77,9 @@ func logLine(ex *Exchange) string {
 	if ex.ResponseBodyBytes > 0 {
 		field(&b, "response_bytes", strconv.Itoa(ex.ResponseBodyBytes))
 	}
+	if m := ex.Masked; m != nil {
+		maskLogFields(&b, m)
+	}
 	return b.String()
 }
 

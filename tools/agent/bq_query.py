@@ -21,15 +21,27 @@ from google.cloud import bigquery
 from google.oauth2.credentials import Credentials
 
 
+def _isna(v) -> bool:
+    """pandas' missing values (NaN, NA, NaT) as None; arrays and other values as they are."""
+    try:
+        import pandas
+        r = pandas.isna(v)
+        return bool(r) if isinstance(r, bool) or getattr(r, "ndim", 1) == 0 else False
+    except (ImportError, TypeError, ValueError):
+        return False
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sql", help="the GoogleSQL query to run")
     p.add_argument("--endpoint", required=True, help="the gateway, e.g. http://127.0.0.1:10000")
     p.add_argument("--project", required=True, help="the BigQuery project to bill and query")
     p.add_argument("--token", default="", help="the agent's bearer token (empty: send none)")
-    p.add_argument("--mode", choices=["query_and_wait", "job"], default="query_and_wait",
+    p.add_argument("--mode", choices=["query_and_wait", "job", "dataframe"], default="query_and_wait",
                    help="query_and_wait: jobs.query (DB-API, most agent tools); "
-                        "job: jobs.insert + jobs.get + getQueryResults (client.query().result())")
+                        "job: jobs.insert + jobs.get + getQueryResults (client.query().result()); "
+                        "dataframe: job, read with to_dataframe(create_bqstorage_client=False) "
+                        "(needs pandas and db-dtypes)")
     p.add_argument("--page-size", type=int, default=None, help="rows per page (maxResults)")
     p.add_argument("--default-dataset", default=None, help="dataset for unqualified table names")
     args = p.parse_args()
@@ -50,8 +62,14 @@ def main() -> int:
             rows = client.query(args.sql, job_config=cfg).result(page_size=args.page_size)
         out = {
             "columns": [f.name for f in rows.schema],
-            "rows": [list(r.values()) for r in rows],
+            "types": [f.field_type for f in rows.schema],
         }
+        if args.mode == "dataframe":
+            # The Storage Read API is gRPC to another host: it would bypass the gateway.
+            df = rows.to_dataframe(create_bqstorage_client=False)
+            out["rows"] = [[None if _isna(v) else v for v in r] for r in df.itertuples(index=False, name=None)]
+        else:
+            out["rows"] = [list(r.values()) for r in rows]
     except GoogleAPICallError as e:
         json.dump({"error": {"code": e.code, "message": e.message,
                              "reason": (e.errors[0].get("reason") if e.errors else None)}}, sys.stdout)

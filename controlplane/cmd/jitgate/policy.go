@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/jitgate/jitgate/controlplane/identity"
+	"github.com/jitgate/jitgate/controlplane/maskplan"
 	"github.com/jitgate/jitgate/controlplane/policystep"
 	"github.com/jitgate/jitgate/controlplane/sqlanalysis"
 	"github.com/jitgate/jitgate/filter/authorize"
@@ -386,7 +388,47 @@ Flags:
 		printAnalysis(stdout, rec, *endpoint)
 	}
 	printExplanation(stdout, res, out, nil)
+	if rec != nil && rec.full != nil && out.Decision != nil && out.Decision.Allow {
+		printMasking(stdout, rec.full, out.Decision, req.Query != nil && req.Query.Destination != nil)
+	}
 	return 0
+}
+
+// printMasking shows the masking plan jitgated would send with the allow (controlplane/
+// maskplan, by result position), or the refusal that turns the allow into a denial.
+func printMasking(w io.Writer, a *sqlanalysis.Analysis, d *policies.Decision, writesTable bool) {
+	if len(d.MaskPlan) == 0 && len(d.Detectors) == 0 {
+		fmt.Fprintln(w, "masking:    (none)")
+		return
+	}
+	// A placeholder key: explain shows where hashing happens, never a key.
+	m, err := maskplan.NewBuilder([]byte("explain")).Query(a, d.MaskPlan, d.Detectors, writesTable)
+	if r, ok := errors.AsType[*maskplan.Refusal](err); ok {
+		fmt.Fprintf(w, "masking:    refused, jitgated denies the call\nagent sees: %d %s: %s\n", r.Status, r.Reason, r.Message)
+		return
+	}
+	if err != nil {
+		fmt.Fprintf(w, "masking:    failed: %v\n", err)
+		return
+	}
+	if m == nil || len(m.Rules) == 0 {
+		fmt.Fprintln(w, "masking:    no result column masked")
+	} else {
+		fmt.Fprintf(w, "masking:    %d rule(s) by result position\n", len(m.Rules))
+		for _, r := range m.Rules {
+			name := ""
+			for _, c := range a.Lineage {
+				if c.Position == r.Path[0] && slices.Equal(c.FieldPositions, r.Path[1:]) {
+					name = strings.Join(append([]string{c.Name}, c.Path...), ".")
+					break
+				}
+			}
+			fmt.Fprintf(w, "  - %v %s → %s\n", r.Path, name, r.Action)
+		}
+	}
+	if m != nil && len(m.Detectors) > 0 {
+		fmt.Fprintf(w, "masking detectors: %s\n", strings.Join(m.Detectors, ", "))
+	}
 }
 
 // printAnalysis prints what the control plane's SQL analyser found (or why it refused).

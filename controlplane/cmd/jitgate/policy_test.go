@@ -242,6 +242,30 @@ func TestPolicyExplainAnalysesSQL(t *testing.T) {
 			}
 		})
 	}
+	// A masking policy: explain shows the plan by result position, or the refusal.
+	mdir := t.TempDir()
+	masked, err := os.ReadFile(filepath.Join(root, "tools", "demo", "policies", "demo-analysts.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := strings.Replace(string(masked), "  credential:", "    masking:\n      - columns: jitgate-demo.crm.customers.email\n        action: hash\n    detectors: [ssn]\n  credential:", 1)
+	if err := os.WriteFile(filepath.Join(mdir, "p.yaml"), []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mbase := append([]string{"policy", "explain", "--policies", mdir}, base[4:]...)
+	for sql, want := range map[string][]string{
+		"SELECT id, UPPER(email) AS e FROM crm.customers":    {"decision:   allow", "masking:    1 rule(s) by result position", "  - [1] e → hash", "masking detectors: ssn"},
+		"SELECT id FROM crm.customers WHERE email LIKE 'a%'": {"masking:    refused", "agent sees: 403 masked_column_in_condition"},
+		"SELECT name FROM crm.customers":                     {"masking:    no result column masked"},
+	} {
+		code, out, errs := runCLI(append(append([]string{}, mbase...), "--sql", sql)...)
+		for _, s := range want {
+			if code != 0 || !strings.Contains(out, s) {
+				t.Errorf("%s: exit %d, stdout lacks %q:\n%s%s", sql, code, s, out, errs)
+			}
+		}
+	}
+
 	// --json keeps stdout the decision; the analysis goes to stderr.
 	code, out, errs := runCLI(append(append([]string{}, base...), "--json", "--sql", "SELECT name FROM crm.customers")...)
 	if code != 0 || !strings.Contains(out, `"allow": true`) || !strings.Contains(errs, "statement:  SELECT") {

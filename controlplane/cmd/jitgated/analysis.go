@@ -7,7 +7,6 @@ import (
 	"google.golang.org/api/option"
 
 	"github.com/jitgate/jitgate/controlplane/config"
-	"github.com/jitgate/jitgate/controlplane/policystep"
 	"github.com/jitgate/jitgate/controlplane/sqlanalysis"
 	"github.com/jitgate/jitgate/filter/authorize"
 )
@@ -15,7 +14,7 @@ import (
 // newAnalyzer builds the policy step's SQL analyser: controlplane/sqlanalysis over a
 // tables.get catalog read from upstream.bigquery.url with the gateway's own identity
 // (sqlanalysis.NewForUpstream, shared with `jitgate policy explain`).
-func newAnalyzer(ctx context.Context, cfg *config.Config, log *slog.Logger) (policystep.Analyzer, error) {
+func newAnalyzer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*sqlanalysis.PolicyAnalyzer, error) {
 	an, err := sqlanalysis.NewForUpstream(ctx, cfg.Upstream.BigQuery.URL, cfg.Credentials.KeyFile, sqlanalysis.UpstreamOptions{
 		TableMetadataTTL: cfg.Analysis.TableMetadataTTL, CacheSize: cfg.Analysis.CacheSize, CacheTTL: cfg.Analysis.CacheTTL,
 	})

@@ -40,6 +40,7 @@ import (
 	"github.com/jitgate/jitgate/controlplane/devissuer"
 	"github.com/jitgate/jitgate/controlplane/identity"
 	"github.com/jitgate/jitgate/controlplane/jobs"
+	"github.com/jitgate/jitgate/controlplane/maskplan"
 	"github.com/jitgate/jitgate/controlplane/natsembed"
 	"github.com/jitgate/jitgate/controlplane/policystep"
 	"github.com/jitgate/jitgate/controlplane/policystore"
@@ -165,6 +166,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	devIssuerListen := fs.String("dev-issuer-listen", config.DefaultDevIssuerListen, "loopback IP:port of the development issuer (config devIssuer.listen)")
 	keyFile := fs.String("credentials-key-file", "", "service-account JSON key that signs upstream credentials (config credentials.keyFile)")
 	policiesDir := fs.String("policies", "", "policy directory (*.yaml AgentPolicy/ApproverGroup documents) deciding every call; watched and reloaded on change and SIGHUP; empty: no policies, identity only (config policies.dir)")
+	hashKeyFile := fs.String("masking-hash-key-file", "", "file holding the HMAC key (>= 32 bytes, raw or base64) of the hash mask action, the same on every replica; empty: hash rules are denied (config masking.hashKeyFile)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -198,6 +200,8 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 			f.overrides.CredentialsKeyFile = keyFile
 		case "policies":
 			f.overrides.PoliciesDir = policiesDir
+		case "masking-hash-key-file":
+			f.overrides.HashKeyFile = hashKeyFile
 		}
 	})
 	return f, nil
@@ -366,8 +370,26 @@ func newAuthorizer(ctx context.Context, cfg *config.Config, store *policystore.S
 		if err != nil {
 			return fail(err)
 		}
-		// Calls the policy allows only once a human approves them wait here.
-		steps = append(steps, step, broker.Step(store))
+		steps = append(steps, step)
+		// The allow decision's masking rules become the filter's masking instruction
+		// (or a denial when they cannot be honoured), before the ledger records it.
+		var key []byte
+		if cfg.Masking.HashKeyFile != "" {
+			if key, err = config.LoadHashKey(cfg.Masking.HashKeyFile); err != nil {
+				return fail(fmt.Errorf("masking: %w", err))
+			}
+		} else {
+			log.Warn("no masking hash key configured (masking.hashKeyFile): calls whose masking rules hash a column are denied")
+		}
+		mstep, err := maskplan.Step(maskplan.StepOptions{Builder: maskplan.NewBuilder(key), Lineage: analyzer,
+			Tables: analyzer.Tables(), Jobs: ledger, Logger: log})
+		if err != nil {
+			return fail(err)
+		}
+		steps = append(steps, mstep)
+		// Calls the policy allows only once a human approves them wait here: after the
+		// masking step, so nobody is asked to approve a call that would be refused anyway.
+		steps = append(steps, broker.Step(store))
 	}
 	steps = append(steps, ledger.DecisionStep())
 	svc, err = authz.New(authz.Options{

@@ -1,0 +1,167 @@
+package plugin
+
+import (
+	"bytes"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
+
+	"github.com/jitgate/jitgate/filter/authorize"
+	"github.com/jitgate/jitgate/filter/bqapi"
+	"github.com/jitgate/jitgate/filter/masking"
+)
+
+// Masking. When the control plane allows a call with a masking instruction
+// (authorize.Response.Masking), the filter holds the upstream response whatever its
+// status (headers paused, body buffered up to maxResponseBodyBytes, gzip inflated),
+// masks its rows with masking.MaskResponse, and releases the masked body uncompressed
+// with a corrected content-length. It never releases a body it could not read:
+//
+//   - a 2xx body that is not a BigQuery JSON document, has rows without a schema (in the
+//     body or in Masking.Schema), or is over the limit is replaced by 502 backendError;
+//   - a non-2xx body (BigQuery's error) passes only when it carries no rows;
+//   - BigQuery's error messages (error documents, a query response's errors, a job's
+//     status) are replaced: they can quote the values the plan masks;
+//   - a response with trailers, or an encoding other than gzip/identity, is replaced.
+//
+// For jobs.query / jobs.insert the masked response is then held for the job report
+// (jobs.go) like any ledger call: one hold, masked first, released once recorded.
+
+// maskState is the masking instruction of one allowed call. plan.Key is the HMAC key;
+// masking.Key redacts itself when printed, and nothing here logs it.
+type maskState struct {
+	plan   masking.Plan
+	schema *masking.Schema
+}
+
+// MaskSummary is what the log line says about a masked response (never a value).
+type MaskSummary struct {
+	Rows         int
+	CellsMasked  int
+	DetectorHits int
+	// Decoded: upstream sent gzip, and the agent got the decoded (masked) body.
+	Decoded bool
+	// MessagesWithheld: BigQuery error messages in the response were replaced.
+	MessagesWithheld bool
+	// Micros is the time spent masking (and withholding messages), for the log line.
+	Micros int64
+}
+
+// takeMasking keeps the decision's masking instruction for the response. The hash key
+// is decoded into the plan and the decision's base64 copy is dropped.
+func (h *httpContext) takeMasking(resp *authorize.Response) error {
+	m := resp.Masking
+	resp.Masking = nil
+	if m == nil {
+		return nil
+	}
+	plan, err := m.Plan()
+	m.HashKey = ""
+	if err != nil {
+		return err
+	}
+	h.mask = &maskState{plan: plan, schema: m.Schema}
+	return nil
+}
+
+// maskDecoded masks a complete, decoded response body and puts the result in place of
+// the upstream body (decoded says the upstream body was compressed, so it must be
+// replaced even when masking changed nothing). It returns false after replacing the
+// response with an error.
+func (h *httpContext) maskDecoded(doc []byte, decoded bool) bool {
+	ok2xx := is2xx(h.ex.ResponseStatus)
+	if !ok2xx && !looksLikeObject(doc) {
+		// Envoy's or a front end's plain-text error: no rows to mask.
+		return h.replaceBody(doc, decoded)
+	}
+	start := time.Now()
+	out, stats, _, err := masking.MaskResponse(doc, h.mask.schema, h.mask.plan)
+	if err != nil {
+		h.withhold(maskFailed(), "masking failed: "+err.Error())
+		return false
+	}
+	if !ok2xx && stats.Rows > 0 {
+		h.withhold(maskFailed(), "an error response (status "+headerSafe(h.ex.ResponseStatus)+") carries rows")
+		return false
+	}
+	sum := &MaskSummary{Rows: stats.Rows, CellsMasked: stats.CellsMasked, Decoded: decoded}
+	for _, n := range stats.DetectorHits {
+		sum.DetectorHits += n
+	}
+	h.ex.Masked = sum
+	changed := decoded || !sameBytes(out, doc)
+	// BigQuery's error messages quote values (bqapi.WithholdErrorMessages).
+	scrubbed, withheld, err := bqapi.WithholdErrorMessages(out)
+	if err != nil {
+		h.withhold(maskFailed(), "error messages: "+err.Error())
+		return false
+	}
+	if withheld {
+		out, changed, sum.MessagesWithheld = scrubbed, true, true
+	}
+	sum.Micros = time.Since(start).Microseconds()
+	return h.replaceBody(out, changed)
+}
+
+// replaceBody makes body the response the agent gets when changed, with the headers
+// that describe it (identity encoding, its length).
+func (h *httpContext) replaceBody(body []byte, changed bool) bool {
+	if !changed {
+		return true
+	}
+	if err := proxywasm.ReplaceHttpResponseBody(body); err != nil {
+		h.withhold(bqapi.Reject(bqapi.ReasonInternal, "the gateway could not replace the response body"), "replace body: "+err.Error())
+		return false
+	}
+	for _, name := range []string{"content-encoding", "etag"} {
+		if err := proxywasm.RemoveHttpResponseHeader(name); err != nil {
+			h.withhold(bqapi.Reject(bqapi.ReasonInternal, "the gateway could not replace the response headers"), "remove "+name+": "+err.Error())
+			return false
+		}
+	}
+	if err := proxywasm.ReplaceHttpResponseHeader("content-length", strconv.Itoa(len(body))); err != nil {
+		h.withhold(bqapi.Reject(bqapi.ReasonInternal, "the gateway could not replace the response headers"), "content-length: "+err.Error())
+		return false
+	}
+	return true
+}
+
+// maskFailed is the agent's answer when a response that must be masked cannot be.
+// Clients retry backendError; the message says what happened without any value.
+func maskFailed() *bqapi.Rejection {
+	return bqapi.Reject(bqapi.ReasonMaskingFailed, "the gateway could not mask this response")
+}
+
+func looksLikeObject(doc []byte) bool {
+	t := bytes.TrimLeft(doc, " \t\r\n")
+	return len(t) > 0 && t[0] == '{'
+}
+
+// sameBytes reports whether a and b are the same slice (MaskResponse returns its input
+// when nothing changed) or equal.
+func sameBytes(a, b []byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	if len(a) == 0 || &a[0] == &b[0] {
+		return true
+	}
+	return bytes.Equal(a, b)
+}
+
+// maskLogFields writes the masking fields of the log line.
+func maskLogFields(b *strings.Builder, m *MaskSummary) {
+	field(b, "masked", "true")
+	field(b, "masked_rows", strconv.Itoa(m.Rows))
+	field(b, "masked_cells", strconv.Itoa(m.CellsMasked))
+	field(b, "detector_hits", strconv.Itoa(m.DetectorHits))
+	if m.Decoded {
+		field(b, "response_decoded", "gzip")
+	}
+	if m.MessagesWithheld {
+		field(b, "error_messages", "withheld")
+	}
+	field(b, "mask_us", strconv.FormatInt(m.Micros, 10))
+}
