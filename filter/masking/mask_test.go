@@ -422,6 +422,20 @@ func TestLaterPages(t *testing.T) {
 	if _, _, _, err := MaskResponse(first, other, plan); err == nil {
 		t.Error("a remembered schema of another shape accepted")
 	}
+	// Anonymous columns: the analyser's "$col1" and BigQuery's "f0_" match any name; two
+	// different real names do not.
+	for _, c := range []struct {
+		body, remembered string
+		want             bool
+	}{{"f0_", "$col1", true}, {"f0_", "email", true}, {"email", "$col1", true}, {"email", "EMAIL", true},
+		{"email", "name", false}, {"email", "f_", false}, {"email", "fx_", false}, {"email", "f1", false}} {
+		page := body(`{"fields":[{"name":"`+c.body+`","type":"STRING"}]}`, `{"f":[{"v":"x@example.com"}]}`)
+		s := &Schema{Fields: []Field{{Name: c.remembered, Type: "STRING"}}}
+		_, _, _, err := MaskResponse(page, s, Plan{Rules: []Rule{{[]int{0}, Redact}}})
+		if (err == nil) != c.want {
+			t.Errorf("remembered column %q vs body's %q: err = %v, want accepted = %v", c.remembered, c.body, err, c.want)
+		}
+	}
 	// no rows, no schema: nothing to do
 	empty := []byte(`{"jobComplete":false,"jobReference":{"jobId":"j"}}`)
 	if out, st, _, err := MaskResponse(empty, nil, plan); err != nil || !bytes.Equal(out, empty) || st.Rows != 0 {

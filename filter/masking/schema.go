@@ -174,14 +174,34 @@ func masked(fields []Field, nodes []*node) []Field {
 
 // sameShape reports whether two schemas describe the same cells: names, modes and
 // RECORD structure (leaf types may differ: a remembered masked schema says STRING).
+// Anonymous columns match whatever their name: the control plane's analyser calls them
+// "$col1", "$struct" ..., BigQuery "f0_", "f1_" ...
 func sameShape(a, b []Field) bool {
 	if len(a) != len(b) {
 		return false
 	}
 	for i := range a {
 		x, y := a[i], b[i]
-		if !strings.EqualFold(x.Name, y.Name) || normMode(x.Mode) != normMode(y.Mode) ||
+		sameName := strings.EqualFold(x.Name, y.Name) || anonymous(x.Name) || anonymous(y.Name)
+		if !sameName || normMode(x.Mode) != normMode(y.Mode) ||
 			(normType(x.Type) == "RECORD") != (normType(y.Type) == "RECORD") || !sameShape(x.Fields, y.Fields) {
+			return false
+		}
+	}
+	return true
+}
+
+// anonymous reports whether name is a generated column name: "$..." (GoogleSQL) or
+// "f<digits>_" (BigQuery).
+func anonymous(name string) bool {
+	if strings.HasPrefix(name, "$") {
+		return true
+	}
+	if len(name) < 3 || name[0] != 'f' || name[len(name)-1] != '_' {
+		return false
+	}
+	for _, c := range name[1 : len(name)-1] {
+		if c < '0' || c > '9' {
 			return false
 		}
 	}
