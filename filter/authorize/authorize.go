@@ -399,3 +399,145 @@ func ParseJobReportAck(b []byte) (JobReportAck, error) {
 	}
 	return a, nil
 }
+
+// ResponsesPath is where the filter reports every response of an allowed call before it
+// releases it to the agent: the control plane records the job it names in the job ledger
+// (as JobsPath does) and appends a response record to the audit trail, joined to the
+// decision by its id. One callout per response; the filter releases the response only
+// when the answer says Recorded (fail closed: 503 otherwise).
+const ResponsesPath = "/v1/responses"
+
+// DefaultExcerptBytes is how much of the released body the filter sends with a response
+// report when its configuration does not say (the control plane's audit.maxExcerptBytes
+// default).
+const DefaultExcerptBytes = 16 << 10
+
+// ResponseReport describes one response of an allowed call, as the agent receives it.
+type ResponseReport struct {
+	Version string `json:"version"`
+	// DecisionID is the authorize decision that allowed the call.
+	DecisionID string `json:"decisionId"`
+	RequestID  string `json:"requestId,omitempty"`
+	// API is the call whose response this is ("jobs.query").
+	API string `json:"api"`
+	// Job, QueryID and ResultTable are what a jobs.query, jobs.insert or jobs.get response
+	// named (as in JobReport); when Job or QueryID is set the control plane records the
+	// job in the ledger before the audit record, and refuses the report when it cannot.
+	Job         *bqapi.JobReference   `json:"job,omitempty"`
+	QueryID     string                `json:"queryId,omitempty"`
+	ResultTable *bqapi.TableReference `json:"resultTable,omitempty"`
+	// Response summarises the body the agent receives.
+	Response ResponseSummary `json:"response"`
+}
+
+// ResponseSummary is what the audit trail keeps of a released response. It never holds
+// a header: the upstream credential and the agent's token travel only in headers.
+type ResponseSummary struct {
+	// Status is the upstream HTTP status.
+	Status int `json:"status"`
+	// Rows is the number of rows in the body (0 when it carries none).
+	Rows int64 `json:"rows"`
+	// Masked says the body was masked (the decision carried a masking instruction);
+	// CellsMasked and DetectorHits count what was masked.
+	Masked       bool  `json:"masked,omitempty"`
+	CellsMasked  int64 `json:"cellsMasked,omitempty"`
+	DetectorHits int64 `json:"detectorHits,omitempty"`
+	// MessagesWithheld: BigQuery's error messages in the body were replaced (masked
+	// calls).
+	MessagesWithheld bool `json:"messagesWithheld,omitempty"`
+	// Bytes is the size of the body the agent receives, and Digest "sha256:<hex>" of it.
+	Bytes  int64  `json:"bytes"`
+	Digest string `json:"digest"`
+	// Encoding is the body's Content-Encoding as released ("" for identity).
+	Encoding string `json:"encoding,omitempty"`
+	// Excerpt is the start of the released body (decoded when it was sent compressed),
+	// at most the configured excerpt size; ExcerptTruncated says it is shorter than the
+	// body. It is the masked body on masked calls, never the upstream one.
+	Excerpt          string `json:"excerpt,omitempty"`
+	ExcerptTruncated bool   `json:"excerptTruncated,omitempty"`
+}
+
+// ResponseReportAck is the control plane's answer to a response report.
+type ResponseReportAck struct {
+	Version string `json:"version"`
+	// Recorded: release the response. False: replace it with a 503 (Reason says why).
+	Recorded bool   `json:"recorded"`
+	Reason   string `json:"reason,omitempty"`
+	// AuditSeq is the audit record's position in the chain (0 when the control plane
+	// released the response without a record: audit.mode relaxed, or no audit trail).
+	AuditSeq uint64 `json:"auditSeq,omitempty"`
+}
+
+// Marshal encodes r with the current version.
+func (r ResponseReport) Marshal() ([]byte, error) {
+	r.Version = Version
+	return json.Marshal(r)
+}
+
+// NamesJob reports whether the response named a job or stateless query for the ledger.
+func (r ResponseReport) NamesJob() bool {
+	return (r.Job != nil && r.Job.JobID != "") || r.QueryID != ""
+}
+
+// JobReport is the ledger's part of the report (valid when NamesJob).
+func (r ResponseReport) JobReport() JobReport {
+	return JobReport{Version: Version, DecisionID: r.DecisionID, RequestID: r.RequestID, API: r.API,
+		Job: r.Job, QueryID: r.QueryID, ResultTable: r.ResultTable}
+}
+
+// ParseResponseReport decodes and checks a response report.
+func ParseResponseReport(b []byte) (ResponseReport, error) {
+	var r ResponseReport
+	if err := decodeStrict(b, &r); err != nil {
+		return ResponseReport{}, err
+	}
+	s := &r.Response
+	switch {
+	case r.Version != Version:
+		return ResponseReport{}, fmt.Errorf("%w: response report version %q, want %q", ErrContract, r.Version, Version)
+	case r.DecisionID == "" || r.API == "":
+		return ResponseReport{}, fmt.Errorf("%w: response report without decision id or api", ErrContract)
+	case s.Status < 100 || s.Status > 999:
+		return ResponseReport{}, fmt.Errorf("%w: response status %d", ErrContract, s.Status)
+	case s.Rows < 0 || s.CellsMasked < 0 || s.DetectorHits < 0 || s.Bytes < 0:
+		return ResponseReport{}, fmt.Errorf("%w: negative count in response summary", ErrContract)
+	case !validDigest(s.Digest):
+		return ResponseReport{}, fmt.Errorf("%w: response digest is not sha256:<64 hex>", ErrContract)
+	case int64(len(s.Excerpt)) > s.Bytes && s.Encoding == "":
+		return ResponseReport{}, fmt.Errorf("%w: excerpt longer than the body", ErrContract)
+	case r.ResultTable != nil && !r.NamesJob():
+		return ResponseReport{}, fmt.Errorf("%w: result table without a job", ErrContract)
+	}
+	return r, nil
+}
+
+func validDigest(d string) bool {
+	h, ok := strings.CutPrefix(d, "sha256:")
+	if !ok || len(h) != 64 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Marshal encodes a with the current version.
+func (a ResponseReportAck) Marshal() ([]byte, error) {
+	a.Version = Version
+	return json.Marshal(a)
+}
+
+// ParseResponseReportAck decodes and checks an acknowledgement.
+func ParseResponseReportAck(b []byte) (ResponseReportAck, error) {
+	var a ResponseReportAck
+	if err := decodeStrict(b, &a); err != nil {
+		return ResponseReportAck{}, err
+	}
+	if a.Version != Version {
+		return ResponseReportAck{}, fmt.Errorf("%w: response report ack version %q, want %q", ErrContract, a.Version, Version)
+	}
+	return a, nil
+}

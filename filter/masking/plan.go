@@ -96,3 +96,46 @@ type Stats struct {
 	// DetectorHits counts cells redacted by each content detector (nil when none).
 	DetectorHits map[string]int
 }
+
+// CountRows returns the number of rows in a BigQuery response body (the length of its
+// top-level "rows" array; 0 when absent or null). It validates the JSON as it goes and
+// uses the same hand-written scanner as MaskResponse, so counting a large page costs one
+// pass without decoding a cell. An error means the body is not a JSON object.
+func CountRows(body []byte) (int, error) {
+	s := &scanner{b: body}
+	rows := 0
+	err := s.object(nil, func(k []byte) error {
+		if string(k) != "rows" {
+			return s.skip(1)
+		}
+		switch s.peek() {
+		case 'n':
+			return s.literal("null")
+		case '[':
+		default:
+			return s.fail("rows is not an array")
+		}
+		s.i++
+		if s.peek() == ']' {
+			s.i++
+			return nil
+		}
+		for {
+			rows++
+			if err := s.skip(2); err != nil {
+				return err
+			}
+			more, err := s.next(']')
+			if err != nil || !more {
+				return err
+			}
+		}
+	})
+	if s.ws(); err == nil && s.i != len(s.b) {
+		err = s.fail("data after the response object")
+	}
+	if err != nil {
+		return 0, err
+	}
+	return rows, nil
+}
