@@ -37,6 +37,9 @@ type Options struct {
 	// Jobs serves the filter's job reports (POST /v1/jobs, the job ledger); nil answers
 	// 503.
 	Jobs http.Handler
+	// Responses serves the filter's response reports (POST /v1/responses: job ledger and
+	// response audit records, controlplane/responses); nil answers 503.
+	Responses http.Handler
 	// Approvals serves the approvers' API (/v1/approvals, controlplane/approvals); nil
 	// answers 503.
 	Approvals http.Handler
@@ -125,6 +128,13 @@ func NewHandler(o Options) http.Handler {
 		})
 	}
 	mux.Handle(authorize.JobsPath, jobsHandler)
+	responsesHandler := o.Responses
+	if responsesHandler == nil {
+		responsesHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "response reports are not configured"})
+		})
+	}
+	mux.Handle(authorize.ResponsesPath, responsesHandler)
 	approvalsHandler := o.Approvals
 	if approvalsHandler == nil {
 		approvalsHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {

@@ -134,6 +134,15 @@ type Response struct {
 	Rows int64 `json:"rows"`
 	// CellsMasked is the number of cells the filter masked.
 	CellsMasked int64 `json:"cellsMasked"`
+	// Masked says the body was masked by the decision's masking instruction;
+	// DetectorHits counts the cells content detectors redacted.
+	Masked       bool  `json:"masked,omitempty"`
+	DetectorHits int64 `json:"detectorHits,omitempty"`
+	// MessagesWithheld: BigQuery's error messages in the body were replaced.
+	MessagesWithheld bool `json:"messagesWithheld,omitempty"`
+	// Encoding is the released body's Content-Encoding ("" for identity); the excerpt
+	// is always decoded.
+	Encoding string `json:"encoding,omitempty"`
 	// Bytes is the size of the body released to the agent.
 	Bytes int64 `json:"bytes"`
 	// Digest is "sha256:<hex>" of the body released to the agent (after masking).

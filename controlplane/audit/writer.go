@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -397,4 +398,28 @@ func newMsgID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return "audit-" + hex.EncodeToString(b[:])
+}
+
+// Decision returns the stored decision record with this decision id, or nil when the
+// stream holds none (never decided here, expired by the retention limits, or not
+// written: relaxed mode). The response records of a decision join to it by id.
+func (w *Writer) Decision(ctx context.Context, decisionID string) (*Record, error) {
+	if decisionID == "" {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
+	defer cancel()
+	subj := SubjectPrefix + "." + string(KindDecision) + ".*." + token(decisionID)
+	m, err := w.stream.GetLastMsgForSubject(ctx, subj)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: read decision %s: %v", ErrUnavailable, decisionID, err)
+	}
+	var r Record
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		return nil, fmt.Errorf("%w: decision %s unreadable: %v", ErrUnavailable, decisionID, err)
+	}
+	return &r, nil
 }

@@ -51,6 +51,7 @@ func FilterConfig(cfg *config.Config, bundle *policies.Bundle) (filterconfig.Con
 		Version:              filterconfig.Version,
 		MaxRequestBodyBytes:  cfg.Filter.MaxRequestBodyBytes,
 		MaxResponseBodyBytes: cfg.Filter.MaxResponseBodyBytes,
+		ResponseExcerptBytes: cfg.Audit.MaxExcerptBytes,
 		ControlPlane: filterconfig.ControlPlane{
 			Cluster:       ControlPlaneCluster,
 			Authority:     FilterControlPlaneAuthority,

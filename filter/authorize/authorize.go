@@ -503,8 +503,6 @@ func ParseResponseReport(b []byte) (ResponseReport, error) {
 		return ResponseReport{}, fmt.Errorf("%w: negative count in response summary", ErrContract)
 	case !validDigest(s.Digest):
 		return ResponseReport{}, fmt.Errorf("%w: response digest is not sha256:<64 hex>", ErrContract)
-	case int64(len(s.Excerpt)) > s.Bytes && s.Encoding == "":
-		return ResponseReport{}, fmt.Errorf("%w: excerpt longer than the body", ErrContract)
 	case r.ResultTable != nil && !r.NamesJob():
 		return ResponseReport{}, fmt.Errorf("%w: result table without a job", ErrContract)
 	}

@@ -47,7 +47,6 @@ func TestParseResponseReportRejects(t *testing.T) {
 		"negative rows":     func(r *ResponseReport) { r.Response.Rows = -1 },
 		"no digest":         func(r *ResponseReport) { r.Response.Digest = "" },
 		"bad digest":        func(r *ResponseReport) { r.Response.Digest = "sha256:XYZ" },
-		"excerpt too long":  func(r *ResponseReport) { r.Response.Bytes = 3 },
 		"table without job": func(r *ResponseReport) { r.Job, r.QueryID, r.ResultTable = nil, "", &bqapi.TableReference{TableID: "t"} },
 	} {
 		r := responseReport()

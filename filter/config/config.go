@@ -44,6 +44,11 @@ type Config struct {
 	// and every response whose rows it masks), before and after gzip decoding. A larger
 	// response is replaced by a 502, never truncated.
 	MaxResponseBodyBytes int64 `json:"maxResponseBodyBytes,omitempty"`
+	// ResponseExcerptBytes is how much of each released response body the filter sends
+	// with its response report, for the audit record's excerpt (the control plane's
+	// audit.maxExcerptBytes): 0 means authorize.DefaultExcerptBytes (16 KiB), -1 none,
+	// at most MaxResponseExcerptBytes.
+	ResponseExcerptBytes int `json:"responseExcerptBytes,omitempty"`
 	// ControlPlane is where the filter sends its callouts (authorize, audit).
 	ControlPlane ControlPlane `json:"controlPlane"`
 	// PolicyVersion is the version of the policy bundle the control plane decides with
@@ -64,6 +69,21 @@ type Config struct {
 	// through the evaluator compiled into the module, logs "conformance: N vectors
 	// passed", and fails the start if any vector fails.
 	SelfTest bool `json:"selfTest,omitempty"`
+}
+
+// MaxResponseExcerptBytes bounds ResponseExcerptBytes (the control plane's
+// audit.maxExcerptBytes has the same bound).
+const MaxResponseExcerptBytes = 16 << 20
+
+// ExcerptBytes is the effective ResponseExcerptBytes: 16 KiB by default, 0 for none.
+func (c Config) ExcerptBytes() int {
+	switch {
+	case c.ResponseExcerptBytes < 0:
+		return 0
+	case c.ResponseExcerptBytes == 0:
+		return 16 << 10
+	}
+	return c.ResponseExcerptBytes
 }
 
 // maxPolicyVersionLength bounds PolicyVersion.
@@ -152,6 +172,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: controlPlane.timeoutMillis %d above 60000", ErrInvalid, c.ControlPlane.TimeoutMillis)
 	case c.ControlPlane.AuthorizeTimeoutMillis > MaxAuthorizeTimeoutMillis:
 		return fmt.Errorf("%w: controlPlane.authorizeTimeoutMillis %d above %d", ErrInvalid, c.ControlPlane.AuthorizeTimeoutMillis, MaxAuthorizeTimeoutMillis)
+	case c.ResponseExcerptBytes < -1 || c.ResponseExcerptBytes > MaxResponseExcerptBytes:
+		return fmt.Errorf("%w: responseExcerptBytes %d outside -1..%d", ErrInvalid, c.ResponseExcerptBytes, MaxResponseExcerptBytes)
 	case len(c.PolicyVersion) > maxPolicyVersionLength:
 		return fmt.Errorf("%w: policyVersion longer than %d bytes", ErrInvalid, maxPolicyVersionLength)
 	case len(c.PolicyBundle) > MaxPolicyBundleBytes:

@@ -82,3 +82,22 @@ func TestResponseLimitBounds(t *testing.T) {
 		}
 	}
 }
+
+func TestResponseExcerptBytes(t *testing.T) {
+	for _, tc := range []struct {
+		doc  string
+		want int
+		bad  bool
+	}{
+		{`{"version":"jitgate.dev/filter/v1"}`, 16 << 10, false},
+		{`{"version":"jitgate.dev/filter/v1","responseExcerptBytes":-1}`, 0, false},
+		{`{"version":"jitgate.dev/filter/v1","responseExcerptBytes":100}`, 100, false},
+		{`{"version":"jitgate.dev/filter/v1","responseExcerptBytes":-2}`, 0, true},
+		{`{"version":"jitgate.dev/filter/v1","responseExcerptBytes":16777217}`, 0, true},
+	} {
+		c, err := Parse([]byte(tc.doc))
+		if (err != nil) != tc.bad || (err == nil && c.ExcerptBytes() != tc.want) {
+			t.Errorf("%s: %d, %v", tc.doc, c.ExcerptBytes(), err)
+		}
+	}
+}

@@ -44,6 +44,7 @@ import (
 	"github.com/jitgate/jitgate/controlplane/natsembed"
 	"github.com/jitgate/jitgate/controlplane/policystep"
 	"github.com/jitgate/jitgate/controlplane/policystore"
+	"github.com/jitgate/jitgate/controlplane/responses"
 	"github.com/jitgate/jitgate/controlplane/xds"
 	"github.com/jitgate/jitgate/policies/source"
 )
@@ -525,6 +526,9 @@ func serve(ctx context.Context, f *flags, cfg *config.Config, reload <-chan os.S
 			Audit:     auditStatus,
 			Authorize: authorizer,
 			Jobs:      ledger.Handler(),
+			Responses: responses.NewHandler(responses.Options{Trail: auditor, Ledger: ledger,
+				Relaxed: cfg.Audit.Mode == config.AuditRelaxed, MaxExcerptBytes: cfg.Audit.MaxExcerptBytes,
+				Logger: log, Registerer: reg}),
 			Approvals: broker.Handler(verifier, log),
 			Gatherer:  reg,
 			Started:   started,
