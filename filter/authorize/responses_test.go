@@ -41,13 +41,15 @@ func TestResponseReportRoundTrip(t *testing.T) {
 
 func TestParseResponseReportRejects(t *testing.T) {
 	for name, mutate := range map[string]func(*ResponseReport){
-		"no decision":       func(r *ResponseReport) { r.DecisionID = "" },
-		"no api":            func(r *ResponseReport) { r.API = "" },
-		"no status":         func(r *ResponseReport) { r.Response.Status = 0 },
-		"negative rows":     func(r *ResponseReport) { r.Response.Rows = -1 },
-		"no digest":         func(r *ResponseReport) { r.Response.Digest = "" },
-		"bad digest":        func(r *ResponseReport) { r.Response.Digest = "sha256:XYZ" },
-		"table without job": func(r *ResponseReport) { r.Job, r.QueryID, r.ResultTable = nil, "", &bqapi.TableReference{TableID: "t"} },
+		"no decision":   func(r *ResponseReport) { r.DecisionID = "" },
+		"no api":        func(r *ResponseReport) { r.API = "" },
+		"no status":     func(r *ResponseReport) { r.Response.Status = 0 },
+		"negative rows": func(r *ResponseReport) { r.Response.Rows = -1 },
+		"no digest":     func(r *ResponseReport) { r.Response.Digest = "" },
+		"bad digest":    func(r *ResponseReport) { r.Response.Digest = "sha256:XYZ" },
+		"table without job": func(r *ResponseReport) {
+			r.Job, r.QueryID, r.ResultTable = nil, "", &bqapi.TableReference{TableID: "t"}
+		},
 	} {
 		r := responseReport()
 		mutate(&r)

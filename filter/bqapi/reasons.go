@@ -50,6 +50,9 @@ const (
 	// response names (unreachable, timeout, non-200, a bad or negative answer). The job
 	// could never be followed by its owner, so the response is withheld. 503 backendError.
 	ReasonJobNotRecorded Reason = "job-not-recorded"
+	// ReasonResponseNotRecorded: the control plane did not record the response of an
+	// allowed call in its audit trail (strict audit mode), so it was not released (503).
+	ReasonResponseNotRecorded Reason = "response-not-recorded"
 	// ReasonMaskingFailed: the call's decision requires masking and the response cannot
 	// be masked (not a BigQuery JSON document, rows without a schema, a cell that does
 	// not fit its schema, an error response carrying rows). 502 backendError.
@@ -76,7 +79,7 @@ func (r Reason) class() class {
 		return classInvalid
 	case ReasonBodyTooLarge:
 		return classTooLarge
-	case ReasonNotConfigured, ReasonControlPlaneUnavailable, ReasonJobNotRecorded:
+	case ReasonNotConfigured, ReasonControlPlaneUnavailable, ReasonJobNotRecorded, ReasonResponseNotRecorded:
 		return classUnavailable
 	case ReasonBadUpstreamResponse, ReasonResponseTooLarge, ReasonMaskingFailed:
 		return classBadGateway

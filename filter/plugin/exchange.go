@@ -46,6 +46,13 @@ type Exchange struct {
 	// JobRecorded: the control plane's job ledger acknowledged the job or query id, and
 	// the response was released.
 	JobRecorded bool
+	// ResponseRows is the number of rows in the response the agent got.
+	ResponseRows int64
+	// ResponseRecorded: the control plane acknowledged the response report (job ledger
+	// and audit record) and the response was released; AuditSeq is the response
+	// record's position in the audit chain (0: released without a record, relaxed mode).
+	ResponseRecorded bool
+	AuditSeq         uint64
 	// Masked summarises the masking of the response (nil when it was not masked).
 	Masked *MaskSummary
 }

@@ -43,10 +43,15 @@ type httpContext struct {
 	// once a local reply's own headers pass the response path, so its body may follow,
 	// while the upstream response it replaced never does.
 	resp         respState
+	respSeen     bool // the upstream response's headers arrived (later ones are Envoy's)
 	respEncoding string
 	replyPassing bool
 	// mask is the allowed call's masking instruction (mask.go); nil: no masking.
 	mask *maskState
+	// released is the body the agent gets once the response is recorded (the upstream
+	// bytes, or the masked body), and releasedEncoding its Content-Encoding.
+	released         []byte
+	releasedEncoding string
 
 	// caller holds what the authorize callout needs from the request headers, including
 	// the agent's token until the callout is dispatched.
@@ -180,11 +185,11 @@ func (h *httpContext) passThrough() types.Action {
 }
 
 // OnHttpResponseHeaders records the upstream status and names the control plane's
-// decision (x-jitgate-decision-id) for the agent. A 2xx response to a call that creates
-// or describes a job is held (paused) until its job is recorded (jobs.go); any response
-// to a call whose decision carries masking is held until it is masked (mask.go). The filter's
-// own local replies also pass through here and must be left alone (a denial carries the
-// header already).
+// decision (x-jitgate-decision-id) for the agent. Every response to an allowed call is
+// held (paused) until it is read, masked when the decision says so (mask.go), and
+// recorded by the control plane (jobs.go, respreport.go). The filter's own local
+// replies also pass through here and must be left alone (a denial carries the header
+// already).
 func (h *httpContext) OnHttpResponseHeaders(_ int, endOfStream bool) (action types.Action) {
 	defer h.recoverInto(&action, "response-headers")
 	if h.replied {
@@ -198,7 +203,8 @@ func (h *httpContext) OnHttpResponseHeaders(_ int, endOfStream bool) (action typ
 			proxywasm.LogWarnf("jitgate: could not set %s: %v", DecisionIDHeader, err)
 		}
 	}
-	if h.forwarded && (h.mask != nil || reportsJob(h.ex.Call.API) && is2xx(h.ex.ResponseStatus)) {
+	if h.forwarded && !h.respSeen {
+		h.respSeen = true
 		return h.holdResponse(endOfStream)
 	}
 	// Not read: passes through. Also when these headers replace a response being held

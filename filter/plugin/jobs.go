@@ -10,24 +10,21 @@ import (
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm"
 	"github.com/proxy-wasm/proxy-wasm-go-sdk/proxywasm/types"
 
-	"github.com/jitgate/jitgate/filter/authorize"
 	"github.com/jitgate/jitgate/filter/bqapi"
 	"github.com/jitgate/jitgate/filter/reqbody"
 )
 
-// The job ledger's filter side. The upstream response of an allowed jobs.query,
-// jobs.insert or jobs.get names a job (jobReference) or a stateless query (queryId). The
-// control plane must record it (POST authorize.JobsPath) before the agent learns it, or
-// the agent could never page, poll or cancel its own job through the gateway. So for
-// these calls a 2xx response is held whole (headers paused, body buffered up to
-// maxResponseBodyBytes), read, reported, and released byte-identical only when the
-// control plane acknowledges it with recorded=true. Every failure replaces the response
-// with a BigQuery-shaped local reply: it is still possible because the response headers
-// were never released (Envoy honours a paused OnHttpResponseHeaders because the control
-// plane sets allow_on_headers_stop_iteration).
-//
-// Non-2xx responses and responses that name neither a job nor a query id (dry runs) go
-// to the agent unchanged and are not reported.
+// The response path of an allowed call. Every upstream response of a call the control
+// plane allowed is held whole (headers paused, body buffered up to maxResponseBodyBytes),
+// read, masked when the decision says so (mask.go), and reported to the control plane
+// (POST authorize.ResponsesPath, respreport.go) before the agent sees a byte of it: the
+// control plane records the job a jobs.query, jobs.insert or jobs.get response names in
+// the job ledger (the agent could otherwise never page, poll or cancel its own job
+// through the gateway) and appends the response's audit record. The response is released
+// (byte-identical unless masked) only when the control plane answers recorded=true.
+// Every failure replaces the response with a BigQuery-shaped local reply: it is still
+// possible because the response headers were never released (Envoy honours a paused
+// OnHttpResponseHeaders because the control plane sets allow_on_headers_stop_iteration).
 
 // respState is where an upstream response stands.
 type respState uint8
@@ -35,7 +32,7 @@ type respState uint8
 const (
 	respPassing   respState = iota // not read by the filter: passes through
 	respBuffering                  // held until the end of the stream
-	respReporting                  // held while the job report is in flight
+	respReporting                  // held while the response report is in flight
 	respReleased                   // read, and released to the agent
 )
 
@@ -44,18 +41,15 @@ func reportsJob(api bqapi.API) bool {
 	return api == bqapi.JobsQuery || api == bqapi.JobsInsert || api == bqapi.JobsGet
 }
 
-// identityEncoding makes upstream answer a ledger call or a masked call uncompressed,
-// so the filter reads the response without inflating it (a gzip answer sent anyway is
-// inflated). The agent's client copes: it asked for gzip, which permits identity.
-// Called on allowed requests only, before they are resumed.
+// identityEncoding makes upstream answer an allowed call uncompressed, so the filter
+// reads (masks, counts, digests and excerpts) the response without inflating it (a gzip
+// answer sent anyway is inflated). The agent's client copes: it asked for gzip, which
+// permits identity. Called on allowed requests only, before they are resumed.
 func (h *httpContext) identityEncoding() error {
-	if !reportsJob(h.ex.Call.API) && h.mask == nil {
-		return nil
-	}
 	return removeRequestHeader("accept-encoding")
 }
 
-// holdResponse starts reading a ledger call's 2xx response: the headers stay paused.
+// holdResponse starts reading an allowed call's response: the headers stay paused.
 func (h *httpContext) holdResponse(endOfStream bool) types.Action {
 	limit := h.cfg.MaxResponseBodyBytes
 	if cl := responseHeader("content-length"); cl != "" {
@@ -71,18 +65,18 @@ func (h *httpContext) holdResponse(endOfStream bool) types.Action {
 	return types.ActionPause
 }
 
-// readResponse reads the complete buffered response and either releases it (nothing
-// to record), reports its job (the response stays paused until the answer) or replaces
-// it with an error.
+// readResponse reads the complete buffered response, masks it when the decision says
+// so, reads the job it names (ledger calls) and reports it (the response stays paused
+// until the answer), or replaces it with an error.
 func (h *httpContext) readResponse(bodySize int) types.Action {
 	h.ex.ResponseBodyBytes = bodySize
-	ok2xx := is2xx(h.ex.ResponseStatus)
+	ledger := is2xx(h.ex.ResponseStatus) && reportsJob(h.ex.Call.API)
 	if bodySize == 0 {
-		if !ok2xx {
-			h.resp = respReleased // a masked call's bodiless error: nothing to mask
-			return types.ActionContinue
+		if ledger || h.mask != nil && is2xx(h.ex.ResponseStatus) { // rows or a job were due
+			return h.withhold(badUpstream("the response has no body"), "empty body")
 		}
-		return h.withhold(badUpstream("the response has no body"), "empty body")
+		h.released, h.releasedEncoding = nil, ""
+		return h.reportResponse(nil)
 	}
 	raw, err := proxywasm.GetHttpResponseBody(0, bodySize)
 	if err != nil {
@@ -103,14 +97,16 @@ func (h *httpContext) readResponse(bodySize int) types.Action {
 	default:
 		return h.withhold(badUpstream("the response's Content-Encoding cannot be decoded"), "content-encoding "+bounded(h.respEncoding))
 	}
+	// What the agent gets: the upstream bytes, unless masking replaces them.
+	h.released, h.releasedEncoding = raw, strings.TrimSpace(h.respEncoding)
 	if h.mask != nil {
 		if !h.maskDecoded(doc, inflated) {
 			return types.ActionPause // replaced by an error
 		}
-		if !ok2xx || !reportsJob(h.ex.Call.API) {
-			h.resp = respReleased
-			return types.ActionContinue
-		}
+		doc = h.released // the masked body (identity) is what the excerpt shows
+	}
+	if !ledger {
+		return h.reportResponse(doc)
 	}
 	job, err := parseJobResponse(h.ex.Call.API, doc)
 	if err != nil {
@@ -120,12 +116,10 @@ func (h *httpContext) readResponse(bodySize int) types.Action {
 		h.ex.ResponseJob = job.JobReference
 	}
 	h.ex.ResponseQueryID = job.QueryID
-	h.ex.ResultTable = job.resultTable()
-	if h.ex.ResponseJob == nil && h.ex.ResponseQueryID == "" {
-		h.resp = respReleased // a dry run: nothing to record
-		return types.ActionContinue
+	if h.ex.ResponseJob != nil || h.ex.ResponseQueryID != "" {
+		h.ex.ResultTable = job.resultTable() // a dry run names no job: nothing for the ledger
 	}
-	return h.reportJob()
+	return h.reportResponse(doc)
 }
 
 // jobResponse is what the ledger needs from a jobs.query response (QueryResponse) or a
@@ -167,75 +161,18 @@ func parseJobResponse(api bqapi.API, doc []byte) (jobResponse, error) {
 	return j, nil
 }
 
-// reportJob sends the job report; the response stays paused until the answer
-// (onJobReportResponse).
-func (h *httpContext) reportJob() types.Action {
-	a := h.ex.Authz
-	if a == nil || a.DecisionID == "" {
-		return h.withhold(bqapi.Reject(bqapi.ReasonInternal, "the gateway lost the decision that allowed this call"), "no decision id")
-	}
-	doc, err := authorize.JobReport{
-		DecisionID: a.DecisionID, RequestID: h.caller.requestID, API: h.ex.Call.API.String(),
-		Job: h.ex.ResponseJob, QueryID: h.ex.ResponseQueryID, ResultTable: h.ex.ResultTable,
-	}.Marshal()
-	if err != nil {
-		return h.notRecorded("the report could not be encoded", err)
-	}
-	if err := h.callControlPlane(authorize.JobsPath, doc, h.cfg.ControlPlane.TimeoutMillis, h.onJobReportResponse); err != nil {
-		return h.notRecorded("the report could not be dispatched", err)
-	}
-	h.resp = respReporting
-	return types.ActionPause
-}
-
-// onJobReportResponse is the job report's callback: it releases the response unchanged
-// when the ledger recorded the job, and replaces it with a 503 otherwise.
-func (h *httpContext) onJobReportResponse(numHeaders, bodySize, _ int) {
-	defer func() {
-		if r := recover(); r != nil {
-			proxywasm.LogCriticalf("jitgate: recovered panic in job-report-response: %s", panicText(r))
-			h.withhold(bqapi.Reject(bqapi.ReasonInternal, "the gateway failed while handling this response"), "panic")
-		}
-	}()
-	if h.replied || h.resp != respReporting {
-		return
-	}
-	h.plugin.fault("job-report-response")
-	body, detail, err := readCalloutBody(numHeaders, bodySize)
-	if detail != "" {
-		h.notRecorded(detail, err)
-		return
-	}
-	ack, err := authorize.ParseJobReportAck(body)
-	if err != nil {
-		h.notRecorded("invalid response", err)
-		return
-	}
-	if !ack.Recorded {
-		detail := "refused"
-		if ack.Reason != "" {
-			detail += ": " + headerSafe(ack.Reason)
-		}
-		h.notRecorded(detail, nil)
-		return
-	}
-	h.ex.JobRecorded = true
-	h.resp = respReleased
-	if err := proxywasm.ResumeHttpResponse(); err != nil {
-		h.ex.JobRecorded = false
-		proxywasm.LogCriticalf("jitgate: could not resume the response: %v", err)
-		h.withhold(bqapi.Reject(bqapi.ReasonInternal, "the gateway could not release the response"), "resume failed")
-	}
-}
-
-// notRecorded replaces the response with 503 backendError: the job could not be
-// recorded. detail is shown to the agent; err goes to the log only.
+// notRecorded replaces the response with 503 backendError: the control plane did not
+// record it (its job in the ledger, or its audit record). detail is shown to the agent;
+// err goes to the log only.
 func (h *httpContext) notRecorded(detail string, err error) types.Action {
-	line := "jitgate: job report failed: " + detail
+	line := "jitgate: response report failed: " + detail
 	if err != nil {
 		line += ": " + bounded(err.Error())
 	}
-	return h.withhold(bqapi.Reject(bqapi.ReasonJobNotRecorded, "the job could not be recorded ("+detail+")"), line)
+	if h.ex.ResponseJob != nil || h.ex.ResponseQueryID != "" {
+		return h.withhold(bqapi.Reject(bqapi.ReasonJobNotRecorded, "the job could not be recorded ("+detail+")"), line)
+	}
+	return h.withhold(bqapi.Reject(bqapi.ReasonResponseNotRecorded, "the response could not be recorded in the audit trail ("+detail+")"), line)
 }
 
 // withhold replaces the held upstream response with a local reply. why is logged (with

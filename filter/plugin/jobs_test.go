@@ -59,7 +59,7 @@ type ledgerOutcome struct {
 	respActions        []types.Action // body frames and trailers
 	heldBeforeAck      bool           // the response was still paused when the report was answered
 	report             *proxytest.HttpCalloutAttribute
-	job                authorize.JobReport
+	job                authorize.ResponseReport
 	streamAction       types.Action // after everything
 	reply              *proxytest.LocalHttpResponse
 	agentHeaders       [][2]string
@@ -73,10 +73,10 @@ func (o ledgerOutcome) released() bool {
 	return o.reply == nil && o.streamAction == types.ActionContinue
 }
 
-// recordedAck is the ledger's positive answer.
+// recordedAck is the control plane's positive answer (job and response recorded).
 func recordedAck(t testing.TB) *answer {
 	t.Helper()
-	b, err := authorize.JobReportAck{Recorded: true}.Marshal()
+	b, err := authorize.ResponseReportAck{Recorded: true, AuditSeq: 42}.Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,13 +124,13 @@ func exchange(t *testing.T, host proxytest.HostEmulator, req request, up upstrea
 	}
 	if cos := host.GetCalloutAttributesFromContext(id); len(cos) > calloutsBefore {
 		if len(cos) > calloutsBefore+1 {
-			t.Errorf("%d job reports for one response, want 1", len(cos)-calloutsBefore)
+			t.Errorf("%d response reports for one response, want 1", len(cos)-calloutsBefore)
 		}
 		co := cos[len(cos)-1]
 		o.report = &co
-		job, err := authorize.ParseJobReport(co.Body)
+		job, err := authorize.ParseResponseReport(co.Body)
 		if err != nil {
-			t.Errorf("report body is not a contract job report: %v: %s", err, co.Body)
+			t.Errorf("report body is not a contract response report: %v: %s", err, co.Body)
 		}
 		o.job = job
 		o.heldBeforeAck = host.GetCurrentHttpStreamAction(id) == types.ActionPause && host.GetSentLocalResponse(id) == nil
@@ -184,14 +184,15 @@ func wantReleased(t *testing.T, o ledgerOutcome, up upstream) {
 	if got := headerValue(o.agentHeaders, DecisionIDHeader); got != allowDecisionID {
 		t.Errorf("%s = %q", DecisionIDHeader, got)
 	}
-	if !strings.Contains(o.logLine, " decision=allow status=200 ") || !strings.Contains(o.logLine, " job_recorded=true") {
+	if !strings.Contains(o.logLine, " decision=allow status=200 ") || !strings.Contains(o.logLine, " audit_seq=42") ||
+		o.job.NamesJob() != strings.Contains(o.logLine, " job_recorded=true") {
 		t.Errorf("log line %q does not record the released, recorded response", o.logLine)
 	}
 	co := o.report
 	if co.Upstream != "jitgate_controlplane" {
 		t.Errorf("report cluster = %q", co.Upstream)
 	}
-	for k, v := range map[string]string{":method": "POST", ":path": "/v1/jobs", ":authority": "jitgate-controlplane", "content-type": "application/json"} {
+	for k, v := range map[string]string{":method": "POST", ":path": "/v1/responses", ":authority": "jitgate-controlplane", "content-type": "application/json"} {
 		if got := headerValue(co.Headers, k); got != v {
 			t.Errorf("report %s = %q, want %q", k, got, v)
 		}
@@ -291,7 +292,8 @@ func TestJobLedgerReportsAndReleases(t *testing.T) {
 }
 
 // TestJobLedgerNothingToRecord: a 2xx that names neither a job nor a query id (a dry
-// run), and every non-2xx, goes to the agent unchanged with no report.
+// run), and every non-2xx, goes to the agent unchanged once its response report (which
+// names no job) is recorded.
 func TestJobLedgerNothingToRecord(t *testing.T) {
 	queryReq := request{method: "POST", path: queryPath, chunks: withBody(queryBody)}
 	bqErr := `{"error":{"code":404,"message":"Not found: Job p:job_1","errors":[{"message":"Not found: Job p:job_1","domain":"global","reason":"notFound"}],"status":"NOT_FOUND"}}`
@@ -299,51 +301,25 @@ func TestJobLedgerNothingToRecord(t *testing.T) {
 		host := configuredHost(t, vm)
 		t.Run("dry run", func(t *testing.T) {
 			body := `{"kind":"bigquery#queryResponse","schema":{"fields":[]},"jobReference":{"projectId":"p","location":"US"},"totalBytesProcessed":"1024","jobComplete":true}`
-			o := exchange(t, host, queryReq, upstreamOK(body), nil)
-			if o.report != nil || !o.released() || !bytes.Equal(o.agentBody, []byte(body)) {
-				t.Errorf("dry run: report %v, reply %v, action %v", o.report != nil, o.reply, o.streamAction)
-			}
-			if last := o.respActions[len(o.respActions)-1]; last != types.ActionContinue {
-				t.Errorf("last frame action = %v, want continue", last)
-			}
-			if strings.Contains(o.logLine, "job_recorded") {
-				t.Errorf("log line %q claims a job", o.logLine)
+			up := upstreamOK(body)
+			o := exchange(t, host, queryReq, up, nil)
+			wantReleased(t, o, up)
+			if o.job.NamesJob() || o.job.ResultTable != nil || strings.Contains(o.logLine, "job_recorded") {
+				t.Errorf("dry run named a job: %+v, log line %q", o.job, o.logLine)
 			}
 		})
 		for _, status := range []string{"400", "403", "404", "500", "503"} {
 			t.Run("upstream "+status, func(t *testing.T) {
 				up := upstream{status: status, headers: [][2]string{{"content-type", "application/json"}}, chunks: withBody(bqErr)}
 				o := exchange(t, host, request{method: "GET", path: jobsGetPath}, up, nil)
-				if o.respHeadersAction != types.ActionContinue || o.respActions[0] != types.ActionContinue {
-					t.Errorf("an upstream %s was held (%v %v)", status, o.respHeadersAction, o.respActions)
+				if o.reply != nil || o.streamAction != types.ActionContinue || !bytes.Equal(o.agentBody, []byte(bqErr)) {
+					t.Errorf("an upstream %s was replaced or changed", status)
 				}
-				if o.report != nil || o.reply != nil {
-					t.Errorf("an upstream %s was reported or replaced", status)
+				if o.report == nil || !o.heldBeforeAck || o.job.NamesJob() || strconv.Itoa(o.job.Response.Status) != status {
+					t.Errorf("an upstream %s was not held for its report: %+v", status, o.job)
 				}
 				if !strings.Contains(o.logLine, " decision=allow status="+status+" ") {
 					t.Errorf("log line %q", o.logLine)
-				}
-			})
-		}
-		for _, c := range []struct{ name, path string }{
-			{"getQueryResults", "/bigquery/v2/projects/p/queries/job_1?location=US&maxResults=0"},
-			{"tabledata.list", "/bigquery/v2/projects/p/datasets/_anon1/tables/anon_tbl/data"},
-		} {
-			t.Run(c.name+" is not read", func(t *testing.T) {
-				o := exchange(t, host, request{method: "GET", path: c.path}, upstreamOK(queryResponse), nil)
-				if o.respHeadersAction != types.ActionContinue {
-					t.Errorf("response headers action = %v, want continue", o.respHeadersAction)
-				}
-				for _, a := range o.respActions {
-					if a != types.ActionContinue {
-						t.Errorf("response frame action = %v, want continue (not buffered)", a)
-					}
-				}
-				if o.report != nil || o.reply != nil {
-					t.Errorf("%s was reported or replaced", c.name)
-				}
-				if got := headerValue(o.req.upstreamHeaders, "accept-encoding"); got != "gzip, deflate" {
-					t.Errorf("accept-encoding = %q, want the agent's", got)
 				}
 			})
 		}
@@ -387,12 +363,12 @@ func wantWithheld(t *testing.T, o ledgerOutcome, reason bqapi.Reason, want strin
 // TestJobLedgerUnrecordedJobWithheld: any failure to record the job replaces the
 // response with 503 backendError (clients retry).
 func TestJobLedgerUnrecordedJobWithheld(t *testing.T) {
-	refused, err := authorize.JobReportAck{Recorded: false, Reason: "unknown decision"}.Marshal()
+	refused, err := authorize.ResponseReportAck{Recorded: false, Reason: "unknown decision"}.Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
-	bare, _ := authorize.JobReportAck{}.Marshal()
-	good := rawJSON(t, authorize.JobReportAck{Version: authorize.Version, Recorded: true})
+	bare, _ := authorize.ResponseReportAck{}.Marshal()
+	good := rawJSON(t, authorize.ResponseReportAck{Version: authorize.Version, Recorded: true})
 	cases := []struct {
 		name   string
 		ack    *answer
@@ -430,7 +406,7 @@ func TestJobLedgerUnrecordedJobWithheld(t *testing.T) {
 					!strings.Contains(o.logLine, ` job_id="job_1"`) || !strings.Contains(o.logLine, " job_recorded=false") {
 					t.Errorf("status %d, log line %q", o.reply.StatusCode, o.logLine)
 				}
-				if !strings.Contains(strings.Join(o.req.allLogs, "\n"), "jitgate: job report failed: "+c.detail) {
+				if !strings.Contains(strings.Join(o.req.allLogs, "\n"), "jitgate: response report failed: "+c.detail) {
 					t.Errorf("failure not logged: %q", o.req.allLogs)
 				}
 			})
@@ -555,7 +531,7 @@ func TestJobLedgerHostReplyReplacesHeldResponse(t *testing.T) {
 // TestJobLedgerPanicsFailClosed: a panic on the response path or in the report's
 // callback replaces the held response with 500 (native only: options.faultAt).
 func TestJobLedgerPanicsFailClosed(t *testing.T) {
-	for _, at := range []string{"response-headers", "response-body", "response-trailers", "job-report-response"} {
+	for _, at := range []string{"response-headers", "response-body", "response-trailers", "response-report-response"} {
 		t.Run(at, func(t *testing.T) {
 			host := configuredHost(t, faultyVM(at))
 			up := upstreamOK(queryResponse)

@@ -77,6 +77,10 @@ func logLine(ex *Exchange) string {
 	if ex.ResponseBodyBytes > 0 {
 		field(&b, "response_bytes", strconv.Itoa(ex.ResponseBodyBytes))
 	}
+	if ex.ResponseRecorded {
+		field(&b, "response_rows", strconv.FormatInt(ex.ResponseRows, 10))
+		field(&b, "audit_seq", strconv.FormatUint(ex.AuditSeq, 10))
+	}
 	if m := ex.Masked; m != nil {
 		maskLogFields(&b, m)
 	}

@@ -26,8 +26,8 @@ import (
 //     status) are replaced: they can quote the values the plan masks;
 //   - a response with trailers, or an encoding other than gzip/identity, is replaced.
 //
-// For jobs.query / jobs.insert the masked response is then held for the job report
-// (jobs.go) like any ledger call: one hold, masked first, released once recorded.
+// The masked response is then held for the response report (jobs.go, respreport.go)
+// like every response of an allowed call: one hold, masked first, released once recorded.
 
 // maskState is the masking instruction of one allowed call. plan.Key is the HMAC key;
 // masking.Key redacts itself when printed, and nothing here logs it.
@@ -111,6 +111,7 @@ func (h *httpContext) replaceBody(body []byte, changed bool) bool {
 	if !changed {
 		return true
 	}
+	h.released, h.releasedEncoding = body, ""
 	if err := proxywasm.ReplaceHttpResponseBody(body); err != nil {
 		h.withhold(bqapi.Reject(bqapi.ReasonInternal, "the gateway could not replace the response body"), "replace body: "+err.Error())
 		return false

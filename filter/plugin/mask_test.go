@@ -197,8 +197,8 @@ func TestMaskEachAPI(t *testing.T) {
 			o := exchange(t, host, req, upstreamOK(laterPage), nil)
 			wantNoAcceptEncoding(t, o)
 			wantMasked(t, o, false)
-			if o.report != nil {
-				t.Errorf("getQueryResults was reported")
+			if o.report == nil || o.job.NamesJob() || !o.job.Response.Masked {
+				t.Errorf("getQueryResults was not reported as a masked response without a job: %+v", o.job)
 			}
 			var p struct{ PageToken string }
 			if json.Unmarshal(o.agentBody, &p) != nil || p.PageToken != "tok2" {
@@ -383,37 +383,39 @@ func TestMaskErrorsPass(t *testing.T) {
 		} {
 			t.Run(c.name, func(t *testing.T) {
 				o := exchange(t, host, queryReq(), c.up, nil)
-				if o.reply != nil || o.streamAction != types.ActionContinue || string(o.agentBody) != c.want || o.report != nil {
+				if o.reply != nil || o.streamAction != types.ActionContinue || string(o.agentBody) != c.want {
 					t.Errorf("reply %v action %v body %q", o.reply, o.streamAction, o.agentBody)
+				}
+				// Recorded like every response of an allowed call: its status, no rows, no job.
+				if o.report == nil || !o.heldBeforeAck || o.job.NamesJob() || o.job.Response.Rows != 0 ||
+					strconv.Itoa(o.job.Response.Status) != c.up.status || o.job.Response.Bytes != int64(len(c.want)) {
+					t.Errorf("report %+v", o.job)
 				}
 			})
 		}
 	})
 }
 
-// TestNoMaskingPassesThrough: without a masking instruction, row responses are not read
-// and go to the agent byte for byte with the agent's accept-encoding upstream.
-func TestNoMaskingPassesThrough(t *testing.T) {
+// TestUnmaskedResponsesHeldAndReleasedUnchanged: without a masking instruction, row
+// responses are still held for the response report, and go to the agent byte for byte
+// (a gzip answer stays gzip) once it is recorded; upstream is asked for identity.
+func TestUnmaskedResponsesHeldAndReleasedUnchanged(t *testing.T) {
 	vmTest(t, func(t *testing.T, vm types.VMContext) {
 		host := configuredHost(t, vm)
 		for _, path := range []string{getQueryResultsPath, tabledataPath} {
 			t.Run(path, func(t *testing.T) {
 				gz := gzipped(t, []byte(laterPage))
-				// One frame: a frame that passes is not kept by the host emulator.
-				up := upstream{status: "200", headers: [][2]string{{"content-encoding", "gzip"}, {"content-length", strconv.Itoa(len(gz))}}, chunks: withBody(string(gz))}
+				up := upstream{status: "200", headers: [][2]string{{"content-encoding", "gzip"}, {"content-length", strconv.Itoa(len(gz))}}, chunks: chunked(gz, 3)}
 				o := exchange(t, host, request{method: "GET", path: path}, up, nil)
-				if o.respHeadersAction != types.ActionContinue || o.reply != nil || !bytes.Equal(o.agentBody, o.upstreamBodyOrigin) {
-					t.Errorf("action %v reply %v: body changed", o.respHeadersAction, o.reply)
+				wantReleased(t, o, up)
+				if headerValue(o.agentHeaders, "content-encoding") != "gzip" || len(headerValues(o.req.upstreamHeaders, "accept-encoding")) != 0 {
+					t.Errorf("encoding headers: %q / %q", o.agentHeaders, o.req.upstreamHeaders)
 				}
-				for _, a := range o.respActions {
-					if a != types.ActionContinue {
-						t.Errorf("frame action %v: an unmasked page was buffered", a)
-					}
+				r := o.job.Response
+				if r.Masked || r.Rows != 2 || r.Encoding != "gzip" || r.Bytes != int64(len(gz)) || r.Digest != sha256Hex(gz) || r.Excerpt != laterPage {
+					t.Errorf("report %+v", r)
 				}
-				if headerValue(o.agentHeaders, "content-encoding") != "gzip" || headerValue(o.req.upstreamHeaders, "accept-encoding") != "gzip, deflate" {
-					t.Errorf("encoding headers changed: %q / %q", o.agentHeaders, o.req.upstreamHeaders)
-				}
-				if strings.Contains(o.logLine, "masked=") {
+				if strings.Contains(o.logLine, "masked=") || !strings.Contains(o.logLine, " response_rows=2 audit_seq=42") {
 					t.Errorf("log line %q", o.logLine)
 				}
 			})
