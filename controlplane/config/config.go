@@ -188,8 +188,9 @@ type Filter struct {
 	// MaxRequestBodyBytes caps a buffered request body; larger ones get 413 from the filter.
 	// Default 10 MiB (filter/config.DefaultMaxRequestBodyBytes), at most 100 MiB.
 	MaxRequestBodyBytes int64 `yaml:"maxRequestBodyBytes"`
-	// MaxResponseBodyBytes caps an upstream response the filter holds to read (jobs.query,
-	// jobs.insert, jobs.get for the job ledger); larger ones fail closed. Default 64 MiB
+	// MaxResponseBodyBytes caps an upstream response the filter holds to read: every
+	// response of an allowed call (masked, reported to the job ledger and the audit
+	// trail before release); larger ones fail closed (502). Default 64 MiB
 	// (filter/config.DefaultMaxResponseBodyBytes), at most 1 GiB.
 	MaxResponseBodyBytes int64 `yaml:"maxResponseBodyBytes"`
 	// CalloutTimeoutMillis bounds every filter callout to the control plane; a timeout fails
@@ -327,8 +328,10 @@ type Audit struct {
 	// embedded); once that is full, appends fail and strict mode denies every call. At
 	// least 1 MiB; with embedded NATS at most nats.maxStoreBytes.
 	MaxBytes int64 `yaml:"maxBytes"`
-	// MaxExcerptBytes caps the masked response body excerpt stored with a response
-	// record. Default 0: 16 KiB; -1 stores no excerpt.
+	// MaxExcerptBytes caps the excerpt of the body the agent received (the masked body
+	// on masked calls, never the upstream one) stored with each response record; the
+	// filter sends no more than this (its responseExcerptBytes). Default 0: 16 KiB; -1
+	// stores no excerpt; at most 16 MiB.
 	MaxExcerptBytes int `yaml:"maxExcerptBytes"`
 }
 

@@ -39,9 +39,9 @@ type Config struct {
 	// MaxRequestBodyBytes caps a buffered request body, before and after gzip decoding.
 	// Larger bodies are answered with 413.
 	MaxRequestBodyBytes int64 `json:"maxRequestBodyBytes,omitempty"`
-	// MaxResponseBodyBytes caps a buffered upstream response body (the responses of
-	// jobs.query, jobs.insert and jobs.get, which the filter reads to record their job,
-	// and every response whose rows it masks), before and after gzip decoding. A larger
+	// MaxResponseBodyBytes caps a buffered upstream response body (every response of an
+	// allowed call: the filter reads it to mask it, record its job and report it to the
+	// audit trail before releasing it), before and after gzip decoding. A larger
 	// response is replaced by a 502, never truncated.
 	MaxResponseBodyBytes int64 `json:"maxResponseBodyBytes,omitempty"`
 	// ResponseExcerptBytes is how much of each released response body the filter sends

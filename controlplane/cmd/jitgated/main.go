@@ -69,17 +69,22 @@ const usageHeader = `jitgated - the jitgate control plane.
 
 Serves Envoy's configuration over ADS (gRPC), the HTTP API (/healthz, /readyz, /v1/status,
 /metrics, and for the filter POST /v1/authorize: verify the agent's OIDC token, mint a
-short-lived upstream credential; POST /v1/jobs: record which agent owns which job) and
+short-lived upstream credential; POST /v1/responses: before any response of an allowed
+call is released, record the job it names and append its audit record; POST /v1/jobs:
+the job-only report of earlier filters) and
 NATS with JetStream (embedded unless --nats-url), which holds the job ledger (KV buckets
 jitgate_jobs and jitgate_decisions). Follow-up calls on a job (jobs.get, getQueryResults,
 cancel, delete, tabledata.list on its result table) are allowed only to the agent that
 created the job through jitgate.
 
 Audit: every authorize decision (allow and deny) is appended to the hash-chained JetStream
-stream JITGATE_AUDIT before the filter gets the answer (config audit.mode, audit.maxAge,
+stream JITGATE_AUDIT before the filter gets the answer, and every response of an allowed
+call before the filter releases it (status, rows, masked cells, bytes, sha256 of the body
+the agent receives and its first audit.maxExcerptBytes; config audit.mode, audit.maxAge,
 audit.maxBytes, audit.maxExcerptBytes). In strict mode (the default) a decision that cannot
-be recorded is answered 503 audit_unavailable and no credential is released; "relaxed"
-answers as decided and logs an ERROR per unrecorded decision (it breaks the
+be recorded is answered 503 audit_unavailable and no credential is released, and a
+response that cannot be recorded is replaced by 503 response-not-recorded; "relaxed"
+answers and releases as decided and logs an ERROR per unrecorded record (it breaks the
 every-decision-is-audited guarantee; jitgated warns at start). Read the trail with
 'jitgate audit tail|show|replay|verify|export --nats-url URL'. The embedded NATS is
 in-process only unless --nats-listen (config nats.listen) opens a client port for that:
