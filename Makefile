@@ -57,7 +57,7 @@ test: setup vet unit e2e ## everything CI runs
 
 bench: setup wasm ## benchmarks: filter, policies, identity (Go), latency through real Envoy vs direct, a masked 9 MB page through Envoy
 	$(GO) test -run '^$$' -bench . -benchmem ./filter/... ./policies/... ./controlplane/...
-	$(GO) test -run '^$$' -bench '^Benchmark(Query|Authorize)' -benchtime 200x ./e2e
+	$(GO) test -run '^$$' -bench '^Benchmark(Query|TablesGet|ResponseReport|Authorize)' -benchtime 200x ./e2e
 	$(GO) test -run '^$$' -bench '^BenchmarkLargePage$$' -benchtime 5x -timeout 30m ./e2e
 
 FUZZTIME ?= 30s

@@ -2,10 +2,10 @@ package e2e
 
 import (
 	"bytes"
-
 	"io"
 	"net/http"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -101,6 +101,87 @@ func BenchmarkQueryGatewayVsDirect(b *testing.B) {
 	b.ReportMetric(p(g, 99), "gateway-p99-µs")
 	b.ReportMetric(p(g, 50)/p(d, 50), "gateway/direct-p50")
 	b.ReportMetric(p(diff, 50), "added-p50-µs")
+}
+
+// BenchmarkTablesGetGatewayVsDirect is the same side-by-side run for a call whose
+// response the gateway only reports (tables.get: no job, no masking): the added latency is
+// Envoy, the authorize callout and the response report (audit record) before release.
+func BenchmarkTablesGetGatewayVsDirect(b *testing.B) {
+	path := "/bigquery/v2/projects/" + project + "/datasets/crm/tables/customers"
+	var d, g, diff []time.Duration
+	timed := func(url, auth string) time.Duration {
+		start := time.Now()
+		code, err := get(url, auth)
+		if err != nil || code != 200 {
+			b.Fatalf("%s: status %d, %v", url, code, err)
+		}
+		return time.Since(start)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		var dt, gt time.Duration
+		if i%2 == 0 {
+			dt, gt = timed(gw.Tap.URL+path, ""), timed(gw.Gateway+path, "Bearer "+agentToken)
+		} else {
+			gt, dt = timed(gw.Gateway+path, "Bearer "+agentToken), timed(gw.Tap.URL+path, "")
+		}
+		d, g, diff = append(d, dt), append(g, gt), append(diff, gt-dt)
+	}
+	b.StopTimer()
+	for _, s := range [][]time.Duration{d, g, diff} {
+		sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	}
+	p := func(s []time.Duration, q int) float64 { return float64(s[(len(s)*q)/100].Microseconds()) }
+	b.ReportMetric(p(d, 50), "direct-p50-µs")
+	b.ReportMetric(p(g, 50), "gateway-p50-µs")
+	b.ReportMetric(p(g, 99), "gateway-p99-µs")
+	b.ReportMetric(p(g, 50)/p(d, 50), "gateway/direct-p50")
+	b.ReportMetric(p(diff, 50), "added-p50-µs")
+}
+
+func get(url, authorization string) (int, error) {
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		return 0, err
+	}
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
+	resp, err := benchClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// BenchmarkResponseReportRoundTrip is jitgated's POST /v1/responses alone, as the filter
+// calls it before releasing a response: find the decision record, append the response
+// record (a 1 KiB excerpt). This is the latency every released response waits for.
+func BenchmarkResponseReportRoundTrip(b *testing.B) {
+	req, err := http.NewRequest("GET", gw.Gateway+"/bigquery/v2/projects/"+project+"/datasets/crm/tables/customers", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+agentToken)
+	resp, err := benchClient.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	resp.Body.Close()
+	id := resp.Header.Get("x-jitgate-decision-id")
+	if resp.StatusCode != 200 || id == "" {
+		b.Fatalf("tables.get through the gateway: %d, decision %q", resp.StatusCode, id)
+	}
+	body := bytes.Repeat([]byte("x"), 1024)
+	doc, err := authorize.ResponseReport{DecisionID: id, RequestID: "bench", API: "tables.get",
+		Response: authorize.ResponseSummary{Status: 200, Bytes: 1024, Digest: "sha256:" + strings.Repeat("0", 64), Excerpt: string(body)}}.Marshal()
+	if err != nil {
+		b.Fatal(err)
+	}
+	url := gw.API + authorize.ResponsesPath
+	benchCalls(b, func() (int, error) { return post(url, "", doc) })
 }
 
 func BenchmarkAuthorizeRoundTrip(b *testing.B) {
