@@ -115,6 +115,9 @@ const (
 	DenyExecuteImmediate       DenyRuleKind = "executeImmediate"
 	DenyCrossJoin              DenyRuleKind = "crossJoin"
 	DenyTemporaryFunction      DenyRuleKind = "temporaryFunction"
+	// DenyMLFunction: ML.* / AI.* table-valued functions (models read the tables passed
+	// to them; their output's lineage is unknown).
+	DenyMLFunction DenyRuleKind = "mlFunction"
 )
 
 // MaskRule masks the columns matching a "project.dataset.table.column" pattern.

@@ -105,6 +105,13 @@ type Analysis struct {
 	Views []string `json:"views,omitempty"`
 	// Statements holds the kind of each statement of a multi-statement script.
 	Statements []string `json:"statements,omitempty"`
+	// WildcardTables are the wildcard tables named (project.dataset.prefix*); the tables
+	// they may read (all matching tables, narrowed by _TABLE_SUFFIX conditions of a WHERE
+	// directly over the wildcard) are in ReferencedTables.
+	WildcardTables []string `json:"wildcardTables,omitempty"`
+	// UnfilteredPartitionedTables are partitioned tables read by the agent's statements
+	// without a WHERE condition on their partition column (finding missingPartitionFilter).
+	UnfilteredPartitionedTables []string `json:"unfilteredPartitionedTables,omitempty"`
 	// Lineage is, for a single query statement, each result column's (and each exactly
 	// known nested STRUCT field's) source columns, ordered by Position, each column
 	// followed by its nested entries depth first in field order. Empty for other
@@ -149,6 +156,8 @@ func (a *Analysis) clone() *Analysis {
 	c.Findings = slices.Clone(a.Findings)
 	c.Views = slices.Clone(a.Views)
 	c.Statements = slices.Clone(a.Statements)
+	c.WildcardTables = slices.Clone(a.WildcardTables)
+	c.UnfilteredPartitionedTables = slices.Clone(a.UnfilteredPartitionedTables)
 	c.Lineage = cloneLineage(a.Lineage)
 	c.ControlReads = slices.Clone(a.ControlReads)
 	c.LineageGaps = slices.Clone(a.LineageGaps)
@@ -268,11 +277,15 @@ func hasLegacyPrefix(sql string) bool {
 
 // stmtResult is what one statement contributes.
 type stmtResult struct {
-	kind          string
-	reads, writes []string
-	findings      []policies.DenyRuleKind
-	lineage       *rawLineage // query statements only
+	kind                 string
+	reads, writes        []string
+	findings             []policies.DenyRuleKind
+	lineage              *rawLineage // query statements only
+	wildcards            []string
+	unfilteredPartitions []string
 }
+
+var errUnexpectedScan = errors.New("unexpected table scan node")
 
 func unanalysable(kind string, findings map[policies.DenyRuleKind]bool, format string, args ...any) *AnalysisError {
 	return &AnalysisError{Kind: ErrUnanalysable, Reason: fmt.Sprintf(format, args...), StatementKind: kind, Findings: sortedFindings(findings)}
@@ -370,12 +383,15 @@ func (a *Analyzer) analyze(ctx context.Context, sql, jobProject string, defDS *D
 			}
 		}
 		for _, f := range vres.findings {
-			if f != policies.DenySelectStar { // a view's own SELECT * is not the agent's
+			// A view's own SELECT * and its partition filters are not the agent's.
+			if f != policies.DenySelectStar && f != policies.DenyMissingPartitionFilter {
 				findings[f] = true
 			}
 		}
 		for f := range vreq.findings {
-			findings[f] = true
+			if f != policies.DenySelectStar && f != policies.DenyMissingPartitionFilter {
+				findings[f] = true
+			}
 		}
 		for _, vfq := range vreq.order {
 			if m := vreq.seen[vfq]; m != nil && (m.ViewQuery != "" || isViewType(m.Type)) {
@@ -384,12 +400,14 @@ func (a *Analyzer) analyze(ctx context.Context, sql, jobProject string, defDS *D
 		}
 	}
 	out := &Analysis{
-		StatementKind:    main.kind,
-		ReferencedTables: sortedKeys(reads),
-		WrittenTables:    sortedUnique(main.writes),
-		Findings:         sortedFindings(findings),
-		Views:            sortedKeys(views),
-		Statements:       main.statements,
+		StatementKind:               main.kind,
+		ReferencedTables:            sortedKeys(reads),
+		WrittenTables:               sortedUnique(main.writes),
+		Findings:                    sortedFindings(findings),
+		Views:                       sortedKeys(views),
+		Statements:                  main.statements,
+		WildcardTables:              sortedUnique(main.wildcards),
+		UnfilteredPartitionedTables: sortedUnique(main.unfilteredPartitions),
 	}
 	if main.lineage == nil {
 		out.LineageGaps = []string{"lineage is only computed for a single query statement"}
@@ -413,12 +431,14 @@ func (a *Analyzer) analyze(ctx context.Context, sql, jobProject string, defDS *D
 func isViewType(t string) bool { return strings.EqualFold(t, "VIEW") }
 
 type textResult struct {
-	kind       string
-	statements []string
-	reads      []string
-	writes     []string
-	findings   []policies.DenyRuleKind
-	lineage    *rawLineage // single query statement only
+	kind                 string
+	statements           []string
+	reads                []string
+	writes               []string
+	findings             []policies.DenyRuleKind
+	lineage              *rawLineage // single query statement only
+	wildcards            []string
+	unfilteredPartitions []string
 }
 
 // analyzeText parses and analyses sql (one statement or a plain multi-statement script)
@@ -484,6 +504,8 @@ func (a *Analyzer) analyzeText(req *request, sql string, positional, allowScript
 		res.reads = append(res.reads, r.reads...)
 		res.writes = append(res.writes, r.writes...)
 		res.findings = append(res.findings, r.findings...)
+		res.wildcards = append(res.wildcards, r.wildcards...)
+		res.unfilteredPartitions = append(res.unfilteredPartitions, r.unfilteredPartitions...)
 		if i == 0 {
 			res.kind = r.kind
 			res.lineage = r.lineage
@@ -540,27 +562,31 @@ func (a *Analyzer) analyzeStatement(req *request, s googlesql.ASTStatementNode, 
 	}
 	r := &stmtResult{kind: statementKind(stmt, kindStr)}
 	if q, ok := stmt.(*googlesql.ResolvedQueryStmt); ok {
-		r.lineage = statementLineage(q)
+		var wild map[string][]string
+		for fq, wt := range req.wildcards {
+			if wild == nil {
+				wild = map[string][]string{}
+			}
+			for _, t := range wt.tables {
+				wild[fq] = append(wild[fq], wt.project+"."+wt.dataset+"."+t)
+			}
+		}
+		r.lineage = statementLineage(q, wild)
 	}
 	if star && r.kind != "EXECUTE_IMMEDIATE" {
 		r.findings = append(r.findings, policies.DenySelectStar)
 	}
-	// Every table scanned is read.
-	scans, err := stmt.GetDescendantsWithKinds([]googlesql.ResolvedNodeKind{googlesql.ResolvedNodeKindResolvedTableScan})
+	// Every table scanned is read (wildcards: the tables they match, narrowed by
+	// _TABLE_SUFFIX).
+	sr, err := readScans(req, stmt)
 	if err != nil {
 		return nil, unanalysable(r.kind, req.findings, "%s", cleanMessage(err))
 	}
-	counts := map[string]int{}
-	for _, n := range scans {
-		ts, ok := n.(*googlesql.ResolvedTableScan)
-		if !ok {
-			return nil, unanalysable(r.kind, req.findings, "unexpected table scan node %T", n)
-		}
-		name, err := tableScanName(ts)
-		if err != nil {
-			return nil, unanalysable(r.kind, req.findings, "%s", cleanMessage(err))
-		}
-		counts[name]++
+	counts := sr.counts
+	r.wildcards = sr.wildcards
+	r.unfilteredPartitions = sr.unfilteredPartitions
+	if len(sr.unfilteredPartitions) > 0 {
+		r.findings = append(r.findings, policies.DenyMissingPartitionFilter)
 	}
 	// Targets.
 	var target *googlesql.ResolvedTableScan

@@ -19,6 +19,25 @@ type TableSource interface {
 // ErrTableNotFound is what a TableSource returns (wrapped) for a table that does not exist.
 var ErrTableNotFound = errors.New("table not found")
 
+// ErrTooManyTables is what a TableLister returns (wrapped) for a dataset too large to list.
+var ErrTooManyTables = errors.New("too many tables")
+
+// TableLister is implemented by TableSources that can list a dataset's tables (tables.list);
+// wildcard tables (dataset.prefix*) need it. Names are returned sorted.
+type TableLister interface {
+	ListTables(ctx context.Context, project, dataset string) ([]string, error)
+}
+
+// maxWildcardTables bounds how many tables one wildcard may match before the query is
+// refused (every one of them is a referenced table the policy must judge).
+const maxWildcardTables = 1000
+
+// wildcardTable is a wildcard table a statement names: the tables it matches now.
+type wildcardTable struct {
+	project, dataset, prefix string
+	tables                   []string // table ids, sorted
+}
+
 // TableMeta is what the analyser needs to know about a table or view.
 type TableMeta struct {
 	Project, Dataset, Table string
@@ -65,6 +84,10 @@ type request struct {
 	sourceErr error
 	// infoSchema are synthetic INFORMATION_SCHEMA tables read (fully qualified).
 	infoSchema []string
+	// wildcards are the wildcard tables named, by engine table name (project.dataset.prefix*).
+	wildcards map[string]*wildcardTable
+	// tvfs are the table-valued functions named (upper case, as written).
+	tvfs []string
 }
 
 func (r *request) finding(k policies.DenyRuleKind) {
@@ -141,7 +164,7 @@ func (c *goCatalog) FindTable(path []string, _ *googlesql.FindOptions) (googlesq
 		return nil, err
 	}
 	if strings.ContainsAny(tbl, "*") {
-		return nil, fmt.Errorf("wildcard table %s.%s.%s is not analysed yet", proj, ds, tbl)
+		return c.wildcard(proj, ds, tbl)
 	}
 	fq := proj + "." + ds + "." + tbl
 	meta := r.seen[fq]
@@ -166,6 +189,68 @@ func (c *goCatalog) FindTable(path []string, _ *googlesql.FindOptions) (googlesq
 		r.order = append(r.order, fq)
 	}
 	return c.e.simpleTable(fq, meta)
+}
+
+// wildcard resolves dataset.prefix*: every table of the dataset whose id starts with
+// prefix (tables.list), with the schema of the last of them in name order (BigQuery uses
+// the most recently created table's; shards of one family share a schema) plus the
+// _TABLE_SUFFIX pseudo-column. Which tables a statement really reads is narrowed later
+// from its _TABLE_SUFFIX predicates (wildcardReads).
+func (c *goCatalog) wildcard(proj, ds, tbl string) (googlesql.TableNode, error) {
+	r := c.cur
+	fq := proj + "." + ds + "." + tbl
+	prefix, ok := strings.CutSuffix(tbl, "*")
+	if !ok || strings.Contains(prefix, "*") {
+		return nil, fmt.Errorf("wildcard table %s: the * must be the last character", fq)
+	}
+	lister, ok := r.source.(TableLister)
+	if !ok {
+		return nil, fmt.Errorf("wildcard table %s cannot be resolved: the catalog cannot list tables", fq)
+	}
+	wt := r.wildcards[fq]
+	if wt == nil {
+		names, err := lister.ListTables(r.ctx, proj, ds)
+		if err != nil {
+			if errors.Is(err, ErrTableNotFound) {
+				return nil, fmt.Errorf("wildcard table %s: dataset %s.%s not found", fq, proj, ds)
+			}
+			if errors.Is(err, ErrTooManyTables) {
+				return nil, fmt.Errorf("wildcard table %s: %v", fq, err)
+			}
+			if r.sourceErr == nil {
+				r.sourceErr = err
+			}
+			return nil, fmt.Errorf("wildcard table %s: table list unavailable", fq)
+		}
+		wt = &wildcardTable{project: proj, dataset: ds, prefix: prefix}
+		for _, n := range names {
+			if strings.HasPrefix(n, prefix) {
+				wt.tables = append(wt.tables, n)
+			}
+		}
+		switch {
+		case len(wt.tables) == 0:
+			return nil, fmt.Errorf("wildcard table %s matches no table", fq)
+		case len(wt.tables) > maxWildcardTables:
+			return nil, fmt.Errorf("wildcard table %s matches %d tables, more than the %d the gateway judges", fq, len(wt.tables), maxWildcardTables)
+		}
+		if r.wildcards == nil {
+			r.wildcards = map[string]*wildcardTable{}
+		}
+		r.wildcards[fq] = wt
+	}
+	last := wt.tables[len(wt.tables)-1]
+	meta, err := r.source.Table(r.ctx, proj, ds, last)
+	if err != nil || meta == nil {
+		if err != nil && !errors.Is(err, ErrTableNotFound) && r.sourceErr == nil {
+			r.sourceErr = err
+		}
+		return nil, fmt.Errorf("wildcard table %s: schema of %s unavailable", fq, last)
+	}
+	if meta.ViewQuery != "" || isViewType(meta.Type) {
+		return nil, fmt.Errorf("wildcard table %s matches view %s (BigQuery does not query views through a wildcard)", fq, last)
+	}
+	return c.e.wildcardTable(fq, meta)
 }
 
 // jobsColumns is the part of INFORMATION_SCHEMA.JOBS* the analyser knows, enough for the
@@ -225,6 +310,14 @@ func (c *goCatalog) FindTableValuedFunction(path []string, _ *googlesql.FindOpti
 	if name == "EXTERNAL_QUERY" && c.cur != nil {
 		c.cur.finding(policies.DenyExternalQuery)
 		return nil, errors.New("EXTERNAL_QUERY is not analysed")
+	}
+	if c.cur != nil {
+		full := strings.ToUpper(strings.Join(parts, "."))
+		c.cur.tvfs = append(c.cur.tvfs, full)
+		if strings.HasPrefix(full, "ML.") || strings.HasPrefix(full, "AI.") || strings.HasPrefix(full, "VECTOR_SEARCH") {
+			c.cur.finding(policies.DenyMLFunction)
+		}
+		return nil, fmt.Errorf("table-valued function %s is not analysed (its result's lineage is unknown)", strings.Join(parts, "."))
 	}
 	return nil, fmt.Errorf("Table-valued function not found: %s", strings.Join(path, "."))
 }

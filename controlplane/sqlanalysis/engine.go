@@ -114,6 +114,21 @@ func (e *engine) simpleTable(fq string, meta *TableMeta) (*googlesql.SimpleTable
 	if c, ok := e.tables[fq]; ok && c.meta == meta {
 		return c.table, nil
 	}
+	t, err := e.buildTable(fq, meta, false)
+	if err != nil {
+		return nil, err
+	}
+	if len(e.tables) >= maxCachedTables {
+		e.tables = map[string]cachedTable{}
+	}
+	e.tables[fq] = cachedTable{meta: meta, table: t}
+	return t, nil
+}
+
+// tableSuffixColumn is the pseudo-column of a wildcard table.
+const tableSuffixColumn = "_TABLE_SUFFIX"
+
+func (e *engine) buildTable(fq string, meta *TableMeta, wildcard bool) (*googlesql.SimpleTable, error) {
 	e.nextID++
 	t, err := googlesql.NewSimpleTable(fq, e.nextID)
 	if err != nil {
@@ -148,10 +163,29 @@ func (e *engine) simpleTable(fq string, meta *TableMeta) (*googlesql.SimpleTable
 			return nil, err
 		}
 	}
+	if wildcard {
+		if err := add(tableSuffixColumn, "STRING", false, nil, true); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// wildcardTable builds (or reuses) the engine table of a wildcard: meta's columns plus the
+// _TABLE_SUFFIX pseudo-column.
+func (e *engine) wildcardTable(fq string, meta *TableMeta) (*googlesql.SimpleTable, error) {
+	key := "wildcard\x00" + fq
+	if c, ok := e.tables[key]; ok && c.meta == meta {
+		return c.table, nil
+	}
+	t, err := e.buildTable(fq, meta, true)
+	if err != nil {
+		return nil, err
+	}
 	if len(e.tables) >= maxCachedTables {
 		e.tables = map[string]cachedTable{}
 	}
-	e.tables[fq] = cachedTable{meta: meta, table: t}
+	e.tables[key] = cachedTable{meta: meta, table: t}
 	return t, nil
 }
 

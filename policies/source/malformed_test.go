@@ -123,7 +123,7 @@ spec:
 `, []string{
 			`policies/a.yaml:6:18: unknown API "jobs.querry" (did you mean "jobs.query"?)`,
 			`policies/a.yaml:8:22: unknown statement kind "SELEKT" (did you mean "SELECT"?)`,
-			`policies/a.yaml:9:33: unknown deny rule kind "selectAll" (one of: selectStar, missingPartitionFilter, informationSchemaJobs, externalQuery, exportData, executeImmediate, crossJoin, temporaryFunction)`,
+			`policies/a.yaml:9:33: unknown deny rule kind "selectAll" (one of: selectStar, missingPartitionFilter, informationSchemaJobs, externalQuery, exportData, executeImmediate, crossJoin, temporaryFunction, mlFunction)`,
 			`policies/a.yaml:10:42: unknown mask action "mask" (one of: redact, null, hash, email-domain, last4)`,
 			`policies/a.yaml:11:17: unknown detector "emails" (did you mean "email"?)`,
 		}},

@@ -1,0 +1,172 @@
+package sqlanalysis
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/jitgate/jitgate/policies"
+)
+
+// listingSource is a fakeSource that can also list datasets (wildcard tables).
+type listingSource struct{ fakeSource }
+
+func (l *listingSource) ListTables(_ context.Context, p, d string) ([]string, error) {
+	var out []string
+	for fq := range l.tables {
+		if strings.HasPrefix(fq, p+"."+d+".") {
+			out = append(out, strings.TrimPrefix(fq, p+"."+d+"."))
+		}
+	}
+	if len(out) == 0 {
+		return nil, ErrTableNotFound
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func shard(day string) *TableMeta {
+	return &TableMeta{Project: "acme", Dataset: "web", Table: "events_" + day, Type: "TABLE",
+		Columns: []Column{{Name: "user_id", Type: "INT64"}, {Name: "url", Type: "STRING"}}}
+}
+
+func featureSource() *listingSource {
+	return &listingSource{fakeSource{tables: map[string]*TableMeta{
+		"acme.web.events_20260101": shard("20260101"),
+		"acme.web.events_20260102": shard("20260102"),
+		"acme.web.events_20260201": shard("20260201"),
+		"acme.web.sessions":        {Project: "acme", Dataset: "web", Table: "sessions", Type: "TABLE", Columns: []Column{{Name: "id", Type: "INT64"}}},
+		"acme.web.pageviews": {Project: "acme", Dataset: "web", Table: "pageviews", Type: "TABLE", PartitionField: "day",
+			Columns: []Column{{Name: "day", Type: "DATE"}, {Name: "url", Type: "STRING"}}},
+		"acme.web.ingest": {Project: "acme", Dataset: "web", Table: "ingest", Type: "TABLE", IngestionTimePartitioned: true,
+			Columns: []Column{{Name: "v", Type: "STRING"}}},
+		"acme.web.v_pageviews": {Project: "acme", Dataset: "web", Table: "v_pageviews", Type: "VIEW",
+			Columns: []Column{{Name: "day", Type: "DATE"}, {Name: "url", Type: "STRING"}}, ViewQuery: "SELECT day, url FROM web.pageviews"},
+	}}}
+}
+
+func TestWildcardTables(t *testing.T) {
+	a := newAnalyzer(t, featureSource())
+	all := []string{"acme.web.events_20260101", "acme.web.events_20260102", "acme.web.events_20260201"}
+	cases := []struct {
+		name string
+		sql  string
+		want want
+	}{
+		{"all shards", "SELECT url FROM `acme.web.events_*`", want{kind: "SELECT", reads: all}},
+		{"suffix equal", "SELECT url FROM `web.events_*` WHERE _TABLE_SUFFIX = '20260102'",
+			want{kind: "SELECT", reads: []string{"acme.web.events_20260102"}}},
+		{"suffix between and another condition", "SELECT url FROM `acme.web.events_*` WHERE user_id > 3 AND _TABLE_SUFFIX BETWEEN '20260101' AND '20260131'",
+			want{kind: "SELECT", reads: all[:2]}},
+		{"suffix mirrored comparison", "SELECT url FROM `web.events_2026*` WHERE '0200' <= _TABLE_SUFFIX",
+			want{kind: "SELECT", reads: all[2:]}},
+		{"suffix IN", "SELECT url FROM `web.events_*` WHERE _TABLE_SUFFIX IN ('20260101', '20260201')",
+			want{kind: "SELECT", reads: []string{all[0], all[2]}}},
+		{"suffix OR is not narrowed", "SELECT url FROM `web.events_*` WHERE _TABLE_SUFFIX = '20260101' OR user_id = 1",
+			want{kind: "SELECT", reads: all}},
+		{"suffix through a function is not narrowed", "SELECT url FROM `web.events_*` WHERE SUBSTR(_TABLE_SUFFIX, 1, 6) = '202601'",
+			want{kind: "SELECT", reads: all}},
+		{"prefix narrows", "SELECT url FROM `web.events_202602*`", want{kind: "SELECT", reads: all[2:]}},
+		{"wildcard matching nothing", "SELECT url FROM `web.nothing_*`", want{err: ErrUnanalysable}},
+		{"unquoted wildcard is a syntax error (as in BigQuery)", "SELECT url FROM web.events_*", want{err: ErrUnanalysable}},
+		{"star in the middle", "SELECT url FROM `web.ev*ts`", want{err: ErrUnanalysable}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := a.Analyze(context.Background(), Input{SQL: tc.sql, DefaultProject: "acme"})
+			check(t, got, err, tc.want)
+			if err == nil && len(got.WildcardTables) != 1 {
+				t.Errorf("wildcard tables = %v", got.WildcardTables)
+			}
+		})
+	}
+	// A catalog that cannot list tables refuses wildcards.
+	plain := newAnalyzer(t, &featureSource().fakeSource)
+	_, err := plain.Analyze(context.Background(), Input{SQL: "SELECT url FROM `web.events_*`", DefaultProject: "acme"})
+	if !errors.Is(err, ErrUnanalysable) {
+		t.Fatalf("err = %v, want ErrUnanalysable", err)
+	}
+}
+
+func TestMissingPartitionFilter(t *testing.T) {
+	a := newAnalyzer(t, featureSource())
+	miss := []policies.DenyRuleKind{policies.DenyMissingPartitionFilter}
+	cases := []struct {
+		name       string
+		sql        string
+		want       want
+		unfiltered []string
+	}{
+		{"no filter", "SELECT url FROM web.pageviews", want{kind: "SELECT", reads: []string{"acme.web.pageviews"}, findings: miss}, []string{"acme.web.pageviews"}},
+		{"filter on another column", "SELECT url FROM web.pageviews WHERE url LIKE 'x%'", want{kind: "SELECT", reads: []string{"acme.web.pageviews"}, findings: miss}, []string{"acme.web.pageviews"}},
+		{"partition column in SELECT only", "SELECT day FROM web.pageviews", want{kind: "SELECT", reads: []string{"acme.web.pageviews"}, findings: miss}, []string{"acme.web.pageviews"}},
+		{"filter on the partition column", "SELECT url FROM web.pageviews WHERE day = '2026-01-01'", want{kind: "SELECT", reads: []string{"acme.web.pageviews"}}, nil},
+		{"filter through a join", "SELECT p.url FROM web.pageviews p JOIN web.sessions s ON s.id = 1 WHERE p.day > '2026-01-01'",
+			want{kind: "SELECT", reads: []string{"acme.web.pageviews", "acme.web.sessions"}}, nil},
+		{"ingestion time without filter", "SELECT v FROM web.ingest", want{kind: "SELECT", reads: []string{"acme.web.ingest"}, findings: miss}, []string{"acme.web.ingest"}},
+		{"ingestion time with _PARTITIONDATE", "SELECT v FROM web.ingest WHERE _PARTITIONDATE = '2026-01-01'", want{kind: "SELECT", reads: []string{"acme.web.ingest"}}, nil},
+		{"unpartitioned table", "SELECT id FROM web.sessions", want{kind: "SELECT", reads: []string{"acme.web.sessions"}}, nil},
+		{"view over a partitioned table, agent filters nothing", "SELECT url FROM web.v_pageviews",
+			want{kind: "SELECT", reads: []string{"acme.web.pageviews", "acme.web.v_pageviews"}}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := a.Analyze(context.Background(), Input{SQL: tc.sql, DefaultProject: "acme"})
+			check(t, got, err, tc.want)
+			if err == nil && !reflect.DeepEqual(got.UnfilteredPartitionedTables, tc.unfiltered) {
+				t.Errorf("unfiltered = %v, want %v", got.UnfilteredPartitionedTables, tc.unfiltered)
+			}
+		})
+	}
+}
+
+func TestTableValuedFunctions(t *testing.T) {
+	a := newAnalyzer(t, featureSource())
+	for _, tc := range []struct {
+		sql      string
+		findings []policies.DenyRuleKind
+	}{
+		{"SELECT * FROM ML.PREDICT(MODEL web.m, TABLE web.sessions)", []policies.DenyRuleKind{policies.DenyMLFunction}},
+		{"SELECT * FROM ml.predict(MODEL web.m, (SELECT id FROM web.sessions))", []policies.DenyRuleKind{policies.DenyMLFunction}},
+		{"SELECT * FROM web.my_tvf(1)", nil},
+	} {
+		_, err := a.Analyze(context.Background(), Input{SQL: tc.sql, DefaultProject: "acme"})
+		var ae *AnalysisError
+		if !errors.As(err, &ae) || !errors.Is(err, ErrUnanalysable) {
+			t.Fatalf("%s: err = %v, want unanalysable", tc.sql, err)
+		}
+		for _, f := range tc.findings {
+			if !slicesContains(ae.Findings, f) {
+				t.Errorf("%s: findings %v lack %s", tc.sql, ae.Findings, f)
+			}
+		}
+		t.Logf("%s: %v", tc.sql, err)
+	}
+}
+
+// A wildcard's columns trace to every table it matches, so a mask on one shard's column
+// cannot be dodged by naming the shard through a wildcard.
+func TestWildcardLineage(t *testing.T) {
+	a := newAnalyzer(t, featureSource())
+	got, err := a.Analyze(context.Background(), Input{SQL: "SELECT UPPER(url) AS u, _TABLE_SUFFIX AS day FROM `web.events_2026*`", DefaultProject: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Lineage) != 2 {
+		t.Fatalf("lineage = %+v", got.Lineage)
+	}
+	var srcs []string
+	for _, s := range got.Lineage[0].Sources {
+		srcs = append(srcs, s.String())
+	}
+	want := []string{"acme.web.events_20260101.url", "acme.web.events_20260102.url", "acme.web.events_20260201.url"}
+	if !reflect.DeepEqual(srcs, want) {
+		t.Errorf("u sources = %v, want %v", srcs, want)
+	}
+	if len(got.Lineage[1].Sources) != 0 || got.Lineage[1].Unknown {
+		t.Errorf("_TABLE_SUFFIX lineage = %+v, want a constant", got.Lineage[1])
+	}
+}
