@@ -258,7 +258,7 @@ func (a *Analyzer) Analyze(ctx context.Context, in Input) (*Analysis, error) {
 			positional = true
 		}
 	}
-	res, err := a.analyze(ctx, in.SQL, in.DefaultProject, in.DefaultDataset, positional)
+	res, err := a.analyze(ctx, in.SQL, in.DefaultProject, in.DefaultDataset, positional, in.Parameters)
 	if err != nil {
 		return nil, err
 	}
@@ -302,10 +302,14 @@ func sortedFindings(m map[policies.DenyRuleKind]bool) []policies.DenyRuleKind {
 
 // analyze runs under the engine lock: parse, normalise, analyse every statement, then
 // expand the views it read.
-func (a *Analyzer) analyze(ctx context.Context, sql, jobProject string, defDS *DatasetRef, positional bool) (*Analysis, error) {
+func (a *Analyzer) analyze(ctx context.Context, sql, jobProject string, defDS *DatasetRef, positional bool, params []Parameter) (*Analysis, error) {
 	e := a.e
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	defer e.undeclareParameters() // also after a failed declaration
+	if err := e.declareParameters(params); err != nil {
+		return nil, unanalysable("", nil, "%s", cleanMessage(err))
+	}
 	req := &request{ctx: ctx, source: a.opts.Catalog, jobProject: jobProject}
 	if defDS != nil {
 		req.dsProject, req.defaultDS = defDS.Project, defDS.Dataset

@@ -24,6 +24,8 @@ type engine struct {
 	// out the same pointer until its TTL expires).
 	tables map[string]cachedTable
 	nextID int64
+	// declared is set while a request's parameters are declared in opts.
+	declared bool
 }
 
 type cachedTable struct {
@@ -107,6 +109,60 @@ func (e *engine) setParameterMode(positional bool) error {
 	}
 	e.mode = want
 	return nil
+}
+
+// declareParameters declares the request's query parameters with their types (the
+// request's parameterType), so the analysis type-checks them as BigQuery will, and
+// refuses parameters the request does not declare. Without parameters, or when one has no
+// type, they stay undeclared (any type). Runs under the lock; undeclareParameters undoes it.
+func (e *engine) declareParameters(params []Parameter) error {
+	if len(params) == 0 {
+		return nil
+	}
+	for _, p := range params {
+		if strings.TrimSpace(p.Type) == "" {
+			return nil
+		}
+	}
+	e.declared = true
+	if err := e.opts.SetAllowUndeclaredParameters(false); err != nil {
+		return err
+	}
+	for _, p := range params {
+		t, err := googlesql.AnalyzeType(p.Type, e.opts, e.multi, e.tf)
+		if err != nil {
+			return fmt.Errorf("query parameter %s type %s: %w", paramLabel(p), p.Type, err)
+		}
+		if t == nil {
+			return fmt.Errorf("query parameter %s type %s is not a type", paramLabel(p), p.Type)
+		}
+		if p.Name == "" {
+			err = e.opts.AddPositionalQueryParameter(t)
+		} else {
+			err = e.opts.AddQueryParameter(strings.ToLower(p.Name), t)
+		}
+		if err != nil {
+			return fmt.Errorf("query parameter %s: %w", paramLabel(p), err)
+		}
+	}
+	return nil
+}
+
+func (e *engine) undeclareParameters() {
+	if !e.declared {
+		return
+	}
+	e.declared = false
+	_ = e.opts.ClearQueryParameters()
+	_ = e.opts.ClearPositionalQueryParameters()
+	_ = e.opts.SetAllowUndeclaredParameters(true)
+}
+
+func paramLabel(p Parameter) string {
+	if p.Name == "" {
+		return "(positional)"
+	}
+	return "@" + p.Name
 }
 
 // simpleTable builds (or reuses) the engine table for meta, named fq.

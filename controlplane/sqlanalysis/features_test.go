@@ -170,3 +170,38 @@ func TestWildcardLineage(t *testing.T) {
 		t.Errorf("_TABLE_SUFFIX lineage = %+v, want a constant", got.Lineage[1])
 	}
 }
+
+func TestDeclaredParameterTypes(t *testing.T) {
+	a := newAnalyzer(t, featureSource())
+	cases := []struct {
+		name   string
+		sql    string
+		params []Parameter
+		ok     bool
+	}{
+		{"typed named", "SELECT url FROM web.sessions s JOIN web.pageviews p ON s.id = @id WHERE p.day = @d", []Parameter{{Name: "id", Type: "INT64"}, {Name: "d", Type: "DATE"}}, true},
+		{"wrong type is refused as BigQuery would", "SELECT id FROM web.sessions WHERE id = @id", []Parameter{{Name: "id", Type: "STRING"}}, false},
+		{"undeclared parameter is refused", "SELECT id FROM web.sessions WHERE id = @other", []Parameter{{Name: "id", Type: "INT64"}}, false},
+		{"array parameter", "SELECT id FROM web.sessions WHERE id IN UNNEST(@ids)", []Parameter{{Name: "ids", Type: "ARRAY<INT64>"}}, true},
+		{"struct parameter", "SELECT @s.a AS a", []Parameter{{Name: "s", Type: "STRUCT<`a` INT64, `b` STRING>"}}, true},
+		{"positional typed", "SELECT id FROM web.sessions WHERE id = ?", []Parameter{{Type: "INT64"}}, true},
+		{"unknown type", "SELECT 1 WHERE @x", []Parameter{{Name: "x", Type: "NOPE"}}, false},
+		{"untyped stays undeclared", "SELECT id FROM web.sessions WHERE id = @id", []Parameter{{Name: "id"}}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := a.Analyze(context.Background(), Input{SQL: tc.sql, DefaultProject: "acme", Parameters: tc.params})
+			if tc.ok && err != nil {
+				t.Fatalf("err = %v", err)
+			}
+			if !tc.ok && !errors.Is(err, ErrUnanalysable) {
+				t.Fatalf("err = %v, want unanalysable", err)
+			}
+			t.Logf("%v", err)
+		})
+	}
+	// Declarations do not leak into the next analysis.
+	if _, err := a.Analyze(context.Background(), Input{SQL: "SELECT id FROM web.sessions WHERE id = @later", DefaultProject: "acme"}); err != nil {
+		t.Fatalf("undeclared parameter after a declared analysis: %v", err)
+	}
+}

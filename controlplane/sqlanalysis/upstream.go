@@ -149,11 +149,26 @@ func parameterType(t *bqapi.QueryParameterType) string {
 	case len(t.StructTypes) > 0:
 		fields := make([]string, len(t.StructTypes))
 		for i, f := range t.StructTypes {
-			fields[i] = strings.TrimSpace(f.Name + " " + parameterType(f.Type))
+			name := ""
+			if f.Name != "" {
+				name = quoteIdent(f.Name) + " "
+			}
+			fields[i] = name + parameterType(f.Type)
 		}
 		return "STRUCT<" + strings.Join(fields, ", ") + ">"
 	case t.RangeElementType != nil:
 		return "RANGE<" + parameterType(t.RangeElementType) + ">"
+	}
+	// The REST API also takes the legacy names.
+	switch strings.ToUpper(t.Type) {
+	case "INTEGER":
+		return "INT64"
+	case "FLOAT":
+		return "FLOAT64"
+	case "BOOLEAN":
+		return "BOOL"
+	case "ARRAY", "STRUCT", "RECORD", "RANGE":
+		return t.Type + "<?>" // a container without its element type: refused by the analyser
 	}
 	return t.Type
 }
