@@ -185,7 +185,7 @@ func PolicyError(err error) error {
 		return &policystep.AnalysisError{Reason: policies.RuleLegacySQL,
 			Message: "The query is legacy SQL, which the gateway cannot analyse; send useLegacySql: false and standard SQL (no #legacySQL prefix).", Err: err}
 	case ok && ae.Reason != "":
-		return &policystep.AnalysisError{Reason: "unanalysable_sql",
+		return &policystep.AnalysisError{Reason: "unanalysable_sql", Findings: ae.Findings,
 			Message: "The gateway could not analyse this query's SQL, so it cannot be allowed: " + strings.TrimSuffix(ae.Reason, ".") + ".", Err: err}
 	}
 	return &policystep.AnalysisError{Reason: "unanalysable_sql", Message: "The gateway could not analyse this query's SQL, so it cannot be allowed.", Err: err}
