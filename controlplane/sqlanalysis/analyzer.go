@@ -589,6 +589,9 @@ func (a *Analyzer) analyzeStatement(req *request, s googlesql.ASTStatementNode, 
 	counts := sr.counts
 	r.wildcards = sr.wildcards
 	r.unfilteredPartitions = sr.unfilteredPartitions
+	if sr.wholeRow && r.kind != "EXECUTE_IMMEDIATE" {
+		r.findings = append(r.findings, policies.DenySelectStar)
+	}
 	if len(sr.unfilteredPartitions) > 0 {
 		r.findings = append(r.findings, policies.DenyMissingPartitionFilter)
 	}

@@ -205,3 +205,28 @@ func TestDeclaredParameterTypes(t *testing.T) {
 		t.Fatalf("undeclared parameter after a declared analysis: %v", err)
 	}
 }
+
+// Whole-row functions reveal every column, like SELECT *.
+func TestWholeRowIsSelectStar(t *testing.T) {
+	a := newAnalyzer(t, featureSource())
+	star := []policies.DenyRuleKind{policies.DenySelectStar}
+	for _, tc := range []struct {
+		sql  string
+		want []policies.DenyRuleKind
+	}{
+		{"SELECT TO_JSON_STRING(s) FROM web.sessions s", star},
+		{"SELECT FORMAT('%T', p) FROM web.pageviews AS p WHERE p.day > '2020-01-01'", star},
+		{"SELECT TO_JSON(p) FROM web.pageviews p WHERE day = '2020-01-01'", star},
+		{"SELECT ARRAY_AGG(p) FROM web.pageviews p WHERE day = '2020-01-01'", star},
+		{"SELECT TO_JSON_STRING(STRUCT(p.url)) FROM web.pageviews p WHERE day = '2020-01-01'", nil},
+		{"SELECT TO_JSON_STRING(x) FROM (SELECT url FROM web.pageviews WHERE day = '2020-01-01') x", nil},
+	} {
+		got, err := a.Analyze(context.Background(), Input{SQL: tc.sql, DefaultProject: "acme"})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.sql, err)
+		}
+		if !reflect.DeepEqual(got.Findings, tc.want) {
+			t.Errorf("%s: findings %v, want %v", tc.sql, got.Findings, tc.want)
+		}
+	}
+}

@@ -16,6 +16,9 @@ type scanReads struct {
 	// unfilteredPartitions: partitioned tables scanned with no filter on their partition
 	// column (missingPartitionFilter).
 	unfilteredPartitions []string
+	// wholeRow: a table's whole row is packed into one value (TO_JSON_STRING(t),
+	// FORMAT('%T', t), STRUCT of every column): as revealing as SELECT *.
+	wholeRow bool
 }
 
 // readScans lists the tables stmt's scans read. A wildcard scan reads the tables its
@@ -65,6 +68,7 @@ func readScans(req *request, stmt googlesql.ResolvedNode) (*scanReads, error) {
 	}
 	wild := map[string]bool{}
 	unfiltered := map[string]bool{}
+	colTable := map[int32]string{}
 	for _, n := range scans {
 		ts, ok := n.(*googlesql.ResolvedTableScan)
 		if !ok {
@@ -108,6 +112,13 @@ func readScans(req *request, stmt googlesql.ResolvedNode) (*scanReads, error) {
 			continue
 		}
 		out.counts[name]++
+		for _, c := range cols {
+			if c != nil {
+				if id, err := c.ColumnId(); err == nil {
+					colTable[id] = name
+				}
+			}
+		}
 		if meta := req.seen[name]; meta != nil && (meta.PartitionField != "" || meta.IngestionTimePartitioned) {
 			hit := false
 			for _, c := range cols {
@@ -124,6 +135,16 @@ func readScans(req *request, stmt googlesql.ResolvedNode) (*scanReads, error) {
 			if !hit {
 				unfiltered[name] = true
 			}
+		}
+	}
+	structs, err := stmt.GetDescendantsWithKinds([]googlesql.ResolvedNodeKind{googlesql.ResolvedNodeKindResolvedMakeStruct})
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range structs {
+		if ms, ok := n.(*googlesql.ResolvedMakeStruct); ok && packsWholeRow(req, ms, colTable) {
+			out.wholeRow = true
+			break
 		}
 	}
 	out.wildcards = sortedKeys(wild)
@@ -278,4 +299,37 @@ func stringLiteral(e googlesql.ResolvedExprNode) (string, bool) {
 		return "", false
 	}
 	return s, true
+}
+
+// packsWholeRow: every field of ms is a column of one scanned table, and every column of
+// that table is there (a range variable used as a value: TO_JSON_STRING(t)).
+func packsWholeRow(req *request, ms *googlesql.ResolvedMakeStruct, colTable map[int32]string) bool {
+	fields, err := ms.FieldList()
+	if err != nil || len(fields) == 0 {
+		return false
+	}
+	table := ""
+	seen := map[int32]bool{}
+	for _, f := range fields {
+		r, ok := f.(*googlesql.ResolvedColumnRef)
+		if !ok {
+			return false
+		}
+		c, err := r.Column()
+		if err != nil || c == nil {
+			return false
+		}
+		id, err := c.ColumnId()
+		if err != nil {
+			return false
+		}
+		t := colTable[id]
+		if t == "" || (table != "" && t != table) {
+			return false
+		}
+		table = t
+		seen[id] = true
+	}
+	meta := req.seen[table]
+	return meta != nil && len(seen) >= len(meta.Columns)
 }
