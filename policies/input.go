@@ -32,6 +32,8 @@ type Call struct {
 	Dataset string `json:"dataset,omitempty"`
 	Table   string `json:"table,omitempty"`
 	JobID   string `json:"jobId,omitempty"`
+	// AllUsers is jobs.list's allUsers=true (every user's jobs).
+	AllUsers bool `json:"allUsers,omitempty"`
 }
 
 // Query is what the evaluator needs from a decoded query body (bqapi.QuerySpec).
@@ -43,6 +45,9 @@ type Query struct {
 	// Destination is the jobs.insert destination table, "project.dataset.table".
 	Destination      string `json:"destination,omitempty"`
 	WriteDisposition string `json:"writeDisposition,omitempty"`
+	// Session is set when the query creates a BigQuery session (createSession) or joins
+	// one (connectionProperties session_id).
+	Session bool `json:"session,omitempty"`
 }
 
 // Analysis is the SQL analysis result (the GoogleSQL analyser in the control plane).
@@ -134,4 +139,6 @@ const (
 	RuleDatasetNotAllowed       = "dataset_not_allowed"
 	RuleWriteNotAllowed         = "write_not_allowed"
 	RuleCredentialConflict      = "credential_conflict"
+	RuleSessionNotAllowed       = "session_not_allowed"
+	RuleAllUsersNotAllowed      = "all_users_not_allowed"
 )

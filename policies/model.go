@@ -92,6 +92,14 @@ type What struct {
 	Masking        []MaskRule     `json:"masking,omitempty"`
 	Detectors      []Detector     `json:"detectors,omitempty"`
 	Approvals      []ApprovalRule `json:"approvals,omitempty"`
+	// Sessions allows BigQuery sessions: queries with createSession and queries joining a
+	// session (connectionProperties session_id). Default false: denied, since a session
+	// carries state (temporary tables, variables) across queries the gateway judges one
+	// at a time.
+	Sessions bool `json:"sessions,omitempty"`
+	// ListAllUsersJobs allows jobs.list with allUsers=true, which lists every user's jobs
+	// (their SQL included). Default false: denied.
+	ListAllUsersJobs bool `json:"listAllUsersJobs,omitempty"`
 }
 
 // DenyRule denies a query when SQL analysis reports a finding of Kind.

@@ -195,6 +195,12 @@ func (p *prepPolicy) grant(r *request) *refusal {
 	if r.project != nil && !p.projects.match(r.project.segs, false) {
 		return &refusal{2, RuleProjectNotAllowed, "where.projects", fmt.Sprintf("project %s is not in where.projects", r.project.raw)}
 	}
+	if r.session && !p.spec.What.Sessions {
+		return &refusal{3, RuleSessionNotAllowed, "what.sessions", "the query creates or joins a BigQuery session, and what.sessions is not true"}
+	}
+	if r.allUsers && !p.spec.What.ListAllUsersJobs {
+		return &refusal{3, RuleAllUsersNotAllowed, "what.listAllUsersJobs", "jobs.list with allUsers=true lists every user's jobs, and what.listAllUsersJobs is not true"}
+	}
 	if r.jobScoped {
 		return nil
 	}

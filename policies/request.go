@@ -49,6 +49,9 @@ type request struct {
 	jobScoped bool
 	// approvable calls are subject to approval rules (they run SQL or read table data).
 	approvable bool
+	// session: the query creates or joins a BigQuery session; allUsers: jobs.list of
+	// every user's jobs.
+	session, allUsers bool
 }
 
 func (r *request) finding(k DenyRuleKind) bool { return contains(r.findings, k) }
@@ -67,7 +70,7 @@ func (r *request) tables() []name {
 // follow-up's owner.
 func newRequest(in Input, callOnly bool) (*request, string, string) {
 	c := in.Call
-	r := &request{api: c.API}
+	r := &request{api: c.API, allUsers: c.API == "jobs.list" && c.AllUsers}
 	if c.API != "projects.list" {
 		if c.Project == "" {
 			return nil, RuleInvalidInput, fmt.Sprintf("%s call names no project", c.API)
@@ -107,6 +110,7 @@ func newRequest(in Input, callOnly bool) (*request, string, string) {
 		case q.LegacySQL:
 			return nil, RuleLegacySQL, "legacy SQL cannot be analysed; send useLegacySql: false"
 		}
+		r.session = q.Session
 		if !callOnly {
 			if r, code, why := r.analysed(in.Analysis); code != "" {
 				return r, code, why

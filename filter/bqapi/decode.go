@@ -54,6 +54,22 @@ type QuerySpec struct {
 	Job          *Job
 }
 
+// SessionID is the session the query joins: the connectionProperties entry session_id
+// (the last one, as BigQuery reads repeated keys; an empty value still counts as joining,
+// so it is reported as "(empty)").
+func (s *QuerySpec) SessionID() string {
+	id, found := "", false
+	for _, p := range s.ConnectionProperties {
+		if p.Key == "session_id" {
+			id, found = p.Value, true
+		}
+	}
+	if found && id == "" {
+		return "(empty)"
+	}
+	return id
+}
+
 // DecodeQueryRequest decodes and checks a jobs.query body (already inflated).
 func DecodeQueryRequest(body []byte) (*QuerySpec, *Rejection) {
 	var req QueryRequest

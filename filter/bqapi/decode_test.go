@@ -184,3 +184,22 @@ func TestErrorDocument(t *testing.T) {
 		}
 	}
 }
+
+func TestSessionID(t *testing.T) {
+	for _, c := range []struct {
+		body, want string
+	}{
+		{`{"query":"SELECT 1"}`, ""},
+		{`{"query":"SELECT 1","connectionProperties":[{"key":"time_zone","value":"UTC"}]}`, ""},
+		{`{"query":"SELECT 1","connectionProperties":[{"key":"session_id","value":"a"},{"key":"session_id","value":"b"}]}`, "b"},
+		{`{"query":"SELECT 1","connectionProperties":[{"key":"session_id","value":""}]}`, "(empty)"},
+	} {
+		spec, rej := DecodeQueryRequest([]byte(c.body))
+		if rej != nil {
+			t.Fatal(rej.Detail)
+		}
+		if got := spec.SessionID(); got != c.want {
+			t.Errorf("%s: session id %q, want %q", c.body, got, c.want)
+		}
+	}
+}
