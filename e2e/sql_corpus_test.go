@@ -96,7 +96,7 @@ func TestSQLCorpus(t *testing.T) {
 	for i, c := range cases {
 		t.Run(c.Name, func(t *testing.T) {
 			var out corpusOutcome
-			if c.UseLegacySQL == "absent" {
+			if c.Raw || c.UseLegacySQL == "absent" {
 				out = rawCorpusQuery(t, token, c)
 			} else {
 				out = goCorpusQuery(t, agent, c, i)
@@ -144,6 +144,10 @@ func goCorpusQuery(t *testing.T, agent *bigquery.Client, c sqlcorpus.Case, i int
 		t.Fatal(err)
 	}
 	q.Parameters = params
+	q.CreateSession = c.CreateSession
+	if c.SessionID != "" {
+		q.ConnectionProperties = []*bigquery.ConnectionProperty{{Key: "session_id", Value: c.SessionID}}
+	}
 	if c.API == "jobs.insert" {
 		q.JobID = fmt.Sprintf("corpus-%d-%d", i, time.Now().UnixNano()) // a job id makes the client use jobs.insert
 	}
@@ -165,7 +169,7 @@ func goCorpusQuery(t *testing.T, agent *bigquery.Client, c sqlcorpus.Case, i int
 }
 
 // rawCorpusQuery sends the case's jobs.query body as is (the Go client always sets
-// useLegacySql).
+// useLegacySql and drops connectionProperties from jobs.query).
 func rawCorpusQuery(t *testing.T, token string, c sqlcorpus.Case) corpusOutcome {
 	t.Helper()
 	body, err := c.Body()
@@ -193,4 +197,30 @@ func rawCorpusQuery(t *testing.T, token string, c sqlcorpus.Case) corpusOutcome 
 		return corpusOutcome{upstream: fmt.Errorf("%d %s", resp.StatusCode, b)}
 	}
 	return corpusOutcome{}
+}
+
+// TestJobsListAllUsers: listing the agent's own jobs is allowed; every user's jobs
+// (allUsers=true, which exposes other agents' SQL) is denied unless a policy says
+// what.listAllUsersJobs.
+func TestJobsListAllUsers(t *testing.T) {
+	withCorpus(t)
+	ctx := context.Background()
+	token, err := gw.Token(ctx, "corpus-agent", sqlcorpus.Group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := goClientWithToken(t, token)
+	it := agent.Jobs(ctx)
+	if _, err := it.Next(); err != nil && !errors.Is(err, iterator.Done) {
+		t.Fatalf("own jobs: %v", err)
+	}
+	it = agent.Jobs(ctx)
+	it.AllUsers = true
+	_, err = it.Next()
+	var gerr *googleapi.Error
+	if !errors.As(err, &gerr) || gerr.Code != 403 || gerr.Header.Get("x-jitgate-deny-reason") != "all_users_not_allowed" ||
+		!strings.Contains(gerr.Message, "what.listAllUsersJobs") {
+		t.Fatalf("allUsers=true: %v, want 403 all_users_not_allowed naming what.listAllUsersJobs", err)
+	}
+	t.Logf("denied: %s", gerr.Message)
 }

@@ -48,6 +48,12 @@ type Case struct {
 	UseLegacySQL string `yaml:"useLegacySql"`
 	// API is jobs.query (default) or jobs.insert.
 	API string `yaml:"api"`
+	// CreateSession and SessionID (connectionProperties session_id) make it a session query.
+	CreateSession bool   `yaml:"createSession"`
+	SessionID     string `yaml:"sessionId"`
+	// Raw: the e2e test sends Body itself rather than through the Go client (which cannot
+	// send every body: no useLegacySql, connectionProperties on jobs.query).
+	Raw bool `yaml:"raw"`
 	// Expect is allow or deny; Rule the decision's stable code; RuleName the policy's
 	// named rule or field, when there is one.
 	Expect   string `yaml:"expect"`
@@ -154,11 +160,17 @@ func (c Case) Body() ([]byte, error) {
 	if c.DefaultDataset != "" {
 		ds = &bqapi.DatasetReference{ProjectID: Project, DatasetID: c.DefaultDataset}
 	}
+	var props []bqapi.ConnectionProperty
+	if c.SessionID != "" {
+		props = []bqapi.ConnectionProperty{{Key: "session_id", Value: c.SessionID}}
+	}
 	if c.API == "jobs.insert" {
 		return json.Marshal(bqapi.Job{Configuration: bqapi.JobConfiguration{Query: &bqapi.JobConfigurationQuery{
-			Query: c.SQL, UseLegacySQL: legacy, DefaultDataset: ds, QueryParameters: params, ParameterMode: mode}}})
+			Query: c.SQL, UseLegacySQL: legacy, DefaultDataset: ds, QueryParameters: params, ParameterMode: mode,
+			CreateSession: c.CreateSession, ConnectionProperties: props}}})
 	}
-	return json.Marshal(bqapi.QueryRequest{Query: c.SQL, UseLegacySQL: legacy, DefaultDataset: ds, QueryParameters: params, ParameterMode: mode})
+	return json.Marshal(bqapi.QueryRequest{Query: c.SQL, UseLegacySQL: legacy, DefaultDataset: ds, QueryParameters: params, ParameterMode: mode,
+		CreateSession: c.CreateSession, ConnectionProperties: props})
 }
 
 // Spec decodes Body as the filter does.
