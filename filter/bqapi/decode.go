@@ -79,6 +79,9 @@ func DecodeQueryRequest(body []byte) (*QuerySpec, *Rejection) {
 	if strings.TrimSpace(req.Query) == "" {
 		return nil, Reject(ReasonMissingSQL, "the jobs.query body has no query")
 	}
+	if rej := checkFormatOptions(body); rej != nil {
+		return nil, rej
+	}
 	spec := &QuerySpec{
 		API:                  JobsQuery,
 		SQL:                  req.Query,
@@ -99,6 +102,29 @@ func DecodeQueryRequest(body []byte) (*QuerySpec, *Rejection) {
 	}
 	spec.LegacySQL = legacyDialect(req.Query, req.UseLegacySQL)
 	return spec, nil
+}
+
+// checkFormatOptions refuses a jobs.query formatOptions member the gateway does not know
+// (see knownFormatOptions). It decodes the body a second time, only when it names
+// formatOptions at all.
+func checkFormatOptions(body []byte) *Rejection {
+	if !bytes.Contains(body, []byte("formatOptions")) {
+		return nil
+	}
+	var doc struct {
+		FormatOptions map[string]json.RawMessage `json:"formatOptions"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return Reject(ReasonMalformedJSON, "formatOptions is not an object")
+	}
+	for k, v := range doc.FormatOptions {
+		var s string
+		_ = json.Unmarshal(v, &s)
+		if rej := checkFormat(k, s); rej != nil {
+			return rej
+		}
+	}
+	return nil
 }
 
 // DecodeJobInsert decodes and checks a jobs.insert body (already inflated). Load,

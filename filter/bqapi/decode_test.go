@@ -203,3 +203,42 @@ func TestSessionID(t *testing.T) {
 		}
 	}
 }
+
+// Result formats other than JSON rows are refused, in the body and in the query string.
+func TestResultFormats(t *testing.T) {
+	for _, c := range []struct {
+		body string
+		ok   bool
+	}{
+		{`{"query":"SELECT 1","formatOptions":{"useInt64Timestamp":true}}`, true},
+		{`{"query":"SELECT 1","formatOptions":{"timestampOutputFormat":"ISO8601_STRING"}}`, true},
+		{`{"query":"SELECT 1","formatOptions":{"timestampOutputFormat":"ARROW"}}`, false},
+		{`{"query":"SELECT 1","formatOptions":{"outputFormat":"ARROW"}}`, false},
+		{`{"query":"SELECT 1 AS formatOptions"}`, true},
+	} {
+		_, rej := DecodeQueryRequest([]byte(c.body))
+		if c.ok && rej != nil {
+			t.Errorf("%s: refused: %s", c.body, rej.Detail)
+		}
+		if !c.ok && (rej == nil || rej.Reason != ReasonUnsupportedFormat) {
+			t.Errorf("%s: %v, want %s", c.body, rej, ReasonUnsupportedFormat)
+		}
+	}
+	for _, c := range []struct {
+		query string
+		ok    bool
+	}{
+		{"formatOptions.useInt64Timestamp=true", true},
+		{"formatOptions.timestampOutputFormat=INT64", true},
+		{"formatOptions.timestampOutputFormat=PROTO", false},
+		{"formatOptions.arrowSerializationOptions=x", false},
+	} {
+		_, rej := ParseParams(c.query)
+		if c.ok && rej != nil {
+			t.Errorf("%s: refused: %s", c.query, rej.Detail)
+		}
+		if !c.ok && (rej == nil || rej.Reason != ReasonUnsupportedFormat || rej.Reason.HTTPStatus() != 403) {
+			t.Errorf("%s: %v, want %s", c.query, rej, ReasonUnsupportedFormat)
+		}
+	}
+}
