@@ -302,7 +302,61 @@ func sortedFindings(m map[policies.DenyRuleKind]bool) []policies.DenyRuleKind {
 
 // analyze runs under the engine lock: parse, normalise, analyse every statement, then
 // expand the views it read.
+//
+// The engine lock is never held while table metadata is fetched: when the TableSource
+// can answer from its cache (CachedTableSource), a round that meets a table (or a
+// wildcard's dataset listing) not in the cache records it and is discarded; the missing
+// metadata is fetched with the lock released, and the analysis runs again. Other
+// analyses proceed meanwhile, so one slow tables.get no longer stalls every query.
 func (a *Analyzer) analyze(ctx context.Context, sql, jobProject string, defDS *DatasetRef, positional bool, params []Parameter) (*Analysis, error) {
+	cached, _ := a.opts.Catalog.(CachedTableSource)
+	for round := 0; ; round++ {
+		fs := &fetchState{cached: cached}
+		res, err := a.analyzeLocked(ctx, fs, sql, jobProject, defDS, positional, params)
+		if len(fs.missing) == 0 && len(fs.missingLists) == 0 {
+			return res, err
+		}
+		if round >= maxCatalogRounds {
+			return nil, unanalysable("", nil, "the query needs more than %d rounds of table metadata lookups", maxCatalogRounds)
+		}
+		if err := a.fetchMissing(ctx, fs); err != nil {
+			return nil, &AnalysisError{Kind: ErrCatalogUnavailable, Reason: cleanMessage(err)}
+		}
+	}
+}
+
+// maxCatalogRounds bounds the fetch-and-retry rounds of one analysis (each round can
+// discover the tables of one more level of views).
+const maxCatalogRounds = 12
+
+// fetchMissing reads the metadata a round found missing, concurrently, without the
+// engine lock. Not found is an answer (the TableSource caches it); anything else is a
+// catalog failure.
+func (a *Analyzer) fetchMissing(ctx context.Context, fs *fetchState) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, len(fs.missing)+len(fs.missingLists))
+	for _, t := range fs.missing {
+		wg.Go(func() {
+			if _, err := a.opts.Catalog.Table(ctx, t.project, t.dataset, t.table); err != nil && !errors.Is(err, ErrTableNotFound) {
+				errs <- err
+			}
+		})
+	}
+	if lister, ok := a.opts.Catalog.(TableLister); ok {
+		for _, d := range fs.missingLists {
+			wg.Go(func() {
+				if _, err := lister.ListTables(ctx, d.project, d.dataset); err != nil && !errors.Is(err, ErrTableNotFound) && !errors.Is(err, ErrTooManyTables) {
+					errs <- err
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+func (a *Analyzer) analyzeLocked(ctx context.Context, fs *fetchState, sql, jobProject string, defDS *DatasetRef, positional bool, params []Parameter) (*Analysis, error) {
 	e := a.e
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -310,7 +364,7 @@ func (a *Analyzer) analyze(ctx context.Context, sql, jobProject string, defDS *D
 	if err := e.declareParameters(params); err != nil {
 		return nil, unanalysable("", nil, "%s", cleanMessage(err))
 	}
-	req := &request{ctx: ctx, source: a.opts.Catalog, jobProject: jobProject}
+	req := &request{ctx: ctx, source: a.opts.Catalog, jobProject: jobProject, fetch: fs}
 	if defDS != nil {
 		req.dsProject, req.defaultDS = defDS.Project, defDS.Dataset
 	}
@@ -361,7 +415,7 @@ func (a *Analyzer) analyze(ctx context.Context, sql, jobProject string, defDS *D
 			return nil, unanalysable(main.kind, findings, "view %s is defined in legacy SQL", fq)
 		}
 		// A view body resolves dataset.table against the view's own project.
-		vreq := &request{ctx: ctx, source: a.opts.Catalog, jobProject: p.meta.Project, seen: req.seen}
+		vreq := &request{ctx: ctx, source: a.opts.Catalog, jobProject: p.meta.Project, seen: req.seen, fetch: fs}
 		vres, err := a.analyzeText(vreq, p.meta.ViewQuery, false, false)
 		if err != nil {
 			var ae *AnalysisError

@@ -32,6 +32,7 @@ type BigQueryTableSource struct {
 
 type listEntry struct {
 	tables  []string
+	err     error // not found, too many tables
 	expires time.Time
 }
 
@@ -92,6 +93,52 @@ func (s *BigQueryTableSource) Table(ctx context.Context, project, dataset, table
 	return v.(*TableMeta), nil
 }
 
+func (s *BigQueryTableSource) list(ctx context.Context, project, dataset string) ([]string, error) {
+	it := s.client.DatasetInProject(project, dataset).Tables(ctx)
+	names := []string{}
+	for {
+		t, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			break
+		}
+		if err != nil {
+			var gerr *googleapi.Error
+			if errors.As(err, &gerr) && gerr.Code == http.StatusNotFound {
+				return nil, fmt.Errorf("dataset %s.%s: %w", project, dataset, ErrTableNotFound)
+			}
+			return nil, fmt.Errorf("tables.list %s.%s: %w", project, dataset, err)
+		}
+		names = append(names, t.TableID)
+		if len(names) > maxListedTables {
+			return nil, fmt.Errorf("dataset %s.%s has more than %d tables: %w", project, dataset, maxListedTables, ErrTooManyTables)
+		}
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// CachedTable implements CachedTableSource: the cached answer of Table, if any.
+func (s *BigQueryTableSource) CachedTable(project, dataset, table string) (*TableMeta, error, bool) {
+	key := project + "\x00" + dataset + "\x00" + table
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.entries[key]; ok && s.Now().Before(e.expires) {
+		return e.meta, e.err, true
+	}
+	return nil, nil, false
+}
+
+// CachedListTables implements CachedTableSource: the cached answer of ListTables.
+func (s *BigQueryTableSource) CachedListTables(project, dataset string) ([]string, error, bool) {
+	key := "list\x00" + project + "\x00" + dataset
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.lists[key]; ok && s.Now().Before(e.expires) {
+		return e.tables, e.err, true
+	}
+	return nil, nil, false
+}
+
 // Invalidate drops every cached entry.
 func (s *BigQueryTableSource) Invalidate() {
 	s.mu.Lock()
@@ -111,37 +158,26 @@ func (s *BigQueryTableSource) ListTables(ctx context.Context, project, dataset s
 	s.mu.Lock()
 	if e, ok := s.lists[key]; ok && now.Before(e.expires) {
 		s.mu.Unlock()
-		return e.tables, nil
+		return e.tables, e.err
 	}
 	s.mu.Unlock()
 	v, err, _ := s.group.Do(key, func() (any, error) {
-		it := s.client.DatasetInProject(project, dataset).Tables(ctx)
-		var names []string
-		for {
-			t, err := it.Next()
-			if errors.Is(err, iterator.Done) {
-				break
-			}
-			if err != nil {
-				var gerr *googleapi.Error
-				if errors.As(err, &gerr) && gerr.Code == http.StatusNotFound {
-					return nil, fmt.Errorf("dataset %s.%s: %w", project, dataset, ErrTableNotFound)
-				}
-				return nil, fmt.Errorf("tables.list %s.%s: %w", project, dataset, err)
-			}
-			names = append(names, t.TableID)
-			if len(names) > maxListedTables {
-				return nil, fmt.Errorf("dataset %s.%s has more than %d tables: %w", project, dataset, maxListedTables, ErrTooManyTables)
-			}
+		names, err := s.list(ctx, project, dataset)
+		ttl := s.TTL
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrTableNotFound), errors.Is(err, ErrTooManyTables):
+			ttl = s.NegativeTTL
+		default:
+			return nil, err // transient: not cached
 		}
-		sort.Strings(names)
 		s.mu.Lock()
 		if len(s.lists) >= 1024 {
 			s.lists = map[string]listEntry{}
 		}
-		s.lists[key] = listEntry{tables: names, expires: s.Now().Add(s.TTL)}
+		s.lists[key] = listEntry{tables: names, err: err, expires: s.Now().Add(ttl)}
 		s.mu.Unlock()
-		return names, nil
+		return names, err
 	})
 	if err != nil {
 		return nil, err

@@ -19,6 +19,67 @@ type TableSource interface {
 // ErrTableNotFound is what a TableSource returns (wrapped) for a table that does not exist.
 var ErrTableNotFound = errors.New("table not found")
 
+// CachedTableSource is implemented by TableSources with a cache the analyser can read
+// without waiting (BigQueryTableSource): ok is false when the answer is not cached. With
+// one, the analyser never holds its engine lock across a tables.get or tables.list.
+type CachedTableSource interface {
+	CachedTable(project, dataset, table string) (meta *TableMeta, err error, ok bool)
+	CachedListTables(project, dataset string) (tables []string, err error, ok bool)
+}
+
+// fetchState is shared by the requests of one analysis round: what the catalog found
+// missing from the TableSource's cache.
+type fetchState struct {
+	cached       CachedTableSource // nil: ask the TableSource directly
+	missing      map[string]tableRef
+	missingLists map[string]tableRef
+}
+
+type tableRef struct{ project, dataset, table string }
+
+func (f *fetchState) miss(p, d, t string) {
+	if f.missing == nil {
+		f.missing = map[string]tableRef{}
+	}
+	f.missing[p+"."+d+"."+t] = tableRef{p, d, t}
+}
+
+func (f *fetchState) missList(p, d string) {
+	if f.missingLists == nil {
+		f.missingLists = map[string]tableRef{}
+	}
+	f.missingLists[p+"."+d] = tableRef{p, d, ""}
+}
+
+// errNotCached ends a round that met uncached metadata (the round is discarded).
+var errNotCached = errors.New("table metadata not cached yet")
+
+// lookup returns a table's metadata: from the cache when the source has one (recording
+// a miss), else from the source.
+func (r *request) lookup(p, d, t string) (*TableMeta, error) {
+	if f := r.fetch; f != nil && f.cached != nil {
+		meta, err, ok := f.cached.CachedTable(p, d, t)
+		if !ok {
+			f.miss(p, d, t)
+			return nil, errNotCached
+		}
+		return meta, err
+	}
+	return r.source.Table(r.ctx, p, d, t)
+}
+
+func (r *request) listTables(lister TableLister, p, d string) ([]string, error) {
+	if f := r.fetch; f != nil && f.cached != nil {
+		names, err, ok := f.cached.CachedListTables(p, d)
+		if !ok {
+			f.missList(p, d)
+			return nil, errNotCached
+		}
+		return names, err
+	}
+	return lister.ListTables(r.ctx, p, d)
+}
+
 // ErrTooManyTables is what a TableLister returns (wrapped) for a dataset too large to list.
 var ErrTooManyTables = errors.New("too many tables")
 
@@ -88,6 +149,8 @@ type request struct {
 	wildcards map[string]*wildcardTable
 	// tvfs are the table-valued functions named (upper case, as written).
 	tvfs []string
+	// fetch is the analysis round's cache-miss record (nil: ask the source directly).
+	fetch *fetchState
 }
 
 func (r *request) finding(k policies.DenyRuleKind) {
@@ -169,7 +232,12 @@ func (c *goCatalog) FindTable(path []string, _ *googlesql.FindOptions) (googlesq
 	fq := proj + "." + ds + "." + tbl
 	meta := r.seen[fq]
 	if meta == nil {
-		meta, err = r.source.Table(r.ctx, proj, ds, tbl)
+		meta, err = r.lookup(proj, ds, tbl)
+		if errors.Is(err, errNotCached) {
+			// A placeholder lets the analyser go on and name the round's other tables;
+			// the round is discarded once their metadata is fetched.
+			return c.e.placeholder(fq)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrTableNotFound) && r.sourceErr == nil {
 				r.sourceErr = err
@@ -209,7 +277,10 @@ func (c *goCatalog) wildcard(proj, ds, tbl string) (googlesql.TableNode, error) 
 	}
 	wt := r.wildcards[fq]
 	if wt == nil {
-		names, err := lister.ListTables(r.ctx, proj, ds)
+		names, err := r.listTables(lister, proj, ds)
+		if errors.Is(err, errNotCached) {
+			return nil, fmt.Errorf("wildcard table %s: %w", fq, err)
+		}
 		if err != nil {
 			if errors.Is(err, ErrTableNotFound) {
 				return nil, fmt.Errorf("wildcard table %s: dataset %s.%s not found", fq, proj, ds)
@@ -240,7 +311,10 @@ func (c *goCatalog) wildcard(proj, ds, tbl string) (googlesql.TableNode, error) 
 		r.wildcards[fq] = wt
 	}
 	last := wt.tables[len(wt.tables)-1]
-	meta, err := r.source.Table(r.ctx, proj, ds, last)
+	meta, err := r.lookup(proj, ds, last)
+	if errors.Is(err, errNotCached) {
+		return nil, fmt.Errorf("wildcard table %s: %w", fq, err)
+	}
 	if err != nil || meta == nil {
 		if err != nil && !errors.Is(err, ErrTableNotFound) && r.sourceErr == nil {
 			r.sourceErr = err

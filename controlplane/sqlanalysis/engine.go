@@ -181,6 +181,27 @@ func (e *engine) simpleTable(fq string, meta *TableMeta) (*googlesql.SimpleTable
 	return t, nil
 }
 
+// placeholderMeta marks the engine tables standing in for metadata not fetched yet.
+var placeholderMeta = &TableMeta{}
+
+// placeholder is an empty engine table named fq, for a round that will be discarded.
+func (e *engine) placeholder(fq string) (*googlesql.SimpleTable, error) {
+	key := "placeholder\x00" + fq
+	if c, ok := e.tables[key]; ok {
+		return c.table, nil
+	}
+	e.nextID++
+	t, err := googlesql.NewSimpleTable(fq, e.nextID)
+	if err != nil {
+		return nil, fmt.Errorf("table %s: %w", fq, err)
+	}
+	if len(e.tables) >= maxCachedTables {
+		e.tables = map[string]cachedTable{}
+	}
+	e.tables[key] = cachedTable{meta: placeholderMeta, table: t}
+	return t, nil
+}
+
 // tableSuffixColumn is the pseudo-column of a wildcard table.
 const tableSuffixColumn = "_TABLE_SUFFIX"
 

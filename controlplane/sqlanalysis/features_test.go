@@ -6,7 +6,9 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/jitgate/jitgate/policies"
 )
@@ -228,5 +230,86 @@ func TestWholeRowIsSelectStar(t *testing.T) {
 		if !reflect.DeepEqual(got.Findings, tc.want) {
 			t.Errorf("%s: findings %v, want %v", tc.sql, got.Findings, tc.want)
 		}
+	}
+}
+
+// cachingSource is a CachedTableSource over featureSource whose tables.get of one table
+// blocks until released, like a slow BigQuery.
+type cachingSource struct {
+	*listingSource
+	mu      sync.Mutex
+	cache   map[string]*TableMeta
+	slow    string
+	entered chan struct{}
+	release chan struct{}
+	gets    int
+}
+
+func (c *cachingSource) Table(ctx context.Context, p, d, t string) (*TableMeta, error) {
+	fq := p + "." + d + "." + t
+	if fq == c.slow {
+		close(c.entered)
+		<-c.release
+	}
+	m, err := c.listingSource.Table(ctx, p, d, t)
+	c.mu.Lock()
+	c.gets++
+	if err == nil {
+		c.cache[fq] = m
+	}
+	c.mu.Unlock()
+	return m, err
+}
+
+func (c *cachingSource) CachedTable(p, d, t string) (*TableMeta, error, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, ok := c.cache[p+"."+d+"."+t]
+	return m, nil, ok
+}
+
+func (c *cachingSource) CachedListTables(p, d string) ([]string, error, bool) {
+	names, err := c.ListTables(context.Background(), p, d)
+	return names, err, true
+}
+
+// TestEngineLockNotHeldDuringTablesGet: while one analysis waits for a slow tables.get,
+// another analysis (of a cached table) completes.
+func TestEngineLockNotHeldDuringTablesGet(t *testing.T) {
+	src := &cachingSource{listingSource: featureSource(), cache: map[string]*TableMeta{},
+		slow: "acme.web.pageviews", entered: make(chan struct{}), release: make(chan struct{})}
+	a, err := New(Options{Catalog: src, CacheSize: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// Warm the other table (and prove the fetch-and-retry path resolves joins and views).
+	got, err := a.Analyze(ctx, Input{SQL: "SELECT s.id, e.url FROM web.sessions s JOIN web.events_20260101 e ON e.user_id = s.id", DefaultProject: "acme"})
+	if err != nil || len(got.ReferencedTables) != 2 {
+		t.Fatalf("warm-up: %v %+v", err, got)
+	}
+	slowDone := make(chan error, 1)
+	go func() {
+		_, err := a.Analyze(ctx, Input{SQL: "SELECT url FROM web.pageviews WHERE day = '2026-01-01'", DefaultProject: "acme"})
+		slowDone <- err
+	}()
+	<-src.entered // the slow analysis is inside tables.get now
+	fast := make(chan error, 1)
+	go func() {
+		_, err := a.Analyze(ctx, Input{SQL: "SELECT id FROM web.sessions", DefaultProject: "acme"})
+		fast <- err
+	}()
+	select {
+	case err := <-fast:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		close(src.release)
+		t.Fatal("an analysis of a cached table waited for another analysis's tables.get: the engine lock is held across it")
+	}
+	close(src.release)
+	if err := <-slowDone; err != nil {
+		t.Fatalf("slow analysis: %v", err)
 	}
 }
