@@ -544,10 +544,27 @@ func (a *Analyzer) analyzeText(req *request, sql string, positional, allowScript
 		return nil, unanalysable("", nil, "multiple statements")
 	}
 	res = &textResult{}
+	var script *scriptState
 	for i, s := range stmts {
 		k, _ := s.GetNodeKindString()
+		if (k == "VariableDeclaration" || k == "SingleAssignment") && allowScript {
+			if script == nil {
+				if script, err = a.newScript(req); err != nil {
+					return nil, err
+				}
+			}
+			r, err := script.statement(req, s, k, sql)
+			if err != nil {
+				return nil, err
+			}
+			res.statements = append(res.statements, r.kind)
+			res.reads = append(res.reads, r.reads...)
+			res.findings = append(res.findings, r.findings...)
+			res.wildcards = append(res.wildcards, r.wildcards...)
+			continue
+		}
 		if isScriptOnly(s, k) {
-			return nil, unanalysable("SCRIPT", req.findings, "scripts are not analysed yet (%s)", k)
+			return nil, unanalysable("SCRIPT", req.findings, "scripts with %s are not analysed", k)
 		}
 		e.cat.cur = req
 		r, err := a.analyzeStatement(req, s, sql, facts[i].selectStar)
@@ -599,7 +616,7 @@ func isScriptOnly(s googlesql.ASTNode, kindString string) bool {
 // analyzeStatement resolves one parsed statement and reads the resolved tree.
 func (a *Analyzer) analyzeStatement(req *request, s googlesql.ASTStatementNode, sql string, star bool) (*stmtResult, error) {
 	e := a.e
-	out, err := googlesql.AnalyzeStatementFromParserAST(s, e.opts, sql, e.multi, e.tf)
+	out, err := googlesql.AnalyzeStatementFromParserAST(s, e.opts, sql, req.catalog(e), e.tf)
 	if err != nil || out == nil {
 		if req.sourceErr != nil {
 			return nil, &AnalysisError{Kind: ErrCatalogUnavailable, Reason: cleanMessage(req.sourceErr), Findings: sortedFindings(req.findings)}

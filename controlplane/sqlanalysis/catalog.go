@@ -151,6 +151,17 @@ type request struct {
 	tvfs []string
 	// fetch is the analysis round's cache-miss record (nil: ask the source directly).
 	fetch *fetchState
+	// scriptCatalog, set while a script with variables is analysed, is the engine's
+	// catalog plus the script's variables.
+	scriptCatalog googlesql.CatalogNode
+}
+
+// catalog is what statements of this request resolve names against.
+func (r *request) catalog(e *engine) googlesql.CatalogNode {
+	if r.scriptCatalog != nil {
+		return r.scriptCatalog
+	}
+	return e.multi
 }
 
 func (r *request) finding(k policies.DenyRuleKind) {

@@ -19,7 +19,10 @@ type engine struct {
 	tf         *googlesql.TypeFactory
 	cat        *goCatalog
 	multi      *googlesql.MultiCatalog
-	mode       googlesql.ParameterMode
+	// builtins and gocat are multi's parts, for scripts' own multi-catalogs (variables).
+	builtins *googlesql.SimpleCatalog
+	gocat    *googlesql.Catalog
+	mode     googlesql.ParameterMode
 	// tables caches the SimpleTable built for a *TableMeta (the TableSource's cache hands
 	// out the same pointer until its TTL expires).
 	tables map[string]cachedTable
@@ -92,6 +95,7 @@ func newEngine() (*engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	e.builtins, e.gocat = builtins, gocat
 	return e, nil
 }
 

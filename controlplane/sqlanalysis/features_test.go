@@ -313,3 +313,37 @@ func TestEngineLockNotHeldDuringTablesGet(t *testing.T) {
 		t.Fatalf("slow analysis: %v", err)
 	}
 }
+
+// TestScriptsWithVariables: DECLARE and SET are walked; the tables their expressions read
+// count; control flow stays unanalysable.
+func TestScriptsWithVariables(t *testing.T) {
+	a := newAnalyzer(t, featureSource())
+	cases := []struct {
+		name string
+		sql  string
+		want want
+	}{
+		{"declare with default, then use", "DECLARE x INT64 DEFAULT 1;\nSELECT url FROM web.pageviews WHERE day = '2026-01-01' AND LENGTH(url) > x",
+			want{kind: "SCRIPT", reads: []string{"acme.web.pageviews"}}},
+		{"declare without type, set from a subquery", "DECLARE top DEFAULT 0;\nSET top = (SELECT MAX(user_id) FROM `acme.web.events_20260101`);\nSELECT id FROM web.sessions WHERE id = top",
+			want{kind: "SCRIPT", reads: []string{"acme.web.events_20260101", "acme.web.sessions"}}},
+		{"several variables, case-insensitive use", "DECLARE a, b STRING;\nSET A = 'x';\nSELECT id FROM web.sessions WHERE CAST(id AS STRING) IN (a, B)",
+			want{kind: "SCRIPT", reads: []string{"acme.web.sessions"}}},
+		{"a variable's default reads a table with a whole row", "DECLARE j STRING DEFAULT (SELECT TO_JSON_STRING(s) FROM web.sessions s LIMIT 1);\nSELECT j",
+			want{kind: "SCRIPT", reads: []string{"acme.web.sessions"}, findings: []policies.DenyRuleKind{policies.DenySelectStar}}},
+		{"undeclared variable", "SET nope = 1; SELECT 1", want{err: ErrUnanalysable}},
+		{"declared twice", "DECLARE x INT64; DECLARE X INT64; SELECT 1", want{err: ErrUnanalysable}},
+		{"IF stays denied", "DECLARE x INT64 DEFAULT 1; IF x > 0 THEN SELECT 1; END IF", want{err: ErrUnanalysable}},
+		{"system variable SET stays denied", "SET @@dataset_id = 'web'; SELECT id FROM sessions", want{err: ErrUnanalysable}},
+		{"unknown table in a SET", "DECLARE x INT64; SET x = (SELECT COUNT(*) FROM web.gone); SELECT x", want{err: ErrUnanalysable}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := a.Analyze(context.Background(), Input{SQL: tc.sql, DefaultProject: "acme"})
+			check(t, got, err, tc.want)
+			if err == nil {
+				t.Logf("statements: %v", got.Statements)
+			}
+		})
+	}
+}
