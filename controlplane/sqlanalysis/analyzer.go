@@ -68,6 +68,8 @@ type Options struct {
 	MaxViewDepth int
 	// Now is the clock (tests).
 	Now func() time.Time
+	// Metrics, when set, counts analyses (NewMetrics).
+	Metrics *Metrics
 }
 
 // Input is one query to analyse.
@@ -234,6 +236,21 @@ func (a *Analyzer) Fingerprint(in Input) string {
 // the error is an *AnalysisError wrapping ErrLegacySQL, ErrUnanalysable or
 // ErrCatalogUnavailable.
 func (a *Analyzer) Analyze(ctx context.Context, in Input) (*Analysis, error) {
+	res, err := a.analyzeInput(ctx, in)
+	switch {
+	case err == nil && res.Cached:
+		a.opts.Metrics.analysis(ResultCached)
+	case err == nil:
+		a.opts.Metrics.analysis(ResultAnalysed)
+	case errors.Is(err, ErrCatalogUnavailable):
+		a.opts.Metrics.analysis(ResultCatalogUnavailable)
+	default:
+		a.opts.Metrics.analysis(ResultRefused)
+	}
+	return res, err
+}
+
+func (a *Analyzer) analyzeInput(ctx context.Context, in Input) (*Analysis, error) {
 	if in.LegacySQL || hasLegacyPrefix(in.SQL) {
 		return nil, &AnalysisError{Kind: ErrLegacySQL, Reason: "the query is legacy SQL; send useLegacySql=false (standard SQL)"}
 	}
@@ -319,6 +336,7 @@ func (a *Analyzer) analyze(ctx context.Context, sql, jobProject string, defDS *D
 		if round >= maxCatalogRounds {
 			return nil, unanalysable("", nil, "the query needs more than %d rounds of table metadata lookups", maxCatalogRounds)
 		}
+		a.opts.Metrics.fetchRound()
 		if err := a.fetchMissing(ctx, fs); err != nil {
 			return nil, &AnalysisError{Kind: ErrCatalogUnavailable, Reason: cleanMessage(err)}
 		}
@@ -360,6 +378,7 @@ func (a *Analyzer) analyzeLocked(ctx context.Context, fs *fetchState, sql, jobPr
 	e := a.e
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	a.opts.Metrics.engineRun()
 	defer e.undeclareParameters() // also after a failed declaration
 	if err := e.declareParameters(params); err != nil {
 		return nil, unanalysable("", nil, "%s", cleanMessage(err))

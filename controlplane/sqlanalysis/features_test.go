@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/jitgate/jitgate/policies"
 )
 
@@ -346,4 +348,59 @@ func TestScriptsWithVariables(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	src := &cachingSource{listingSource: featureSource(), cache: map[string]*TableMeta{}, slow: "-", entered: make(chan struct{}), release: make(chan struct{})}
+	a, err := New(Options{Catalog: src, Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, sql := range []string{"SELECT id FROM web.sessions", "SELECT id FROM web.sessions", "SELECT nope FROM web.sessions"} {
+		_, _ = a.Analyze(ctx, Input{SQL: sql, DefaultProject: "acme"})
+	}
+	_, _ = a.Analyze(ctx, Input{SQL: "SELECT 1", LegacySQL: true})
+	for result, want := range map[string]float64{ResultAnalysed: 1, ResultCached: 1, ResultRefused: 2, ResultCatalogUnavailable: 0} {
+		if got := counter(t, reg, "jitgate_sql_analyses_total", result); got != want {
+			t.Errorf("analyses{%s} = %v, want %v", result, got, want)
+		}
+	}
+	// The first analysis met web.sessions uncached: one fetch round, two engine runs; the
+	// refused one ran once more (the table was cached by then).
+	if got := counter(t, reg, "jitgate_sql_catalog_fetch_rounds_total", ""); got != 1 {
+		t.Errorf("fetch rounds = %v, want 1", got)
+	}
+	if got := counter(t, reg, "jitgate_sql_engine_runs_total", ""); got != 3 {
+		t.Errorf("engine runs = %v, want 3", got)
+	}
+}
+
+// counter reads a counter (with result label value, or none) from reg.
+func counter(t *testing.T, reg *prometheus.Registry, name, result string) float64 {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			match := result == ""
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" && l.GetValue() == result {
+					match = true
+				}
+			}
+			if match {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no metric %s{result=%q}", name, result)
+	return 0
 }

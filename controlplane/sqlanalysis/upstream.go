@@ -32,6 +32,8 @@ type UpstreamOptions struct {
 	// CacheSize and CacheTTL bound the result cache (see Options).
 	CacheSize int
 	CacheTTL  time.Duration
+	// Metrics, when set, counts analyses.
+	Metrics *Metrics
 }
 
 // PolicyAnalyzer is the control plane's SQL analyser: an Analyzer over a tables.get
@@ -57,7 +59,7 @@ func NewForUpstream(ctx context.Context, upstreamURL, keyFile string, opts Upstr
 	if opts.TableMetadataTTL > 0 {
 		src.TTL = opts.TableMetadataTTL
 	}
-	an, err := New(Options{Catalog: src, CacheSize: opts.CacheSize, CacheTTL: opts.CacheTTL})
+	an, err := New(Options{Catalog: src, CacheSize: opts.CacheSize, CacheTTL: opts.CacheTTL, Metrics: opts.Metrics})
 	if err != nil {
 		_ = client.Close()
 		return nil, fmt.Errorf("sql analyser: %w", err)
