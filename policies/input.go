@@ -61,6 +61,10 @@ type Analysis struct {
 	WrittenTables []string `json:"writtenTables,omitempty"`
 	// Findings are the deny-rule kinds the analysis detected (DenyRuleKinds).
 	Findings []DenyRuleKind `json:"findings,omitempty"`
+	// FindingTables are, per finding, the tables it concerns ("project.dataset.table"),
+	// for deny rules scoped with tables. A finding without an entry concerns every table
+	// (a scoped rule fires: fail closed).
+	FindingTables map[DenyRuleKind][]string `json:"findingTables,omitempty"`
 	// EstimatedBytes is the dry-run estimate of bytes processed, when known.
 	EstimatedBytes *int64 `json:"estimatedBytes,omitempty"`
 }

@@ -108,6 +108,10 @@ type DenyRule struct {
 	Kind DenyRuleKind `json:"kind"`
 	// DryRun reports what the rule would have denied without denying it.
 	DryRun bool `json:"dryRun,omitempty"`
+	// Tables ("project.dataset.table" patterns) scope a selectStar or
+	// missingPartitionFilter rule: it fires only when the finding concerns one of these
+	// tables (Analysis.FindingTables). Empty: any table.
+	Tables []string `json:"tables,omitempty"`
 }
 
 // DenyRuleKind names a finding of the SQL analysis.

@@ -25,6 +25,8 @@ type prepPolicy struct {
 	apis                           map[string]bool
 	kinds                          map[string]bool
 	approvals                      []prepApproval
+	// ruleTables are the compiled tables of spec.What.DenyRules, by index.
+	ruleTables []patternSet
 }
 
 type prepApproval struct {
@@ -69,6 +71,9 @@ func prepare(b *Bundle) *prepared {
 			writes:   mustPatterns(s.Where.WriteTables, TablePattern),
 			apis:     setOf(s.Where.APIs),
 			kinds:    setOf(s.What.StatementKinds),
+		}
+		for _, r := range s.What.DenyRules {
+			p.ruleTables = append(p.ruleTables, mustPatterns(r.Tables, TablePattern))
 		}
 		for _, a := range s.What.Approvals {
 			p.approvals = append(p.approvals, prepApproval{rule: a, tables: mustPatterns(a.When.Tables, TablePattern), kinds: setOf(a.When.StatementKinds)})
@@ -168,8 +173,8 @@ func (p *prepPolicy) explicitDeny(r *request) (code, ruleName, why string) {
 			}
 		}
 	}
-	for _, d := range p.spec.What.DenyRules {
-		if !d.DryRun && r.finding(d.Kind) {
+	for i, d := range p.spec.What.DenyRules {
+		if !d.DryRun && r.fires(d, p.ruleTables[i]) {
 			return RuleDenyRule, d.Name, fmt.Sprintf("deny rule %s (%s) matched the query", d.Name, d.Kind)
 		}
 	}

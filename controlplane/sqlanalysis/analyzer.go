@@ -114,6 +114,9 @@ type Analysis struct {
 	// UnfilteredPartitionedTables are partitioned tables read by the agent's statements
 	// without a WHERE condition on their partition column (finding missingPartitionFilter).
 	UnfilteredPartitionedTables []string `json:"unfilteredPartitionedTables,omitempty"`
+	// StarTables are the tables the selectStar finding concerns: those whose whole row a
+	// value packs, or, for a * or t.* (whose tables are not told apart), every table read.
+	StarTables []string `json:"starTables,omitempty"`
 	// Lineage is, for a single query statement, each result column's (and each exactly
 	// known nested STRUCT field's) source columns, ordered by Position, each column
 	// followed by its nested entries depth first in field order. Empty for other
@@ -143,12 +146,30 @@ type Analysis struct {
 
 // ToPolicy returns the part of the analysis the policy evaluator reads.
 func (a *Analysis) ToPolicy() *policies.Analysis {
-	return &policies.Analysis{
+	p := &policies.Analysis{
 		StatementKind:    a.StatementKind,
 		ReferencedTables: slices.Clone(a.ReferencedTables),
 		WrittenTables:    slices.Clone(a.WrittenTables),
 		Findings:         slices.Clone(a.Findings),
 	}
+	for _, f := range a.Findings {
+		var tables []string
+		switch f {
+		case policies.DenySelectStar:
+			tables = a.StarTables
+		case policies.DenyMissingPartitionFilter:
+			tables = a.UnfilteredPartitionedTables
+		default:
+			continue
+		}
+		if len(tables) > 0 {
+			if p.FindingTables == nil {
+				p.FindingTables = map[policies.DenyRuleKind][]string{}
+			}
+			p.FindingTables[f] = slices.Clone(tables)
+		}
+	}
+	return p
 }
 
 func (a *Analysis) clone() *Analysis {
@@ -160,6 +181,7 @@ func (a *Analysis) clone() *Analysis {
 	c.Statements = slices.Clone(a.Statements)
 	c.WildcardTables = slices.Clone(a.WildcardTables)
 	c.UnfilteredPartitionedTables = slices.Clone(a.UnfilteredPartitionedTables)
+	c.StarTables = slices.Clone(a.StarTables)
 	c.Lineage = cloneLineage(a.Lineage)
 	c.ControlReads = slices.Clone(a.ControlReads)
 	c.LineageGaps = slices.Clone(a.LineageGaps)
@@ -300,6 +322,10 @@ type stmtResult struct {
 	lineage              *rawLineage // query statements only
 	wildcards            []string
 	unfilteredPartitions []string
+	// star: a * or t.* (its tables are not told apart: every table read counts);
+	// wholeRowTables: tables whose whole row is packed into a value.
+	star           bool
+	wholeRowTables []string
 }
 
 var errUnexpectedScan = errors.New("unexpected table scan node")
@@ -486,6 +512,11 @@ func (a *Analyzer) analyzeLocked(ctx context.Context, fs *fetchState, sql, jobPr
 		WildcardTables:              sortedUnique(main.wildcards),
 		UnfilteredPartitionedTables: sortedUnique(main.unfilteredPartitions),
 	}
+	if main.star {
+		out.StarTables = out.ReferencedTables
+	} else {
+		out.StarTables = sortedUnique(main.wholeRowTables)
+	}
 	if main.lineage == nil {
 		out.LineageGaps = []string{"lineage is only computed for a single query statement"}
 	} else {
@@ -516,6 +547,8 @@ type textResult struct {
 	lineage              *rawLineage // single query statement only
 	wildcards            []string
 	unfilteredPartitions []string
+	star                 bool
+	wholeRowTables       []string
 }
 
 // analyzeText parses and analyses sql (one statement or a plain multi-statement script)
@@ -580,6 +613,8 @@ func (a *Analyzer) analyzeText(req *request, sql string, positional, allowScript
 			res.reads = append(res.reads, r.reads...)
 			res.findings = append(res.findings, r.findings...)
 			res.wildcards = append(res.wildcards, r.wildcards...)
+			res.unfilteredPartitions = append(res.unfilteredPartitions, r.unfilteredPartitions...)
+			res.wholeRowTables = append(res.wholeRowTables, r.wholeRowTables...)
 			continue
 		}
 		if isScriptOnly(s, k) {
@@ -600,6 +635,8 @@ func (a *Analyzer) analyzeText(req *request, sql string, positional, allowScript
 		res.findings = append(res.findings, r.findings...)
 		res.wildcards = append(res.wildcards, r.wildcards...)
 		res.unfilteredPartitions = append(res.unfilteredPartitions, r.unfilteredPartitions...)
+		res.star = res.star || r.star
+		res.wholeRowTables = append(res.wholeRowTables, r.wholeRowTables...)
 		if i == 0 {
 			res.kind = r.kind
 			res.lineage = r.lineage
@@ -669,6 +706,7 @@ func (a *Analyzer) analyzeStatement(req *request, s googlesql.ASTStatementNode, 
 	}
 	if star && r.kind != "EXECUTE_IMMEDIATE" {
 		r.findings = append(r.findings, policies.DenySelectStar)
+		r.star = true
 	}
 	// Every table scanned is read (wildcards: the tables they match, narrowed by
 	// _TABLE_SUFFIX).
@@ -679,8 +717,9 @@ func (a *Analyzer) analyzeStatement(req *request, s googlesql.ASTStatementNode, 
 	counts := sr.counts
 	r.wildcards = sr.wildcards
 	r.unfilteredPartitions = sr.unfilteredPartitions
-	if sr.wholeRow && r.kind != "EXECUTE_IMMEDIATE" {
+	if len(sr.wholeRow) > 0 && r.kind != "EXECUTE_IMMEDIATE" {
 		r.findings = append(r.findings, policies.DenySelectStar)
+		r.wholeRowTables = sr.wholeRow
 	}
 	if len(sr.unfilteredPartitions) > 0 {
 		r.findings = append(r.findings, policies.DenyMissingPartitionFilter)

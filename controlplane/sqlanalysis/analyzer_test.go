@@ -346,7 +346,8 @@ func TestPolicyShape(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := got.ToPolicy()
-	want := &policies.Analysis{StatementKind: "SELECT", ReferencedTables: []string{orders}, Findings: []policies.DenyRuleKind{policies.DenySelectStar}}
+	want := &policies.Analysis{StatementKind: "SELECT", ReferencedTables: []string{orders}, Findings: []policies.DenyRuleKind{policies.DenySelectStar},
+		FindingTables: map[policies.DenyRuleKind][]string{policies.DenySelectStar: {orders}}}
 	if !reflect.DeepEqual(p, want) {
 		t.Fatalf("ToPolicy = %+v, want %+v", p, want)
 	}

@@ -52,8 +52,7 @@
 //     EXECUTE IMMEDIATE of a literal is reported as EXECUTE_IMMEDIATE, not analysed;
 //   - INFORMATION_SCHEMA views other than JOBS*, table-valued functions (ML.* included:
 //     named, then denied as unanalysable; their table arguments are not listed);
-//   - findings scoped to the tables a policy lists (selectStar and
-//     missingPartitionFilter fire for any table);
+//   - telling apart which tables a * or t.* reveals (StarTables lists every table read);
 //   - running the engine in recycled worker processes (see TestEngineMemoryGrowth for
 //     what the engine's memory does over many analyses).
 package sqlanalysis

@@ -17,8 +17,8 @@ type scanReads struct {
 	// column (missingPartitionFilter).
 	unfilteredPartitions []string
 	// wholeRow: a table's whole row is packed into one value (TO_JSON_STRING(t),
-	// FORMAT('%T', t), STRUCT of every column): as revealing as SELECT *.
-	wholeRow bool
+	// FORMAT('%T', t), STRUCT of every column): as revealing as SELECT *. The tables.
+	wholeRow []string
 }
 
 // readScans lists the tables stmt's scans read. A wildcard scan reads the tables its
@@ -141,12 +141,15 @@ func readScans(req *request, stmt googlesql.ResolvedNode) (*scanReads, error) {
 	if err != nil {
 		return nil, err
 	}
+	whole := map[string]bool{}
 	for _, n := range structs {
-		if ms, ok := n.(*googlesql.ResolvedMakeStruct); ok && packsWholeRow(req, ms, colTable) {
-			out.wholeRow = true
-			break
+		if ms, ok := n.(*googlesql.ResolvedMakeStruct); ok {
+			if t := packsWholeRow(req, ms, colTable); t != "" {
+				whole[t] = true
+			}
 		}
 	}
+	out.wholeRow = sortedKeys(whole)
 	out.wildcards = sortedKeys(wild)
 	out.unfilteredPartitions = sortedKeys(unfiltered)
 	return out, nil
@@ -302,34 +305,37 @@ func stringLiteral(e googlesql.ResolvedExprNode) (string, bool) {
 }
 
 // packsWholeRow: every field of ms is a column of one scanned table, and every column of
-// that table is there (a range variable used as a value: TO_JSON_STRING(t)).
-func packsWholeRow(req *request, ms *googlesql.ResolvedMakeStruct, colTable map[int32]string) bool {
+// that table is there (a range variable used as a value: TO_JSON_STRING(t)). It returns
+// the table, or "".
+func packsWholeRow(req *request, ms *googlesql.ResolvedMakeStruct, colTable map[int32]string) string {
 	fields, err := ms.FieldList()
 	if err != nil || len(fields) == 0 {
-		return false
+		return ""
 	}
 	table := ""
 	seen := map[int32]bool{}
 	for _, f := range fields {
 		r, ok := f.(*googlesql.ResolvedColumnRef)
 		if !ok {
-			return false
+			return ""
 		}
 		c, err := r.Column()
 		if err != nil || c == nil {
-			return false
+			return ""
 		}
 		id, err := c.ColumnId()
 		if err != nil {
-			return false
+			return ""
 		}
 		t := colTable[id]
 		if t == "" || (table != "" && t != table) {
-			return false
+			return ""
 		}
 		table = t
 		seen[id] = true
 	}
-	meta := req.seen[table]
-	return meta != nil && len(seen) >= len(meta.Columns)
+	if meta := req.seen[table]; meta != nil && len(seen) >= len(meta.Columns) {
+		return table
+	}
+	return ""
 }

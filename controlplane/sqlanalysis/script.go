@@ -170,9 +170,11 @@ func (sc *scriptState) expression(req *request, expr googlesql.ASTNode, sql stri
 		r.reads = append(r.reads, t)
 	}
 	r.wildcards = append(r.wildcards, sr.wildcards...)
-	if sr.wholeRow {
+	if len(sr.wholeRow) > 0 {
 		r.findings = append(r.findings, policies.DenySelectStar)
+		r.wholeRowTables = append(r.wholeRowTables, sr.wholeRow...)
 	}
+	r.unfilteredPartitions = append(r.unfilteredPartitions, sr.unfilteredPartitions...)
 	if len(sr.unfilteredPartitions) > 0 {
 		r.findings = append(r.findings, policies.DenyMissingPartitionFilter)
 	}

@@ -28,6 +28,17 @@ spec:
     tabels:
       allow: [p.d.t]
 `, []string{`policies/a.yaml:7:5: unknown field "tabels" in where (did you mean "tables"?)`}},
+		{"deny rule tables on a kind that cannot be scoped, and a bad table pattern", `apiVersion: jitgate.dev/v1
+kind: AgentPolicy
+metadata: {name: a}
+spec:
+  who: {agents: [x]}
+  what:
+    denyRules:
+      - {name: r1, kind: exportData, tables: [p.d.t]}
+      - {name: r2, kind: selectStar, tables: [p.d]}
+`, []string{`policies/a.yaml:8:46: deny rule kind exportData cannot be scoped to tables (only selectStar and missingPartitionFilter rules take tables)`,
+			`policies/a.yaml:9:47: bad pattern "p.d": has 2 segments, want 3 (write "project.dataset.table", e.g. "acme-prod.crm.*" or "acme-prod.*.users")`}},
 		{"unknown field without suggestion", `apiVersion: jitgate.dev/v1
 kind: AgentPolicy
 metadata: {name: a}
