@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jitgate/jitgate/e2e/sqlcorpus"
 	"github.com/jitgate/jitgate/policies"
@@ -15,6 +16,10 @@ import (
 // *AnalysisError wrapping one of its three kinds; it never panics and never returns
 // (nil, nil). Seeds: the SQL corpus. Catalog: the in-memory featureSource (wildcards,
 // partitions, views), so runs are fast and repeatable.
+// fuzzHang is how long one analysis may take before the fuzzer calls it a hang (an
+// ordinary one takes milliseconds).
+const fuzzHang = 20 * time.Second
+
 func FuzzAnalyze(f *testing.F) {
 	cases, err := sqlcorpus.Load()
 	if err != nil {
@@ -38,7 +43,26 @@ func FuzzAnalyze(f *testing.F) {
 		if paramType != "" {
 			in.Parameters = []Parameter{{Name: "p", Type: paramType}}
 		}
-		res, err := a.Analyze(context.Background(), in)
+		// A hang is a failure too: the input is reported (and saved by the fuzzer).
+		type result struct {
+			res *Analysis
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			res, err := a.Analyze(context.Background(), in)
+			done <- result{res, err}
+		}()
+		var (
+			res *Analysis
+			err error
+		)
+		select {
+		case r := <-done:
+			res, err = r.res, r.err
+		case <-time.After(fuzzHang):
+			t.Fatalf("Analyze did not return within %s: sql %q dataset %v param %q", fuzzHang, sql, withDataset, paramType)
+		}
 		if err != nil {
 			var ae *AnalysisError
 			if !errors.As(err, &ae) {
