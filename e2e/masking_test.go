@@ -426,6 +426,36 @@ func TestMaskingGoClientReadsMaskedPages(t *testing.T) {
 			t.Errorf("LEAK: %s", strings.Join(found, "; "))
 		}
 	}
+	// The hash key went to the filter with every plan above; it is in no response and
+	// no log line of Envoy or jitgated, in any encoding.
+	for _, k := range hashKeyForms(t) {
+		for _, b := range rec.all() {
+			if strings.Contains(b, k) {
+				t.Errorf("an agent response contains the masking hash key")
+			}
+		}
+		for _, name := range []string{"envoy", "jitgated"} {
+			if strings.Contains(gw.Log(name), k) {
+				t.Errorf("the %s log contains the masking hash key", name)
+			}
+		}
+	}
+}
+
+// hashKeyForms reads the stack's masking hash key (e2e/stack writes it, base64, beside
+// the service-account key) and returns it as text, raw, and hex.
+func hashKeyForms(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(gw.ServiceAccountKey), "masking-hash.key"))
+	if err != nil {
+		t.Fatalf("the stack's masking hash key: %v", err)
+	}
+	text := strings.TrimSpace(string(b))
+	raw, err := base64.StdEncoding.DecodeString(text)
+	if err != nil || len(raw) < 32 {
+		t.Fatalf("masking hash key is not base64 of 32+ bytes")
+	}
+	return []string{text, string(raw), hex.EncodeToString(raw), strings.TrimRight(base64.URLEncoding.EncodeToString(raw), "=")}
 }
 
 // pythonAs runs tools/agent/bq_query.py with token and returns its JSON output.

@@ -226,6 +226,25 @@ func TestMaskEachAPI(t *testing.T) {
 			}
 			noKeyInLogs(t, o)
 		})
+		t.Run("tables.get: the table's schema says what the masked pages hold", func(t *testing.T) {
+			// A client that reads tabledata.list takes the schema from tables.get: with a
+			// masking instruction (the control plane's to send) it must describe the
+			// masked cells, or the client decodes "[REDACTED]" as the original type.
+			table := `{"kind":"bigquery#table","tableReference":{"projectId":"p","datasetId":"_anon1","tableId":"anon_tbl"},"schema":` + maskSchemaJSON + `,"numRows":"2"}`
+			req := request{method: "GET", path: "/bigquery/v2/projects/p/datasets/_anon1/tables/anon_tbl", answer: maskAnswer(t, maskingFor(maskSchema))}
+			o := exchange(t, host, req, upstreamOK(table), nil)
+			if o.reply != nil || o.streamAction != types.ActionContinue {
+				t.Fatalf("reply %v action %v", o.reply, o.streamAction)
+			}
+			var p maskedPage
+			if err := json.Unmarshal(o.agentBody, &p); err != nil || p.Schema == nil || len(p.Schema.Fields) != 5 ||
+				p.Schema.Fields[4].Type != "STRING" || p.Schema.Fields[0].Type != "INTEGER" {
+				t.Errorf("schema = %s", o.agentBody)
+			}
+			if headerValue(o.agentHeaders, "content-length") != strconv.Itoa(len(o.agentBody)) {
+				t.Errorf("content-length %q for %d bytes", headerValue(o.agentHeaders, "content-length"), len(o.agentBody))
+			}
+		})
 		t.Run("gzip upstream: inflated, masked, answered uncompressed", func(t *testing.T) {
 			req := request{method: "GET", path: getQueryResultsPath, answer: maskAnswer(t, maskingFor(maskSchema))}
 			gz := gzipped(t, []byte(laterPage))

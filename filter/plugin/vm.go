@@ -5,8 +5,10 @@
 // let through waits, paused, for the decision; allow swaps in the minted upstream
 // credential and resumes in httpContext.forward, the single point where a request goes
 // upstream), the job ledger (jobs.go: the 2xx response of an allowed jobs.query,
-// jobs.insert or jobs.get is held until the control plane recorded the job it names)
-// and the reply. Every callback, the callouts' included, recovers panics into
+// jobs.insert or jobs.get is held until the control plane recorded the job it names),
+// masking (mask.go: the response of a call whose decision carries a masking instruction
+// is held, its rows masked and its error messages withheld, or it is replaced by an
+// error) and the reply. Every callback, the callouts' included, recovers panics into
 // a fail-closed BigQuery-shaped reply, and a plugin without a valid configuration
 // answers every request with 503.
 package plugin
