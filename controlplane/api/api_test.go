@@ -90,3 +90,20 @@ func fetch(t *testing.T, url string) (int, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+// TestResponsesEndpoint: the filter's response reports reach the configured handler; without
+// one the endpoint answers 503 (the filter then withholds the response).
+func TestResponsesEndpoint(t *testing.T) {
+	for _, h := range []http.Handler{nil, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(299) })} {
+		srv := httptest.NewServer(NewHandler(Options{Responses: h, Gatherer: prometheus.NewRegistry(), Started: time.Now()}))
+		resp, err := http.Post(srv.URL+"/v1/responses", "application/json", strings.NewReader("{}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		srv.Close()
+		if want := map[bool]int{true: 503, false: 299}[h == nil]; resp.StatusCode != want {
+			t.Errorf("POST /v1/responses = %d, want %d", resp.StatusCode, want)
+		}
+	}
+}

@@ -164,3 +164,19 @@ func TestAuthorizeTimeoutFollowsLongestHold(t *testing.T) {
 		t.Fatalf("a callout timeout longer than the hold stays: %d", got)
 	}
 }
+
+// TestFilterConfigCarriesExcerptSize: audit.maxExcerptBytes reaches the filter, which
+// sends no more of a response body with its report.
+func TestFilterConfigCarriesExcerptSize(t *testing.T) {
+	cfg := loadGoldenInput(t, "emulator")
+	for _, n := range []int{0, -1, 4096} {
+		cfg.Audit.MaxExcerptBytes = n
+		fc, err := FilterConfig(cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fc.ResponseExcerptBytes != n {
+			t.Errorf("audit.maxExcerptBytes %d: filter responseExcerptBytes %d", n, fc.ResponseExcerptBytes)
+		}
+	}
+}
