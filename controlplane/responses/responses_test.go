@@ -31,7 +31,15 @@ type env struct {
 	reg    *prometheus.Registry
 }
 
-func newEnv(t *testing.T, relaxed bool, excerpt int) *env {
+func newEnv(t *testing.T, relaxed bool, excerpt int) *env { return newEnvTB(t, relaxed, excerpt) }
+
+func newEnvB(b *testing.B) *env { return newEnvTB(b, false, 0) }
+
+func ledgerDecision(id string) jobs.Decision {
+	return jobs.Decision{DecisionID: id, Agent: "agent-a", Issuer: "https://issuer", API: "jobs.query", Project: "p"}
+}
+
+func newEnvTB(t testing.TB, relaxed bool, excerpt int) *env {
 	t.Helper()
 	n, err := natsembed.Start(t.Context(), natsembed.Options{StoreDir: t.TempDir(), MaxMemoryBytes: 16 << 20, MaxStoreBytes: 64 << 20, Name: "responses-test"})
 	if err != nil {
