@@ -55,6 +55,11 @@ type StepOptions struct {
 //   - jobs.getQueryResults, tabledata.list of a job's result table: the plan stored with
 //     the job (Builder.FollowUp), with the result table's schema for pages without one;
 //   - tabledata.list of a base table: SELECT * of the table (Builder.Table) with its schema;
+//   - tables.get: the same plan as tabledata.list of that table (result table or base
+//     table), so the filter retypes the returned schema like the rows; views get none;
+//   - jobs.get, jobs.cancel of a job with a plan: that plan (Builder.Job), so the filter
+//     withholds BigQuery's error messages, which quote values;
+//   - jobs.list is refused (its jobs' error messages are not withheld);
 //   - other calls return no rows and get no masking.
 //
 // A call that cannot be masked is denied (see Refusal); one whose rules mask nothing and
@@ -117,7 +122,7 @@ func (o StepOptions) run(ctx context.Context, c *authz.Call) *authz.Denial {
 			schema = j.Masking.Schema
 		}
 		m, err = o.Builder.FollowUp(storedOf(j), basis, schema)
-	case "tabledata.list":
+	case "tabledata.list", "tables.get":
 		if call.Project == "" || call.Dataset == "" || call.Table == "" {
 			return authz.Forbidden(ReasonUnresolvable, "The call names no table, so its rows cannot be masked.", nil)
 		}
@@ -126,15 +131,45 @@ func (o StepOptions) run(ctx context.Context, c *authz.Call) *authz.Denial {
 		if err != nil {
 			return authz.Unavailable(jobs.ReasonLedgerUnavailable, "The gateway could not reach its job ledger to decide on this call; retry later.", err)
 		}
-		schema, denial := o.schema(ctx, table)
+		meta, denial := o.table(ctx, table)
 		if denial != nil {
 			return denial
 		}
+		if meta.ViewQuery != "" {
+			if call.API == "tables.get" {
+				// A view's metadata carries no values and BigQuery lists no rows of a
+				// view, so no client reads cells with this schema: nothing to retype.
+				return nil
+			}
+			return authz.Forbidden(ReasonUnresolvable, fmt.Sprintf("%s is a view; its rows cannot be listed and masked directly, query it instead.", table), nil)
+		}
+		// tables.get: the filter retypes the returned schema as the rows of
+		// tabledata.list are masked, so a client that reads the table's schema first
+		// (the Go client's Table.Read) decodes the masked cells.
+		schema := &masking.Schema{Fields: schemaFields(meta.Columns)}
 		if j != nil {
 			m, err = o.Builder.FollowUp(storedOf(j), basis, schema)
 		} else {
 			m, err = o.Builder.Table(table, schema, d.MaskPlan, d.Detectors)
 		}
+	case "jobs.get", "jobs.cancel":
+		// The job resource carries no rows, but a failed job's status.errorResult
+		// quotes values (CAST(email AS INT64)): a masking instruction makes the filter
+		// withhold BigQuery's error messages. The stored plan applies even when the
+		// rules changed since (there is no page to refuse, only messages to withhold).
+		j, denial := o.job(ctx, func(ctx context.Context) (*jobs.Job, error) { return o.Jobs.Job(ctx, call.Project, call.JobID) })
+		if denial != nil {
+			return denial
+		}
+		if !hasWork(j.Masking) {
+			return nil
+		}
+		m, err = o.Builder.Job(storedOf(j))
+	case "jobs.list":
+		// Listed jobs carry their errorResult messages, which can quote masked values
+		// of this agent's (or another agent's) jobs; the filter withholds messages of one
+		// job resource, not of a list.
+		return authz.Forbidden(ReasonUnresolvable, "Listing jobs is not allowed for an agent whose results are masked: the list carries BigQuery's error messages, which may quote masked values. Use jobs.get on the jobs you created.", nil)
 	default:
 		return nil
 	}
@@ -170,8 +205,20 @@ func (o StepOptions) resultTable(ctx context.Context, call authorize.Call) (*job
 	return o.Jobs.ResultTable(ctx, call.Project, call.Dataset, call.Table)
 }
 
-// schema reads table ("project.dataset.table") with tables.get.
+// schema reads table ("project.dataset.table") with tables.get; views are refused.
 func (o StepOptions) schema(ctx context.Context, table string) (*masking.Schema, *authz.Denial) {
+	meta, denial := o.table(ctx, table)
+	if denial != nil {
+		return nil, denial
+	}
+	if meta.ViewQuery != "" {
+		return nil, authz.Forbidden(ReasonUnresolvable, fmt.Sprintf("%s is a view; its rows cannot be listed and masked directly, query it instead.", table), nil)
+	}
+	return &masking.Schema{Fields: schemaFields(meta.Columns)}, nil
+}
+
+// table reads table ("project.dataset.table") with tables.get.
+func (o StepOptions) table(ctx context.Context, table string) (*sqlanalysis.TableMeta, *authz.Denial) {
 	parts := strings.SplitN(table, ".", 3)
 	if c := strings.IndexByte(table, ':'); c >= 0 { // domain-scoped project "example.com:p"
 		rest := table[c:]
@@ -192,10 +239,7 @@ func (o StepOptions) schema(ctx context.Context, table string) (*masking.Schema,
 		}
 		return nil, authz.Unavailable(ReasonSchemaUnavailable, "The gateway could not read the schema it needs to mask this table's rows; retry later.", err)
 	}
-	if meta.ViewQuery != "" {
-		return nil, authz.Forbidden(ReasonUnresolvable, fmt.Sprintf("%s is a view; its rows cannot be listed and masked directly, query it instead.", table), nil)
-	}
-	return &masking.Schema{Fields: schemaFields(meta.Columns)}, nil
+	return meta, nil
 }
 
 // SchemaOf converts catalog columns to the masking engine's schema.
