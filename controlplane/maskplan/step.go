@@ -102,6 +102,12 @@ func (o StepOptions) run(ctx context.Context, c *authz.Call) *authz.Denial {
 		m, err = o.Builder.Query(a, d.MaskPlan, d.Detectors, q.Destination != nil)
 		if a != nil && len(a.ResultSchema) > 0 && m != nil && countFields(a.ResultSchema) <= maxStoredSchemaFields {
 			c.ResultSchema = SchemaOf(a.ResultSchema)
+			// The rules are positions in the schema the analyser resolved from (cached)
+			// table metadata. Sent along, the filter checks the response's schema has
+			// the same columns (names, modes, records) and fails closed when BigQuery's
+			// differs, e.g. a table altered since its metadata was read: positions would
+			// otherwise mask the wrong columns.
+			m.Schema = c.ResultSchema
 		}
 	case "jobs.getQueryResults":
 		j, denial := o.job(ctx, func(ctx context.Context) (*jobs.Job, error) { return o.Jobs.Job(ctx, call.Project, call.JobID) })

@@ -325,6 +325,19 @@ func TestMaskFailsClosed(t *testing.T) {
 				}
 			})
 		}
+		t.Run("jobs.query whose columns moved since the plan fails closed", func(t *testing.T) {
+			// The plan (from a cached table schema) masks email at 1 and ssn at 2; the
+			// table was altered and BigQuery now returns ssn at 1, email at 2.
+			moved := strings.Replace(strings.Replace(maskSchemaJSON, `"email"`, `"tmp"`, 1), `"ssn"`, `"email"`, 1)
+			moved = strings.Replace(moved, `"tmp"`, `"ssn"`, 1)
+			body := `{"jobReference":{"projectId":"p","jobId":"job_1"},"schema":` + moved + `,"rows":` + maskRows + `,"jobComplete":true}`
+			req := request{method: "POST", path: queryPath, chunks: withBody(queryBody), answer: maskAnswer(t, maskingFor(maskSchema))}
+			o := exchange(t, host, req, upstreamOK(body), nil)
+			wantWithheld(t, o, bqapi.ReasonMaskingFailed, "")
+			if o.report != nil {
+				t.Errorf("an unmaskable response was reported")
+			}
+		})
 		t.Run("jobs.query without a schema and rows fails before any report", func(t *testing.T) {
 			body := `{"jobReference":{"projectId":"p","jobId":"job_1"},"rows":` + maskRows + `,"jobComplete":true}`
 			req := request{method: "POST", path: queryPath, chunks: withBody(queryBody), answer: maskAnswer(t, maskingFor(nil))}

@@ -150,6 +150,11 @@ masking: {hashKeyFile: hash.key}
 	if q.Masking.HashKey != wantKey || !reflect.DeepEqual(q.Masking.Detectors, []string{"ssn"}) {
 		t.Errorf("hash key sent %v, detectors %v", q.Masking.HashKey == wantKey, q.Masking.Detectors)
 	}
+	// The first page's schema is checked against the analyser's: the rules are positions
+	// in it, and a table altered since its metadata was cached must fail closed.
+	if s, _ := json.Marshal(q.Masking.Schema); string(s) != `{"fields":[{"name":"who","type":"STRING","mode":"NULLABLE"},{"name":"e","type":"STRING","mode":"NULLABLE"},{"name":"country","type":"STRING","mode":"NULLABLE"}]}` {
+		t.Errorf("query masking schema = %s, want the analysed result schema", s)
+	}
 	// An allowed aggregate: nothing masked, no key, the detectors still run.
 	counts := decide(etl, jobsQuery, &authorize.Query{SQL: "SELECT country, COUNT(DISTINCT email) AS n FROM crm.customers GROUP BY country"})
 	if counts.Decision != authorize.Allow || counts.Masking == nil || len(counts.Masking.Rules) != 0 || counts.Masking.HashKey != "" || len(counts.Masking.Detectors) != 1 {
