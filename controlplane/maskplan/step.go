@@ -31,6 +31,12 @@ type JobRecords interface {
 	ResultTable(ctx context.Context, project, dataset, table string) (*jobs.Job, error)
 }
 
+// FreshTableSource reads a table's metadata bypassing any cache;
+// *sqlanalysis.BigQueryTableSource implements it.
+type FreshTableSource interface {
+	FreshTable(ctx context.Context, project, dataset, table string) (*sqlanalysis.TableMeta, error)
+}
+
 // StepOptions configure Step.
 type StepOptions struct {
 	// Builder holds the hash key. Required.
@@ -38,7 +44,8 @@ type StepOptions struct {
 	// Lineage analyses query calls; nil refuses every query that masks must apply to.
 	Lineage LineageAnalyzer
 	// Tables reads table schemas (tables.get) for tabledata.list and result tables; nil
-	// refuses tabledata.list when the agent's rules mask or detect anything.
+	// refuses tabledata.list when the agent's rules mask or detect anything. When it is
+	// a FreshTableSource, tabledata.list reads the schema fresh (its rows carry none).
 	Tables sqlanalysis.TableSource
 	// Jobs is the job ledger holding each job's plan; nil refuses follow-up pages.
 	Jobs JobRecords
@@ -137,7 +144,11 @@ func (o StepOptions) run(ctx context.Context, c *authz.Call) *authz.Denial {
 		if err != nil {
 			return authz.Unavailable(jobs.ReasonLedgerUnavailable, "The gateway could not reach its job ledger to decide on this call; retry later.", err)
 		}
-		meta, denial := o.table(ctx, table)
+		// tabledata.list rows of a base table carry no schema to check the plan's
+		// positions against: read the table's current one (a job's anonymous result
+		// table does not change). tables.get returns its schema, which the filter
+		// compares with the plan's, so the cached one is enough.
+		meta, denial := o.table(ctx, table, call.API == "tabledata.list" && j == nil)
 		if denial != nil {
 			return denial
 		}
@@ -213,7 +224,7 @@ func (o StepOptions) resultTable(ctx context.Context, call authorize.Call) (*job
 
 // schema reads table ("project.dataset.table") with tables.get; views are refused.
 func (o StepOptions) schema(ctx context.Context, table string) (*masking.Schema, *authz.Denial) {
-	meta, denial := o.table(ctx, table)
+	meta, denial := o.table(ctx, table, false)
 	if denial != nil {
 		return nil, denial
 	}
@@ -223,8 +234,9 @@ func (o StepOptions) schema(ctx context.Context, table string) (*masking.Schema,
 	return &masking.Schema{Fields: schemaFields(meta.Columns)}, nil
 }
 
-// table reads table ("project.dataset.table") with tables.get.
-func (o StepOptions) table(ctx context.Context, table string) (*sqlanalysis.TableMeta, *authz.Denial) {
+// table reads table ("project.dataset.table") with tables.get, bypassing the source's
+// cache when fresh and the source can.
+func (o StepOptions) table(ctx context.Context, table string, fresh bool) (*sqlanalysis.TableMeta, *authz.Denial) {
 	parts := strings.SplitN(table, ".", 3)
 	if c := strings.IndexByte(table, ':'); c >= 0 { // domain-scoped project "example.com:p"
 		rest := table[c:]
@@ -238,7 +250,11 @@ func (o StepOptions) table(ctx context.Context, table string) (*sqlanalysis.Tabl
 	if o.Tables == nil {
 		return nil, authz.Unavailable(ReasonSchemaUnavailable, "The gateway cannot read table schemas, so it cannot mask this table's rows; retry later.", errors.New("no table source"))
 	}
-	meta, err := o.Tables.Table(ctx, parts[0], parts[1], parts[2])
+	read := o.Tables.Table
+	if f, ok := o.Tables.(FreshTableSource); ok && fresh {
+		read = f.FreshTable
+	}
+	meta, err := read(ctx, parts[0], parts[1], parts[2])
 	if err != nil {
 		if errors.Is(err, sqlanalysis.ErrTableNotFound) {
 			return nil, authz.Forbidden(ReasonUnresolvable, fmt.Sprintf("Table %s was not found, so its rows cannot be masked.", table), err)
