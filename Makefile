@@ -66,6 +66,7 @@ fuzz: ## run every fuzz target for FUZZTIME each (not part of make test); failur
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeQueryRequest$$' -fuzztime $(FUZZTIME) ./filter/bqapi
 	$(GO) test -run '^$$' -fuzz '^FuzzMaskResponse$$' -fuzztime $(FUZZTIME) ./filter/masking
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./policies/source
+	$(GO) test -run '^$$' -fuzz '^FuzzAnalyze$$' -fuzztime $(FUZZTIME) ./controlplane/sqlanalysis
 
 run: setup build ## bring up the gateway on embedded defaults (DATA=seed.yaml, POLICIES=dir) and query through it
 	$(GO) build -o bin/devstack ./tools/devstack

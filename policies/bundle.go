@@ -183,6 +183,9 @@ func normalizeSpec(s PolicySpec) PolicySpec {
 	t := &s.What
 	t.StatementKinds = sortedSet(t.StatementKinds)
 	t.DenyRules = append([]DenyRule(nil), t.DenyRules...)
+	for i := range t.DenyRules {
+		t.DenyRules[i].Tables = sortedSet(t.DenyRules[i].Tables)
+	}
 	t.Detectors = sortedSet(t.Detectors)
 	masks := make([]MaskRule, len(t.Masking))
 	for i, m := range t.Masking {

@@ -68,8 +68,8 @@ func evaluate(b *Bundle, in Input, callOnly bool) Decision {
 	// Dry-run deny rules are reported whatever else happens, so a rollout can be judged.
 	if req != nil {
 		for _, p := range matched {
-			for _, r := range p.spec.What.DenyRules {
-				if r.DryRun && req.finding(r.Kind) {
+			for i, r := range p.spec.What.DenyRules {
+				if r.DryRun && req.fires(r, p.ruleTables[i]) {
 					d.DryRunWouldDeny = append(d.DryRunWouldDeny, DryRunHit{Policy: p.ref, Rule: r.Name, Kind: r.Kind})
 				}
 			}
@@ -80,8 +80,8 @@ func evaluate(b *Bundle, in Input, callOnly bool) Decision {
 		// outcome is the same denial, but the agent and the security team see which rule.
 		if req != nil {
 			for _, p := range matched {
-				for _, r := range p.spec.What.DenyRules {
-					if !r.DryRun && req.finding(r.Kind) {
+				for i, r := range p.spec.What.DenyRules {
+					if !r.DryRun && req.fires(r, p.ruleTables[i]) {
 						ref := p.ref
 						return deny(d, RuleDenyRule, r.Name, &ref, fmt.Sprintf("policy %s: deny rule %s (%s) matched the query", p.ref.Name, r.Name, r.Kind))
 					}

@@ -34,6 +34,8 @@ type Call struct {
 	Dataset string `json:"dataset,omitempty"`
 	Table   string `json:"table,omitempty"`
 	JobID   string `json:"jobId,omitempty"`
+	// AllUsers is jobs.list's allUsers=true (every user's jobs).
+	AllUsers bool `json:"allUsers,omitempty"`
 }
 
 // Query is what the evaluator needs from a decoded query body (bqapi.QuerySpec).
@@ -45,6 +47,9 @@ type Query struct {
 	// Destination is the jobs.insert destination table, "project.dataset.table".
 	Destination      string `json:"destination,omitempty"`
 	WriteDisposition string `json:"writeDisposition,omitempty"`
+	// Session is set when the query creates a BigQuery session (createSession) or joins
+	// one (connectionProperties session_id).
+	Session bool `json:"session,omitempty"`
 }
 
 // Analysis is the SQL analysis result (the GoogleSQL analyser in the control plane).
@@ -58,6 +63,10 @@ type Analysis struct {
 	WrittenTables []string `json:"writtenTables,omitempty"`
 	// Findings are the deny-rule kinds the analysis detected (DenyRuleKinds).
 	Findings []DenyRuleKind `json:"findings,omitempty"`
+	// FindingTables are, per finding, the tables it concerns ("project.dataset.table"),
+	// for deny rules scoped with tables. A finding without an entry concerns every table
+	// (a scoped rule fires: fail closed).
+	FindingTables map[DenyRuleKind][]string `json:"findingTables,omitempty"`
 	// EstimatedBytes is the dry-run estimate of bytes processed, when known.
 	EstimatedBytes *int64 `json:"estimatedBytes,omitempty"`
 }
@@ -148,4 +157,6 @@ const (
 	RuleDatasetNotAllowed       = "dataset_not_allowed"
 	RuleWriteNotAllowed         = "write_not_allowed"
 	RuleCredentialConflict      = "credential_conflict"
+	RuleSessionNotAllowed       = "session_not_allowed"
+	RuleAllUsersNotAllowed      = "all_users_not_allowed"
 )

@@ -92,6 +92,14 @@ type What struct {
 	Masking        []MaskRule     `json:"masking,omitempty"`
 	Detectors      []Detector     `json:"detectors,omitempty"`
 	Approvals      []ApprovalRule `json:"approvals,omitempty"`
+	// Sessions allows BigQuery sessions: queries with createSession and queries joining a
+	// session (connectionProperties session_id). Default false: denied, since a session
+	// carries state (temporary tables, variables) across queries the gateway judges one
+	// at a time.
+	Sessions bool `json:"sessions,omitempty"`
+	// ListAllUsersJobs allows jobs.list with allUsers=true, which lists every user's jobs
+	// (their SQL included). Default false: denied.
+	ListAllUsersJobs bool `json:"listAllUsersJobs,omitempty"`
 }
 
 // DenyRule denies a query when SQL analysis reports a finding of Kind.
@@ -100,6 +108,10 @@ type DenyRule struct {
 	Kind DenyRuleKind `json:"kind"`
 	// DryRun reports what the rule would have denied without denying it.
 	DryRun bool `json:"dryRun,omitempty"`
+	// Tables ("project.dataset.table" patterns) scope a selectStar or
+	// missingPartitionFilter rule: it fires only when the finding concerns one of these
+	// tables (Analysis.FindingTables). Empty: any table.
+	Tables []string `json:"tables,omitempty"`
 }
 
 // DenyRuleKind names a finding of the SQL analysis.
@@ -115,6 +127,9 @@ const (
 	DenyExecuteImmediate       DenyRuleKind = "executeImmediate"
 	DenyCrossJoin              DenyRuleKind = "crossJoin"
 	DenyTemporaryFunction      DenyRuleKind = "temporaryFunction"
+	// DenyMLFunction: ML.* / AI.* table-valued functions (models read the tables passed
+	// to them; their output's lineage is unknown).
+	DenyMLFunction DenyRuleKind = "mlFunction"
 )
 
 // MaskRule masks the columns matching a "project.dataset.table.column" pattern.

@@ -64,6 +64,7 @@ func StatementFamily(kind string) (string, bool) {
 var DenyRuleKinds = []DenyRuleKind{
 	DenySelectStar, DenyMissingPartitionFilter, DenyInformationSchemaJobs, DenyExternalQuery,
 	DenyExportData, DenyExecuteImmediate, DenyCrossJoin, DenyTemporaryFunction,
+	DenyMLFunction,
 }
 
 // MaskActions lists the mask actions, strongest first.

@@ -25,6 +25,8 @@ type prepPolicy struct {
 	apis                           map[string]bool
 	kinds                          map[string]bool
 	approvals                      []prepApproval
+	// ruleTables are the compiled tables of spec.What.DenyRules, by index.
+	ruleTables []patternSet
 }
 
 type prepApproval struct {
@@ -69,6 +71,9 @@ func prepare(b *Bundle) *prepared {
 			writes:   mustPatterns(s.Where.WriteTables, TablePattern),
 			apis:     setOf(s.Where.APIs),
 			kinds:    setOf(s.What.StatementKinds),
+		}
+		for _, r := range s.What.DenyRules {
+			p.ruleTables = append(p.ruleTables, mustPatterns(r.Tables, TablePattern))
 		}
 		for _, a := range s.What.Approvals {
 			p.approvals = append(p.approvals, prepApproval{rule: a, tables: mustPatterns(a.When.Tables, TablePattern), kinds: setOf(a.When.StatementKinds)})
@@ -168,8 +173,8 @@ func (p *prepPolicy) explicitDeny(r *request) (code, ruleName, why string) {
 			}
 		}
 	}
-	for _, d := range p.spec.What.DenyRules {
-		if !d.DryRun && r.finding(d.Kind) {
+	for i, d := range p.spec.What.DenyRules {
+		if !d.DryRun && r.fires(d, p.ruleTables[i]) {
 			return RuleDenyRule, d.Name, fmt.Sprintf("deny rule %s (%s) matched the query", d.Name, d.Kind)
 		}
 	}
@@ -194,6 +199,12 @@ func (p *prepPolicy) grant(r *request) *refusal {
 	}
 	if r.project != nil && !p.projects.match(r.project.segs, false) {
 		return &refusal{2, RuleProjectNotAllowed, "where.projects", fmt.Sprintf("project %s is not in where.projects", r.project.raw)}
+	}
+	if r.session && !p.spec.What.Sessions {
+		return &refusal{3, RuleSessionNotAllowed, "what.sessions", "the query creates or joins a BigQuery session, and what.sessions is not true"}
+	}
+	if r.allUsers && !p.spec.What.ListAllUsersJobs {
+		return &refusal{3, RuleAllUsersNotAllowed, "what.listAllUsersJobs", "jobs.list with allUsers=true lists every user's jobs, and what.listAllUsersJobs is not true"}
 	}
 	if r.jobScoped {
 		return nil

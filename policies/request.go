@@ -44,14 +44,40 @@ type request struct {
 	meta     *name
 	dataset  *name
 	findings []DenyRuleKind
-	bytes    *int64
+	// findingTables: the tables a finding concerns (absent: every table).
+	findingTables map[DenyRuleKind][]name
+	bytes         *int64
 	// jobScoped calls act on an existing job and only need API and project.
 	jobScoped bool
 	// approvable calls are subject to approval rules (they run SQL or read table data).
 	approvable bool
+	// session: the query creates or joins a BigQuery session; allUsers: jobs.list of
+	// every user's jobs.
+	session, allUsers bool
 }
 
 func (r *request) finding(k DenyRuleKind) bool { return contains(r.findings, k) }
+
+// fires: the rule's finding is there and, for a rule scoped with tables, concerns one
+// of them (or tables are unknown for it).
+func (r *request) fires(rule DenyRule, scope patternSet) bool {
+	if !r.finding(rule.Kind) {
+		return false
+	}
+	if len(rule.Tables) == 0 {
+		return true
+	}
+	tables, known := r.findingTables[rule.Kind]
+	if !known {
+		return true
+	}
+	for _, t := range tables {
+		if scope.match(t.low, true) {
+			return true
+		}
+	}
+	return false
+}
 
 func (r *request) tables() []name {
 	out := append(append([]name(nil), r.reads...), r.writes...)
@@ -67,7 +93,7 @@ func (r *request) tables() []name {
 // follow-up's owner.
 func newRequest(in Input, callOnly bool) (*request, string, string) {
 	c := in.Call
-	r := &request{api: c.API}
+	r := &request{api: c.API, allUsers: c.API == "jobs.list" && c.AllUsers}
 	if c.API != "projects.list" {
 		if c.Project == "" {
 			return nil, RuleInvalidInput, fmt.Sprintf("%s call names no project", c.API)
@@ -107,6 +133,7 @@ func newRequest(in Input, callOnly bool) (*request, string, string) {
 		case q.LegacySQL:
 			return nil, RuleLegacySQL, "legacy SQL cannot be analysed; send useLegacySql: false"
 		}
+		r.session = q.Session
 		if !callOnly {
 			if r, code, why := r.analysed(in.Analysis); code != "" {
 				return r, code, why
@@ -165,6 +192,23 @@ func (r *request) analysed(a *Analysis) (*request, string, string) {
 		return nil, RuleNotDecidable, "SQL analysis is unavailable, so statement kind and tables cannot be decided"
 	}
 	r.findings, r.bytes, r.approvable = a.Findings, a.EstimatedBytes, true
+	for k, ts := range a.FindingTables {
+		if r.findingTables == nil {
+			r.findingTables = map[DenyRuleKind][]name{}
+		}
+		ns := []name{}
+		for _, t := range ts {
+			n := newName(t)
+			if !n.wellFormed(3) {
+				ns = nil // not a table: treat the finding as concerning every table
+				break
+			}
+			ns = append(ns, n)
+		}
+		if ns != nil {
+			r.findingTables[k] = ns
+		}
+	}
 	fam, ok := statementFamily[a.StatementKind]
 	if !ok {
 		return r, RuleUnknownStatementKind, fmt.Sprintf("statement kind %q is not one policies know", a.StatementKind)

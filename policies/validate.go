@@ -181,6 +181,10 @@ func (v *validator) spec(s *PolicySpec, groups map[string]int, groupList []strin
 		if !contains(DenyRuleKinds, r.Kind) {
 			v.unknown(p+".kind", "deny rule kind", string(r.Kind), strs(DenyRuleKinds))
 		}
+		if len(r.Tables) > 0 && r.Kind != DenySelectStar && r.Kind != DenyMissingPartitionFilter {
+			v.add(p+".tables", fmt.Sprintf("deny rule kind %s cannot be scoped to tables", r.Kind), "only selectStar and missingPartitionFilter rules take tables")
+		}
+		v.patterns(p+".tables", r.Tables, TablePattern)
 	}
 	for i, m := range wt.Masking {
 		p := fmt.Sprintf("spec.what.masking[%d]", i)

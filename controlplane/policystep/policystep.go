@@ -32,7 +32,10 @@ type Analyzer interface {
 type AnalysisError struct {
 	Reason  string
 	Message string
-	Err     error
+	// Findings are deny-rule kinds the analyser noticed before it gave up (e.g.
+	// externalQuery): a policy deny rule on one of them is named instead of Reason.
+	Findings []policies.DenyRuleKind
+	Err      error
 }
 
 func (e *AnalysisError) Error() string {
@@ -169,6 +172,15 @@ func Decide(ctx context.Context, b *policies.Bundle, req authorize.Request, id i
 		a, err := an.Analyze(ctx, req)
 		if err != nil {
 			out.Denial = analysisDenial(err)
+			// A deny rule on something the analyser noticed before it gave up is the
+			// better answer: the outcome is the same denial, but it names the rule.
+			if ae, ok := errors.AsType[*AnalysisError](err); ok && len(ae.Findings) > 0 && out.Denial.Status == 403 {
+				in := Input(req, id, &policies.Analysis{Findings: ae.Findings}, nil)
+				if d := policies.Evaluate(b, in); d.Rule == policies.RuleDenyRule {
+					out.Input, out.Decision = &in, &d
+					out.Denial = authz.Forbidden(d.Rule, DenyMessage(d)+" "+ae.Message, err)
+				}
+			}
 			return out
 		}
 		analysis = a
@@ -205,12 +217,12 @@ func Input(req authorize.Request, id identity.Identity, analysis *policies.Analy
 	in := policies.Input{
 		Identity: policies.Identity{AgentID: id.AgentID, Issuer: id.Issuer, Groups: append([]string(nil), id.Groups...)},
 		Call: policies.Call{API: req.Call.API, Project: req.Call.Project, Dataset: req.Call.Dataset,
-			Table: req.Call.Table, JobID: req.Call.JobID},
+			Table: req.Call.Table, JobID: req.Call.JobID, AllUsers: req.Call.AllUsers},
 		Analysis: analysis,
 		Job:      job,
 	}
 	if q := req.Query; q != nil {
-		pq := &policies.Query{LegacySQL: q.LegacySQL, DryRun: q.DryRun, WriteDisposition: q.WriteDisposition}
+		pq := &policies.Query{LegacySQL: q.LegacySQL, DryRun: q.DryRun, WriteDisposition: q.WriteDisposition, Session: q.Session()}
 		if d := q.Destination; d != nil {
 			project := d.ProjectID
 			if project == "" {

@@ -45,6 +45,8 @@ spec:
       - name: no-star
         kind: selectStar
         dryRun: true
+      - name: no-external
+        kind: externalQuery
   credential:
     mode: self-signed-jwt
     ttl: 90s
@@ -290,6 +292,14 @@ func TestAnalyzerOutcomes(t *testing.T) {
 		{"analyser refuses the SQL", analyzerFunc(func(context.Context, authorize.Request) (*policies.Analysis, error) {
 			return nil, &policystep.AnalysisError{Reason: "unanalysable_sql", Message: "The query uses a construct the gateway cannot analyse (line 1, column 8)."}
 		}), 403, "unanalysable_sql", "cannot analyse (line 1, column 8)"},
+		{"analyser refuses, having noticed a finding a deny rule names", analyzerFunc(func(context.Context, authorize.Request) (*policies.Analysis, error) {
+			return nil, &policystep.AnalysisError{Reason: "unanalysable_sql", Message: "EXTERNAL_QUERY is not analysed.",
+				Findings: []policies.DenyRuleKind{policies.DenyExternalQuery}}
+		}), 403, policies.RuleDenyRule, "rule deny_rule (no-external)"},
+		{"analyser refuses with a finding only a dry-run rule names", analyzerFunc(func(context.Context, authorize.Request) (*policies.Analysis, error) {
+			return nil, &policystep.AnalysisError{Reason: "unanalysable_sql", Message: "Cannot analyse.",
+				Findings: []policies.DenyRuleKind{policies.DenySelectStar}}
+		}), 403, "unanalysable_sql", "Cannot analyse."},
 		{"analyser fails without a reason", analyzerFunc(func(context.Context, authorize.Request) (*policies.Analysis, error) {
 			return nil, errors.New("parser exploded")
 		}), 403, "unanalysable_sql", "could not analyse this query's SQL"},

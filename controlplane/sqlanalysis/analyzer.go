@@ -68,6 +68,8 @@ type Options struct {
 	MaxViewDepth int
 	// Now is the clock (tests).
 	Now func() time.Time
+	// Metrics, when set, counts analyses (NewMetrics).
+	Metrics *Metrics
 }
 
 // Input is one query to analyse.
@@ -109,6 +111,16 @@ type Analysis struct {
 	ViewColumns map[string][]string `json:"viewColumns,omitempty"`
 	// Statements holds the kind of each statement of a multi-statement script.
 	Statements []string `json:"statements,omitempty"`
+	// WildcardTables are the wildcard tables named (project.dataset.prefix*); the tables
+	// they may read (all matching tables, narrowed by _TABLE_SUFFIX conditions of a WHERE
+	// directly over the wildcard) are in ReferencedTables.
+	WildcardTables []string `json:"wildcardTables,omitempty"`
+	// UnfilteredPartitionedTables are partitioned tables read by the agent's statements
+	// without a WHERE condition on their partition column (finding missingPartitionFilter).
+	UnfilteredPartitionedTables []string `json:"unfilteredPartitionedTables,omitempty"`
+	// StarTables are the tables the selectStar finding concerns: those whose whole row a
+	// value packs, or, for a * or t.* (whose tables are not told apart), every table read.
+	StarTables []string `json:"starTables,omitempty"`
 	// Lineage is, for a single query statement, each result column's (and each exactly
 	// known nested STRUCT field's) source columns, ordered by Position, each column
 	// followed by its nested entries depth first in field order. Empty for other
@@ -148,12 +160,30 @@ type Analysis struct {
 
 // ToPolicy returns the part of the analysis the policy evaluator reads.
 func (a *Analysis) ToPolicy() *policies.Analysis {
-	return &policies.Analysis{
+	p := &policies.Analysis{
 		StatementKind:    a.StatementKind,
 		ReferencedTables: slices.Clone(a.ReferencedTables),
 		WrittenTables:    slices.Clone(a.WrittenTables),
 		Findings:         slices.Clone(a.Findings),
 	}
+	for _, f := range a.Findings {
+		var tables []string
+		switch f {
+		case policies.DenySelectStar:
+			tables = a.StarTables
+		case policies.DenyMissingPartitionFilter:
+			tables = a.UnfilteredPartitionedTables
+		default:
+			continue
+		}
+		if len(tables) > 0 {
+			if p.FindingTables == nil {
+				p.FindingTables = map[policies.DenyRuleKind][]string{}
+			}
+			p.FindingTables[f] = slices.Clone(tables)
+		}
+	}
+	return p
 }
 
 func (a *Analysis) clone() *Analysis {
@@ -169,6 +199,9 @@ func (a *Analysis) clone() *Analysis {
 		}
 	}
 	c.Statements = slices.Clone(a.Statements)
+	c.WildcardTables = slices.Clone(a.WildcardTables)
+	c.UnfilteredPartitionedTables = slices.Clone(a.UnfilteredPartitionedTables)
+	c.StarTables = slices.Clone(a.StarTables)
 	c.Lineage = cloneLineage(a.Lineage)
 	c.ControlReads = slices.Clone(a.ControlReads)
 	c.LineageGaps = slices.Clone(a.LineageGaps)
@@ -246,6 +279,21 @@ func (a *Analyzer) Fingerprint(in Input) string {
 // the error is an *AnalysisError wrapping ErrLegacySQL, ErrUnanalysable or
 // ErrCatalogUnavailable.
 func (a *Analyzer) Analyze(ctx context.Context, in Input) (*Analysis, error) {
+	res, err := a.analyzeInput(ctx, in)
+	switch {
+	case err == nil && res.Cached:
+		a.opts.Metrics.analysis(ResultCached)
+	case err == nil:
+		a.opts.Metrics.analysis(ResultAnalysed)
+	case errors.Is(err, ErrCatalogUnavailable):
+		a.opts.Metrics.analysis(ResultCatalogUnavailable)
+	default:
+		a.opts.Metrics.analysis(ResultRefused)
+	}
+	return res, err
+}
+
+func (a *Analyzer) analyzeInput(ctx context.Context, in Input) (*Analysis, error) {
 	if in.LegacySQL || hasLegacyPrefix(in.SQL) {
 		return nil, &AnalysisError{Kind: ErrLegacySQL, Reason: "the query is legacy SQL; send useLegacySql=false (standard SQL)"}
 	}
@@ -270,7 +318,7 @@ func (a *Analyzer) Analyze(ctx context.Context, in Input) (*Analysis, error) {
 			positional = true
 		}
 	}
-	res, err := a.analyze(ctx, in.SQL, in.DefaultProject, in.DefaultDataset, positional)
+	res, err := a.analyze(ctx, in.SQL, in.DefaultProject, in.DefaultDataset, positional, in.Parameters)
 	if err != nil {
 		return nil, err
 	}
@@ -289,11 +337,19 @@ func hasLegacyPrefix(sql string) bool {
 
 // stmtResult is what one statement contributes.
 type stmtResult struct {
-	kind          string
-	reads, writes []string
-	findings      []policies.DenyRuleKind
-	lineage       *rawLineage // query statements only
+	kind                 string
+	reads, writes        []string
+	findings             []policies.DenyRuleKind
+	lineage              *rawLineage // query statements only
+	wildcards            []string
+	unfilteredPartitions []string
+	// star: a * or t.* (its tables are not told apart: every table read counts);
+	// wholeRowTables: tables whose whole row is packed into a value.
+	star           bool
+	wholeRowTables []string
 }
+
+var errUnexpectedScan = errors.New("unexpected table scan node")
 
 func unanalysable(kind string, findings map[policies.DenyRuleKind]bool, format string, args ...any) *AnalysisError {
 	return &AnalysisError{Kind: ErrUnanalysable, Reason: fmt.Sprintf(format, args...), StatementKind: kind, Findings: sortedFindings(findings)}
@@ -310,11 +366,71 @@ func sortedFindings(m map[policies.DenyRuleKind]bool) []policies.DenyRuleKind {
 
 // analyze runs under the engine lock: parse, normalise, analyse every statement, then
 // expand the views it read.
-func (a *Analyzer) analyze(ctx context.Context, sql, jobProject string, defDS *DatasetRef, positional bool) (*Analysis, error) {
+//
+// The engine lock is never held while table metadata is fetched: when the TableSource
+// can answer from its cache (CachedTableSource), a round that meets a table (or a
+// wildcard's dataset listing) not in the cache records it and is discarded; the missing
+// metadata is fetched with the lock released, and the analysis runs again. Other
+// analyses proceed meanwhile, so one slow tables.get no longer stalls every query.
+func (a *Analyzer) analyze(ctx context.Context, sql, jobProject string, defDS *DatasetRef, positional bool, params []Parameter) (*Analysis, error) {
+	cached, _ := a.opts.Catalog.(CachedTableSource)
+	for round := 0; ; round++ {
+		fs := &fetchState{cached: cached}
+		res, err := a.analyzeLocked(ctx, fs, sql, jobProject, defDS, positional, params)
+		if len(fs.missing) == 0 && len(fs.missingLists) == 0 {
+			return res, err
+		}
+		if round >= maxCatalogRounds {
+			return nil, unanalysable("", nil, "the query needs more than %d rounds of table metadata lookups", maxCatalogRounds)
+		}
+		a.opts.Metrics.fetchRound()
+		if err := a.fetchMissing(ctx, fs); err != nil {
+			return nil, &AnalysisError{Kind: ErrCatalogUnavailable, Reason: cleanMessage(err)}
+		}
+	}
+}
+
+// maxCatalogRounds bounds the fetch-and-retry rounds of one analysis (each round can
+// discover the tables of one more level of views).
+const maxCatalogRounds = 12
+
+// fetchMissing reads the metadata a round found missing, concurrently, without the
+// engine lock. Not found is an answer (the TableSource caches it); anything else is a
+// catalog failure.
+func (a *Analyzer) fetchMissing(ctx context.Context, fs *fetchState) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, len(fs.missing)+len(fs.missingLists))
+	for _, t := range fs.missing {
+		wg.Go(func() {
+			if _, err := a.opts.Catalog.Table(ctx, t.project, t.dataset, t.table); err != nil && !errors.Is(err, ErrTableNotFound) {
+				errs <- err
+			}
+		})
+	}
+	if lister, ok := a.opts.Catalog.(TableLister); ok {
+		for _, d := range fs.missingLists {
+			wg.Go(func() {
+				if _, err := lister.ListTables(ctx, d.project, d.dataset); err != nil && !errors.Is(err, ErrTableNotFound) && !errors.Is(err, ErrTooManyTables) {
+					errs <- err
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+func (a *Analyzer) analyzeLocked(ctx context.Context, fs *fetchState, sql, jobProject string, defDS *DatasetRef, positional bool, params []Parameter) (*Analysis, error) {
 	e := a.e
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	req := &request{ctx: ctx, source: a.opts.Catalog, jobProject: jobProject}
+	a.opts.Metrics.engineRun()
+	defer e.undeclareParameters() // also after a failed declaration
+	if err := e.declareParameters(params); err != nil {
+		return nil, unanalysable("", nil, "%s", cleanMessage(err))
+	}
+	req := &request{ctx: ctx, source: a.opts.Catalog, jobProject: jobProject, fetch: fs}
 	if defDS != nil {
 		req.dsProject, req.defaultDS = defDS.Project, defDS.Dataset
 	}
@@ -369,7 +485,7 @@ func (a *Analyzer) analyze(ctx context.Context, sql, jobProject string, defDS *D
 			return nil, unanalysable(main.kind, findings, "view %s is defined in legacy SQL", fq)
 		}
 		// A view body resolves dataset.table against the view's own project.
-		vreq := &request{ctx: ctx, source: a.opts.Catalog, jobProject: p.meta.Project, seen: req.seen}
+		vreq := &request{ctx: ctx, source: a.opts.Catalog, jobProject: p.meta.Project, seen: req.seen, fetch: fs}
 		vres, err := a.analyzeText(vreq, p.meta.ViewQuery, false, false)
 		if err != nil {
 			var ae *AnalysisError
@@ -395,12 +511,15 @@ func (a *Analyzer) analyze(ctx context.Context, sql, jobProject string, defDS *D
 			}
 		}
 		for _, f := range vres.findings {
-			if f != policies.DenySelectStar { // a view's own SELECT * is not the agent's
+			// A view's own SELECT * and its partition filters are not the agent's.
+			if f != policies.DenySelectStar && f != policies.DenyMissingPartitionFilter {
 				findings[f] = true
 			}
 		}
 		for f := range vreq.findings {
-			findings[f] = true
+			if f != policies.DenySelectStar && f != policies.DenyMissingPartitionFilter {
+				findings[f] = true
+			}
 		}
 		for _, vfq := range vreq.order {
 			if m := vreq.seen[vfq]; m != nil && (m.ViewQuery != "" || isViewType(m.Type)) {
@@ -409,12 +528,19 @@ func (a *Analyzer) analyze(ctx context.Context, sql, jobProject string, defDS *D
 		}
 	}
 	out := &Analysis{
-		StatementKind:    main.kind,
-		ReferencedTables: sortedKeys(reads),
-		WrittenTables:    sortedUnique(main.writes),
-		Findings:         sortedFindings(findings),
-		Views:            sortedKeys(views),
-		Statements:       main.statements,
+		StatementKind:               main.kind,
+		ReferencedTables:            sortedKeys(reads),
+		WrittenTables:               sortedUnique(main.writes),
+		Findings:                    sortedFindings(findings),
+		Views:                       sortedKeys(views),
+		Statements:                  main.statements,
+		WildcardTables:              sortedUnique(main.wildcards),
+		UnfilteredPartitionedTables: sortedUnique(main.unfilteredPartitions),
+	}
+	if main.star {
+		out.StarTables = out.ReferencedTables
+	} else {
+		out.StarTables = sortedUnique(main.wholeRowTables)
 	}
 	if len(viewColumns) > 0 {
 		out.ViewColumns = viewColumns
@@ -443,12 +569,16 @@ func (a *Analyzer) analyze(ctx context.Context, sql, jobProject string, defDS *D
 func isViewType(t string) bool { return strings.EqualFold(t, "VIEW") }
 
 type textResult struct {
-	kind       string
-	statements []string
-	reads      []string
-	writes     []string
-	findings   []policies.DenyRuleKind
-	lineage    *rawLineage // single query statement only
+	kind                 string
+	statements           []string
+	reads                []string
+	writes               []string
+	findings             []policies.DenyRuleKind
+	lineage              *rawLineage // single query statement only
+	wildcards            []string
+	unfilteredPartitions []string
+	star                 bool
+	wholeRowTables       []string
 }
 
 // analyzeText parses and analyses sql (one statement or a plain multi-statement script)
@@ -496,10 +626,29 @@ func (a *Analyzer) analyzeText(req *request, sql string, positional, allowScript
 		return nil, unanalysable("", nil, "multiple statements")
 	}
 	res = &textResult{}
+	var script *scriptState
 	for i, s := range stmts {
 		k, _ := s.GetNodeKindString()
+		if (k == "VariableDeclaration" || k == "SingleAssignment") && allowScript {
+			if script == nil {
+				if script, err = a.newScript(req); err != nil {
+					return nil, err
+				}
+			}
+			r, err := script.statement(req, s, k, sql)
+			if err != nil {
+				return nil, err
+			}
+			res.statements = append(res.statements, r.kind)
+			res.reads = append(res.reads, r.reads...)
+			res.findings = append(res.findings, r.findings...)
+			res.wildcards = append(res.wildcards, r.wildcards...)
+			res.unfilteredPartitions = append(res.unfilteredPartitions, r.unfilteredPartitions...)
+			res.wholeRowTables = append(res.wholeRowTables, r.wholeRowTables...)
+			continue
+		}
 		if isScriptOnly(s, k) {
-			return nil, unanalysable("SCRIPT", req.findings, "scripts are not analysed yet (%s)", k)
+			return nil, unanalysable("SCRIPT", req.findings, "scripts with %s are not analysed", k)
 		}
 		e.cat.cur = req
 		r, err := a.analyzeStatement(req, s, sql, facts[i].selectStar)
@@ -514,6 +663,10 @@ func (a *Analyzer) analyzeText(req *request, sql string, positional, allowScript
 		res.reads = append(res.reads, r.reads...)
 		res.writes = append(res.writes, r.writes...)
 		res.findings = append(res.findings, r.findings...)
+		res.wildcards = append(res.wildcards, r.wildcards...)
+		res.unfilteredPartitions = append(res.unfilteredPartitions, r.unfilteredPartitions...)
+		res.star = res.star || r.star
+		res.wholeRowTables = append(res.wholeRowTables, r.wholeRowTables...)
 		if i == 0 {
 			res.kind = r.kind
 			res.lineage = r.lineage
@@ -549,7 +702,7 @@ func isScriptOnly(s googlesql.ASTNode, kindString string) bool {
 // analyzeStatement resolves one parsed statement and reads the resolved tree.
 func (a *Analyzer) analyzeStatement(req *request, s googlesql.ASTStatementNode, sql string, star bool) (*stmtResult, error) {
 	e := a.e
-	out, err := googlesql.AnalyzeStatementFromParserAST(s, e.opts, sql, e.multi, e.tf)
+	out, err := googlesql.AnalyzeStatementFromParserAST(s, e.opts, sql, req.catalog(e), e.tf)
 	if err != nil || out == nil {
 		if req.sourceErr != nil {
 			return nil, &AnalysisError{Kind: ErrCatalogUnavailable, Reason: cleanMessage(req.sourceErr), Findings: sortedFindings(req.findings)}
@@ -570,28 +723,37 @@ func (a *Analyzer) analyzeStatement(req *request, s googlesql.ASTStatementNode, 
 	}
 	r := &stmtResult{kind: statementKind(stmt, kindStr)}
 	if q, ok := stmt.(*googlesql.ResolvedQueryStmt); ok {
-		r.lineage = statementLineage(q)
+		var wild map[string][]string
+		for fq, wt := range req.wildcards {
+			if wild == nil {
+				wild = map[string][]string{}
+			}
+			for _, t := range wt.tables {
+				wild[fq] = append(wild[fq], wt.project+"."+wt.dataset+"."+t)
+			}
+		}
+		r.lineage = statementLineage(q, wild)
 		r.lineage.schema = resultSchema(q)
 	}
 	if star && r.kind != "EXECUTE_IMMEDIATE" {
 		r.findings = append(r.findings, policies.DenySelectStar)
+		r.star = true
 	}
-	// Every table scanned is read.
-	scans, err := stmt.GetDescendantsWithKinds([]googlesql.ResolvedNodeKind{googlesql.ResolvedNodeKindResolvedTableScan})
+	// Every table scanned is read (wildcards: the tables they match, narrowed by
+	// _TABLE_SUFFIX).
+	sr, err := readScans(req, stmt)
 	if err != nil {
 		return nil, unanalysable(r.kind, req.findings, "%s", cleanMessage(err))
 	}
-	counts := map[string]int{}
-	for _, n := range scans {
-		ts, ok := n.(*googlesql.ResolvedTableScan)
-		if !ok {
-			return nil, unanalysable(r.kind, req.findings, "unexpected table scan node %T", n)
-		}
-		name, err := tableScanName(ts)
-		if err != nil {
-			return nil, unanalysable(r.kind, req.findings, "%s", cleanMessage(err))
-		}
-		counts[name]++
+	counts := sr.counts
+	r.wildcards = sr.wildcards
+	r.unfilteredPartitions = sr.unfilteredPartitions
+	if len(sr.wholeRow) > 0 && r.kind != "EXECUTE_IMMEDIATE" {
+		r.findings = append(r.findings, policies.DenySelectStar)
+		r.wholeRowTables = sr.wholeRow
+	}
+	if len(sr.unfilteredPartitions) > 0 {
+		r.findings = append(r.findings, policies.DenyMissingPartitionFilter)
 	}
 	// Targets.
 	var target *googlesql.ResolvedTableScan

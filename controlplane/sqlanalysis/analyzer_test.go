@@ -216,7 +216,7 @@ func TestAnalyzeAgainstEmulator(t *testing.T) {
 		{name: "multi-statement", sql: "SELECT name FROM crm.customers; DELETE FROM crm.orders WHERE true",
 			want: want{kind: "SCRIPT", reads: []string{customers, orders}, writes: []string{orders}}},
 		{name: "script with DECLARE", sql: "DECLARE x INT64 DEFAULT 1; SELECT name FROM crm.customers WHERE id = x",
-			want: want{err: ErrUnanalysable}},
+			want: want{kind: "SCRIPT", reads: []string{customers}}},
 		{name: "BEGIN END", sql: "BEGIN SELECT 1; END",
 			want: want{err: ErrUnanalysable}},
 		{name: "legacy flag", sql: "SELECT name FROM [jitgate-demo:crm.customers]", legacy: true,
@@ -231,8 +231,8 @@ func TestAnalyzeAgainstEmulator(t *testing.T) {
 			want: want{err: ErrUnanalysable}},
 		{name: "unknown column", sql: "SELECT ssn FROM crm.customers",
 			want: want{err: ErrUnanalysable}},
-		{name: "wildcard table", sql: "SELECT name FROM `jitgate-demo.crm.cust*`",
-			want: want{err: ErrUnanalysable}},
+		{name: "wildcard table (tables.list on the emulator)", sql: "SELECT name FROM `jitgate-demo.crm.cust*`",
+			want: want{kind: "SELECT", reads: []string{customers}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -346,7 +346,8 @@ func TestPolicyShape(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := got.ToPolicy()
-	want := &policies.Analysis{StatementKind: "SELECT", ReferencedTables: []string{orders}, Findings: []policies.DenyRuleKind{policies.DenySelectStar}}
+	want := &policies.Analysis{StatementKind: "SELECT", ReferencedTables: []string{orders}, Findings: []policies.DenyRuleKind{policies.DenySelectStar},
+		FindingTables: map[policies.DenyRuleKind][]string{policies.DenySelectStar: {orders}}}
 	if !reflect.DeepEqual(p, want) {
 		t.Fatalf("ToPolicy = %+v, want %+v", p, want)
 	}

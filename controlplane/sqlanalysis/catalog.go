@@ -19,6 +19,86 @@ type TableSource interface {
 // ErrTableNotFound is what a TableSource returns (wrapped) for a table that does not exist.
 var ErrTableNotFound = errors.New("table not found")
 
+// CachedTableSource is implemented by TableSources with a cache the analyser can read
+// without waiting (BigQueryTableSource): ok is false when the answer is not cached. With
+// one, the analyser never holds its engine lock across a tables.get or tables.list.
+type CachedTableSource interface {
+	CachedTable(project, dataset, table string) (meta *TableMeta, err error, ok bool)
+	CachedListTables(project, dataset string) (tables []string, err error, ok bool)
+}
+
+// fetchState is shared by the requests of one analysis round: what the catalog found
+// missing from the TableSource's cache.
+type fetchState struct {
+	cached       CachedTableSource // nil: ask the TableSource directly
+	missing      map[string]tableRef
+	missingLists map[string]tableRef
+}
+
+type tableRef struct{ project, dataset, table string }
+
+func (f *fetchState) miss(p, d, t string) {
+	if f.missing == nil {
+		f.missing = map[string]tableRef{}
+	}
+	f.missing[p+"."+d+"."+t] = tableRef{p, d, t}
+}
+
+func (f *fetchState) missList(p, d string) {
+	if f.missingLists == nil {
+		f.missingLists = map[string]tableRef{}
+	}
+	f.missingLists[p+"."+d] = tableRef{p, d, ""}
+}
+
+// errNotCached ends a round that met uncached metadata (the round is discarded).
+var errNotCached = errors.New("table metadata not cached yet")
+
+// lookup returns a table's metadata: from the cache when the source has one (recording
+// a miss), else from the source.
+func (r *request) lookup(p, d, t string) (*TableMeta, error) {
+	if f := r.fetch; f != nil && f.cached != nil {
+		meta, err, ok := f.cached.CachedTable(p, d, t)
+		if !ok {
+			f.miss(p, d, t)
+			return nil, errNotCached
+		}
+		return meta, err
+	}
+	return r.source.Table(r.ctx, p, d, t)
+}
+
+func (r *request) listTables(lister TableLister, p, d string) ([]string, error) {
+	if f := r.fetch; f != nil && f.cached != nil {
+		names, err, ok := f.cached.CachedListTables(p, d)
+		if !ok {
+			f.missList(p, d)
+			return nil, errNotCached
+		}
+		return names, err
+	}
+	return lister.ListTables(r.ctx, p, d)
+}
+
+// ErrTooManyTables is what a TableLister returns (wrapped) for a dataset too large to list.
+var ErrTooManyTables = errors.New("too many tables")
+
+// TableLister is implemented by TableSources that can list a dataset's tables (tables.list);
+// wildcard tables (dataset.prefix*) need it. Names are returned sorted.
+type TableLister interface {
+	ListTables(ctx context.Context, project, dataset string) ([]string, error)
+}
+
+// maxWildcardTables bounds how many tables one wildcard may match before the query is
+// refused (every one of them is a referenced table the policy must judge).
+const maxWildcardTables = 1000
+
+// wildcardTable is a wildcard table a statement names: the tables it matches now.
+type wildcardTable struct {
+	project, dataset, prefix string
+	tables                   []string // table ids, sorted
+}
+
 // TableMeta is what the analyser needs to know about a table or view.
 type TableMeta struct {
 	Project, Dataset, Table string
@@ -79,6 +159,23 @@ type request struct {
 	sourceErr error
 	// infoSchema are synthetic INFORMATION_SCHEMA tables read (fully qualified).
 	infoSchema []string
+	// wildcards are the wildcard tables named, by engine table name (project.dataset.prefix*).
+	wildcards map[string]*wildcardTable
+	// tvfs are the table-valued functions named (upper case, as written).
+	tvfs []string
+	// fetch is the analysis round's cache-miss record (nil: ask the source directly).
+	fetch *fetchState
+	// scriptCatalog, set while a script with variables is analysed, is the engine's
+	// catalog plus the script's variables.
+	scriptCatalog googlesql.CatalogNode
+}
+
+// catalog is what statements of this request resolve names against.
+func (r *request) catalog(e *engine) googlesql.CatalogNode {
+	if r.scriptCatalog != nil {
+		return r.scriptCatalog
+	}
+	return e.multi
 }
 
 func (r *request) finding(k policies.DenyRuleKind) {
@@ -155,12 +252,17 @@ func (c *goCatalog) FindTable(path []string, _ *googlesql.FindOptions) (googlesq
 		return nil, err
 	}
 	if strings.ContainsAny(tbl, "*") {
-		return nil, fmt.Errorf("wildcard table %s.%s.%s is not analysed yet", proj, ds, tbl)
+		return c.wildcard(proj, ds, tbl)
 	}
 	fq := proj + "." + ds + "." + tbl
 	meta := r.seen[fq]
 	if meta == nil {
-		meta, err = r.source.Table(r.ctx, proj, ds, tbl)
+		meta, err = r.lookup(proj, ds, tbl)
+		if errors.Is(err, errNotCached) {
+			// A placeholder lets the analyser go on and name the round's other tables;
+			// the round is discarded once their metadata is fetched.
+			return c.e.placeholder(fq)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrTableNotFound) && r.sourceErr == nil {
 				r.sourceErr = err
@@ -180,6 +282,74 @@ func (c *goCatalog) FindTable(path []string, _ *googlesql.FindOptions) (googlesq
 		r.order = append(r.order, fq)
 	}
 	return c.e.simpleTable(fq, meta)
+}
+
+// wildcard resolves dataset.prefix*: every table of the dataset whose id starts with
+// prefix (tables.list), with the schema of the last of them in name order (BigQuery uses
+// the most recently created table's; shards of one family share a schema) plus the
+// _TABLE_SUFFIX pseudo-column. Which tables a statement really reads is narrowed later
+// from its _TABLE_SUFFIX predicates (wildcardReads).
+func (c *goCatalog) wildcard(proj, ds, tbl string) (googlesql.TableNode, error) {
+	r := c.cur
+	fq := proj + "." + ds + "." + tbl
+	prefix, ok := strings.CutSuffix(tbl, "*")
+	if !ok || strings.Contains(prefix, "*") {
+		return nil, fmt.Errorf("wildcard table %s: the * must be the last character", fq)
+	}
+	lister, ok := r.source.(TableLister)
+	if !ok {
+		return nil, fmt.Errorf("wildcard table %s cannot be resolved: the catalog cannot list tables", fq)
+	}
+	wt := r.wildcards[fq]
+	if wt == nil {
+		names, err := r.listTables(lister, proj, ds)
+		if errors.Is(err, errNotCached) {
+			return nil, fmt.Errorf("wildcard table %s: %w", fq, err)
+		}
+		if err != nil {
+			if errors.Is(err, ErrTableNotFound) {
+				return nil, fmt.Errorf("wildcard table %s: dataset %s.%s not found", fq, proj, ds)
+			}
+			if errors.Is(err, ErrTooManyTables) {
+				return nil, fmt.Errorf("wildcard table %s: %v", fq, err)
+			}
+			if r.sourceErr == nil {
+				r.sourceErr = err
+			}
+			return nil, fmt.Errorf("wildcard table %s: table list unavailable", fq)
+		}
+		wt = &wildcardTable{project: proj, dataset: ds, prefix: prefix}
+		for _, n := range names {
+			if strings.HasPrefix(n, prefix) {
+				wt.tables = append(wt.tables, n)
+			}
+		}
+		switch {
+		case len(wt.tables) == 0:
+			return nil, fmt.Errorf("wildcard table %s matches no table", fq)
+		case len(wt.tables) > maxWildcardTables:
+			return nil, fmt.Errorf("wildcard table %s matches %d tables, more than the %d the gateway judges", fq, len(wt.tables), maxWildcardTables)
+		}
+		if r.wildcards == nil {
+			r.wildcards = map[string]*wildcardTable{}
+		}
+		r.wildcards[fq] = wt
+	}
+	last := wt.tables[len(wt.tables)-1]
+	meta, err := r.lookup(proj, ds, last)
+	if errors.Is(err, errNotCached) {
+		return nil, fmt.Errorf("wildcard table %s: %w", fq, err)
+	}
+	if err != nil || meta == nil {
+		if err != nil && !errors.Is(err, ErrTableNotFound) && r.sourceErr == nil {
+			r.sourceErr = err
+		}
+		return nil, fmt.Errorf("wildcard table %s: schema of %s unavailable", fq, last)
+	}
+	if meta.ViewQuery != "" || isViewType(meta.Type) {
+		return nil, fmt.Errorf("wildcard table %s matches view %s (BigQuery does not query views through a wildcard)", fq, last)
+	}
+	return c.e.wildcardTable(fq, meta)
 }
 
 // jobsColumns is the part of INFORMATION_SCHEMA.JOBS* the analyser knows, enough for the
@@ -239,6 +409,14 @@ func (c *goCatalog) FindTableValuedFunction(path []string, _ *googlesql.FindOpti
 	if name == "EXTERNAL_QUERY" && c.cur != nil {
 		c.cur.finding(policies.DenyExternalQuery)
 		return nil, errors.New("EXTERNAL_QUERY is not analysed")
+	}
+	if c.cur != nil {
+		full := strings.ToUpper(strings.Join(parts, "."))
+		c.cur.tvfs = append(c.cur.tvfs, full)
+		if strings.HasPrefix(full, "ML.") || strings.HasPrefix(full, "AI.") || strings.HasPrefix(full, "VECTOR_SEARCH") {
+			c.cur.finding(policies.DenyMLFunction)
+		}
+		return nil, fmt.Errorf("table-valued function %s is not analysed (its result's lineage is unknown)", strings.Join(parts, "."))
 	}
 	return nil, fmt.Errorf("Table-valued function not found: %s", strings.Join(path, "."))
 }

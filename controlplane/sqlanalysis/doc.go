@@ -5,30 +5,41 @@
 //
 // It owns:
 //   - the one GoogleSQL engine of the process (googlesql.Init once, options hoisted, every
-//     call serialised behind one mutex: the engine is not re-entrant);
+//     call serialised behind one mutex: the engine is not re-entrant). The mutex is never
+//     held across tables.get or tables.list: with a CachedTableSource a round that meets
+//     uncached metadata names it (placeholders let it name every table it can), is
+//     discarded, the metadata is fetched concurrently without the lock, and the analysis
+//     runs again (bounded rounds);
 //   - the catalog: a Go callback catalog (googlesql.NewCatalogFromImpl) placed last in a
 //     multi-catalog after the builtins. It splits backticked paths, fills in the request's
 //     default project and dataset, and fetches schemas lazily from a TableSource;
-//     NewBigQueryTableSource reads them with tables.get (cloud.google.com/go/bigquery) and
-//     caches them with a TTL;
+//     NewBigQueryTableSource reads them with tables.get (and dataset listings with
+//     tables.list, for wildcards), cached with a TTL (not found: a shorter one);
 //   - Analyze: statement kind (policies.StatementKinds names), every table read, fully
-//     qualified and sorted (views expanded to the tables their bodies read, bounded depth),
-//     the tables DML and DDL write, and findings for the deny rules the policies name
-//     (policies.DenyRuleKinds: selectStar, informationSchemaJobs, externalQuery,
-//     exportData, executeImmediate, crossJoin, temporaryFunction);
+//     qualified and sorted (views expanded to the tables their bodies read, bounded depth;
+//     wildcard tables dataset.prefix* to the tables they match, narrowed by _TABLE_SUFFIX
+//     conditions of a WHERE directly over them; time-travel and TABLESAMPLE reads), the
+//     tables DML and DDL write, and findings for the deny rules the policies name
+//     (policies.DenyRuleKinds: selectStar incl. whole-row values, missingPartitionFilter,
+//     informationSchemaJobs, externalQuery, exportData, executeImmediate, crossJoin,
+//     temporaryFunction, mlFunction);
+//   - query parameters declared with the request's types (type-checked as BigQuery would;
+//     a parameter the request does not declare is refused);
 //   - failing closed: legacy SQL (the flag or a #legacySQL prefix) is ErrLegacySQL;
 //     anything the analyser rejects, an unknown table, a view whose body cannot be
-//     analysed, scripts with variables or control flow are ErrUnanalysable (an
-//     *AnalysisError with the analyser's cleaned message and any findings seen on the
-//     way); a TableSource that cannot be reached is ErrCatalogUnavailable;
+//     analysed, scripts with variables or control flow, table-valued functions are
+//     ErrUnanalysable (an *AnalysisError with the analyser's cleaned message and any
+//     findings seen on the way); a TableSource that cannot be reached is
+//     ErrCatalogUnavailable;
 //   - column lineage (lineage.go): for a single query statement, each result column's
 //     base source columns (through aliases, functions, CTEs, subqueries, set operations,
-//     UNNEST, STRUCT packing, whole-row values and views), how they flow (direct,
-//     function, aggregate; value-revealing or counting aggregates), exact nested STRUCT
-//     fields where known, and the separate ControlReads set (WHERE, JOIN, GROUP BY,
-//     HAVING, QUALIFY, ORDER BY, CASE/IF conditions, EXISTS/IN). Anything the walker does
-//     not model makes the affected column Unknown (sources: every column the statement
-//     scans) and LineageComplete false;
+//     UNNEST, STRUCT packing, whole-row values, views and wildcards: a wildcard's column
+//     is every matching table's column), how they flow (direct, function, aggregate;
+//     value-revealing or counting aggregates), exact nested STRUCT fields where known, and
+//     the separate ControlReads set (WHERE, JOIN, GROUP BY, HAVING, QUALIFY, ORDER BY,
+//     CASE/IF conditions, EXISTS/IN). Anything the walker does not model makes the
+//     affected column Unknown (sources: every column the statement scans) and
+//     LineageComplete false;
 //   - a bounded LRU of results keyed by a fingerprint of the SQL text, default
 //     project/dataset, dialect, parameters and catalog version.
 //
@@ -39,11 +50,9 @@
 //   - scripts with DECLARE/SET/BEGIN/IF/loops (denied as unanalysable; plain
 //     multi-statement input is analysed statement by statement as SCRIPT);
 //     EXECUTE IMMEDIATE of a literal is reported as EXECUTE_IMMEDIATE, not analysed;
-//   - wildcard tables (events_*, _TABLE_SUFFIX), INFORMATION_SCHEMA views other than
-//     JOBS*, table-valued/ML functions and temporary UDF lineage (all unanalysable today);
-//   - the missingPartitionFilter finding, whole-row functions such as TO_JSON_STRING(t);
-//   - declared parameter types (parameters are accepted undeclared; their names and types
-//     only enter the fingerprint);
-//   - running the engine in recycled worker processes (the parser leaks ~24 KB per call;
-//     the result cache keeps that off the hot path for repeated queries).
+//   - INFORMATION_SCHEMA views other than JOBS*, table-valued functions (ML.* included:
+//     named, then denied as unanalysable; their table arguments are not listed);
+//   - telling apart which tables a * or t.* reveals (StarTables lists every table read);
+//   - running the engine in recycled worker processes (see TestEngineMemoryGrowth for
+//     what the engine's memory does over many analyses).
 package sqlanalysis

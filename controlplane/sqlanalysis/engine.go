@@ -19,11 +19,16 @@ type engine struct {
 	tf         *googlesql.TypeFactory
 	cat        *goCatalog
 	multi      *googlesql.MultiCatalog
-	mode       googlesql.ParameterMode
+	// builtins and gocat are multi's parts, for scripts' own multi-catalogs (variables).
+	builtins *googlesql.SimpleCatalog
+	gocat    *googlesql.Catalog
+	mode     googlesql.ParameterMode
 	// tables caches the SimpleTable built for a *TableMeta (the TableSource's cache hands
 	// out the same pointer until its TTL expires).
 	tables map[string]cachedTable
 	nextID int64
+	// declared is set while a request's parameters are declared in opts.
+	declared bool
 }
 
 type cachedTable struct {
@@ -90,6 +95,7 @@ func newEngine() (*engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	e.builtins, e.gocat = builtins, gocat
 	return e, nil
 }
 
@@ -109,11 +115,101 @@ func (e *engine) setParameterMode(positional bool) error {
 	return nil
 }
 
+// declareParameters declares the request's query parameters with their types (the
+// request's parameterType), so the analysis type-checks them as BigQuery will, and
+// refuses parameters the request does not declare. Without parameters, or when one has no
+// type, they stay undeclared (any type). Runs under the lock; undeclareParameters undoes it.
+func (e *engine) declareParameters(params []Parameter) error {
+	if len(params) == 0 {
+		return nil
+	}
+	for _, p := range params {
+		if strings.TrimSpace(p.Type) == "" {
+			return nil
+		}
+	}
+	e.declared = true
+	if err := e.opts.SetAllowUndeclaredParameters(false); err != nil {
+		return err
+	}
+	for _, p := range params {
+		t, err := googlesql.AnalyzeType(p.Type, e.opts, e.multi, e.tf)
+		if err != nil {
+			return fmt.Errorf("query parameter %s type %s: %w", paramLabel(p), p.Type, err)
+		}
+		if t == nil {
+			return fmt.Errorf("query parameter %s type %s is not a type", paramLabel(p), p.Type)
+		}
+		if p.Name == "" {
+			err = e.opts.AddPositionalQueryParameter(t)
+		} else {
+			err = e.opts.AddQueryParameter(strings.ToLower(p.Name), t)
+		}
+		if err != nil {
+			return fmt.Errorf("query parameter %s: %w", paramLabel(p), err)
+		}
+	}
+	return nil
+}
+
+func (e *engine) undeclareParameters() {
+	if !e.declared {
+		return
+	}
+	e.declared = false
+	_ = e.opts.ClearQueryParameters()
+	_ = e.opts.ClearPositionalQueryParameters()
+	_ = e.opts.SetAllowUndeclaredParameters(true)
+}
+
+func paramLabel(p Parameter) string {
+	if p.Name == "" {
+		return "(positional)"
+	}
+	return "@" + p.Name
+}
+
 // simpleTable builds (or reuses) the engine table for meta, named fq.
 func (e *engine) simpleTable(fq string, meta *TableMeta) (*googlesql.SimpleTable, error) {
 	if c, ok := e.tables[fq]; ok && c.meta == meta {
 		return c.table, nil
 	}
+	t, err := e.buildTable(fq, meta, false)
+	if err != nil {
+		return nil, err
+	}
+	if len(e.tables) >= maxCachedTables {
+		e.tables = map[string]cachedTable{}
+	}
+	e.tables[fq] = cachedTable{meta: meta, table: t}
+	return t, nil
+}
+
+// placeholderMeta marks the engine tables standing in for metadata not fetched yet.
+var placeholderMeta = &TableMeta{}
+
+// placeholder is an empty engine table named fq, for a round that will be discarded.
+func (e *engine) placeholder(fq string) (*googlesql.SimpleTable, error) {
+	key := "placeholder\x00" + fq
+	if c, ok := e.tables[key]; ok {
+		return c.table, nil
+	}
+	e.nextID++
+	t, err := googlesql.NewSimpleTable(fq, e.nextID)
+	if err != nil {
+		return nil, fmt.Errorf("table %s: %w", fq, err)
+	}
+	if len(e.tables) >= maxCachedTables {
+		e.tables = map[string]cachedTable{}
+	}
+	e.tables[key] = cachedTable{meta: placeholderMeta, table: t}
+	return t, nil
+}
+
+// tableSuffixColumn is the pseudo-column of a wildcard table.
+const tableSuffixColumn = "_TABLE_SUFFIX"
+
+func (e *engine) buildTable(fq string, meta *TableMeta, wildcard bool) (*googlesql.SimpleTable, error) {
 	e.nextID++
 	t, err := googlesql.NewSimpleTable(fq, e.nextID)
 	if err != nil {
@@ -148,10 +244,29 @@ func (e *engine) simpleTable(fq string, meta *TableMeta) (*googlesql.SimpleTable
 			return nil, err
 		}
 	}
+	if wildcard {
+		if err := add(tableSuffixColumn, "STRING", false, nil, true); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// wildcardTable builds (or reuses) the engine table of a wildcard: meta's columns plus the
+// _TABLE_SUFFIX pseudo-column.
+func (e *engine) wildcardTable(fq string, meta *TableMeta) (*googlesql.SimpleTable, error) {
+	key := "wildcard\x00" + fq
+	if c, ok := e.tables[key]; ok && c.meta == meta {
+		return c.table, nil
+	}
+	t, err := e.buildTable(fq, meta, true)
+	if err != nil {
+		return nil, err
+	}
 	if len(e.tables) >= maxCachedTables {
 		e.tables = map[string]cachedTable{}
 	}
-	e.tables[fq] = cachedTable{meta: meta, table: t}
+	e.tables[key] = cachedTable{meta: meta, table: t}
 	return t, nil
 }
 

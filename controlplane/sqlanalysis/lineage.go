@@ -297,9 +297,11 @@ func crossClasses(a, b uint8) uint8 {
 type colDef struct {
 	expr   googlesql.ResolvedExprNode // ComputedColumn / element of an ArrayScan
 	source *SourceColumn              // TableScan column
-	from   []int32                    // WithRefScan / set operation: union of these columns
-	konst  bool                       // array offset, sample weight: no source
-	lambda *lin                       // lambda argument: set while its function is walked
+	// sources: a wildcard table's column is every matching table's column.
+	sources []SourceColumn
+	from    []int32 // WithRefScan / set operation: union of these columns
+	konst   bool    // array offset, sample weight: no source
+	lambda  *lin    // lambda argument: set while its function is walked
 }
 
 // walker computes the lineage of one resolved statement.
@@ -314,6 +316,8 @@ type walker struct {
 	scopes  []map[string][]int32  // WITH names in scope
 	scanned map[SourceColumn]bool // every column a table scan reads
 	nodes   int
+	// wildcards maps a wildcard table (project.dataset.prefix*) to the tables it matches.
+	wildcards map[string][]string
 }
 
 type controlItem struct {
@@ -351,8 +355,10 @@ type rawOutput struct {
 }
 
 // statementLineage walks a resolved query statement.
-func statementLineage(stmt *googlesql.ResolvedQueryStmt) *rawLineage {
+// wildcards maps each wildcard table the statement names to the tables it matches.
+func statementLineage(stmt *googlesql.ResolvedQueryStmt, wildcards map[string][]string) *rawLineage {
 	w := newWalker()
+	w.wildcards = wildcards
 	res := &rawLineage{}
 	defer func() {
 		if r := recover(); r != nil {
@@ -643,6 +649,22 @@ func (w *walker) visit(n googlesql.ResolvedNode) {
 				w.gapErr("table column", err)
 				continue
 			}
+			if tables, ok := w.wildcards[fq]; ok {
+				// A wildcard's column is the column of every table it matches; the
+				// _TABLE_SUFFIX pseudo-column is part of a table name, not data.
+				if strings.EqualFold(name, tableSuffixColumn) {
+					w.define(c, &colDef{konst: true})
+					continue
+				}
+				d := &colDef{}
+				for _, t := range tables {
+					src := SourceColumn{Table: t, Column: name}
+					w.scanned[src] = true
+					d.sources = append(d.sources, src)
+				}
+				w.define(c, d)
+				continue
+			}
 			src := SourceColumn{Table: fq, Column: name}
 			w.scanned[src] = true
 			w.define(c, &colDef{source: &src})
@@ -805,6 +827,12 @@ func (w *walker) col(id int32) *lin {
 		l = d.lambda
 	case d.source != nil:
 		l = sourceLin(*d.source)
+	case len(d.sources) > 0:
+		xs := make([]*lin, len(d.sources))
+		for i, src := range d.sources {
+			xs[i] = sourceLin(src)
+		}
+		l = union(xs...)
 	case d.konst:
 		l = constLin()
 	case d.from != nil:

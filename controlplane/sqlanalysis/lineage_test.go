@@ -307,7 +307,7 @@ func BenchmarkLineageMidSize(b *testing.B) {
 		q := stmt.(*googlesql.ResolvedQueryStmt)
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
-			if l := statementLineage(q); !l.complete {
+			if l := statementLineage(q, nil); !l.complete {
 				b.Fatalf("incomplete: %v", l.gaps)
 			}
 		}

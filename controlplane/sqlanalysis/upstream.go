@@ -32,6 +32,8 @@ type UpstreamOptions struct {
 	// CacheSize and CacheTTL bound the result cache (see Options).
 	CacheSize int
 	CacheTTL  time.Duration
+	// Metrics, when set, counts analyses.
+	Metrics *Metrics
 }
 
 // PolicyAnalyzer is the control plane's SQL analyser: an Analyzer over a tables.get
@@ -62,7 +64,7 @@ func NewForUpstream(ctx context.Context, upstreamURL, keyFile string, opts Upstr
 	if opts.TableMetadataTTL > 0 {
 		src.TTL = opts.TableMetadataTTL
 	}
-	an, err := New(Options{Catalog: src, CacheSize: opts.CacheSize, CacheTTL: opts.CacheTTL})
+	an, err := New(Options{Catalog: src, CacheSize: opts.CacheSize, CacheTTL: opts.CacheTTL, Metrics: opts.Metrics})
 	if err != nil {
 		_ = client.Close()
 		return nil, fmt.Errorf("sql analyser: %w", err)
@@ -154,11 +156,26 @@ func parameterType(t *bqapi.QueryParameterType) string {
 	case len(t.StructTypes) > 0:
 		fields := make([]string, len(t.StructTypes))
 		for i, f := range t.StructTypes {
-			fields[i] = strings.TrimSpace(f.Name + " " + parameterType(f.Type))
+			name := ""
+			if f.Name != "" {
+				name = quoteIdent(f.Name) + " "
+			}
+			fields[i] = name + parameterType(f.Type)
 		}
 		return "STRUCT<" + strings.Join(fields, ", ") + ">"
 	case t.RangeElementType != nil:
 		return "RANGE<" + parameterType(t.RangeElementType) + ">"
+	}
+	// The REST API also takes the legacy names.
+	switch strings.ToUpper(t.Type) {
+	case "INTEGER":
+		return "INT64"
+	case "FLOAT":
+		return "FLOAT64"
+	case "BOOLEAN":
+		return "BOOL"
+	case "ARRAY", "STRUCT", "RECORD", "RANGE":
+		return t.Type + "<?>" // a container without its element type: refused by the analyser
 	}
 	return t.Type
 }
@@ -175,7 +192,7 @@ func PolicyError(err error) error {
 		return &policystep.AnalysisError{Reason: policies.RuleLegacySQL,
 			Message: "The query is legacy SQL, which the gateway cannot analyse; send useLegacySql: false and standard SQL (no #legacySQL prefix).", Err: err}
 	case ok && ae.Reason != "":
-		return &policystep.AnalysisError{Reason: "unanalysable_sql",
+		return &policystep.AnalysisError{Reason: "unanalysable_sql", Findings: ae.Findings,
 			Message: "The gateway could not analyse this query's SQL, so it cannot be allowed: " + strings.TrimSuffix(ae.Reason, ".") + ".", Err: err}
 	}
 	return &policystep.AnalysisError{Reason: "unanalysable_sql", Message: "The gateway could not analyse this query's SQL, so it cannot be allowed.", Err: err}

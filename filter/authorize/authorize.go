@@ -60,6 +60,8 @@ type Call struct {
 	JobID   string `json:"jobId,omitempty"`
 	// Location is the location query parameter, when present.
 	Location string `json:"location,omitempty"`
+	// AllUsers is jobs.list's allUsers=true (every user's jobs, not only the caller's).
+	AllUsers bool `json:"allUsers,omitempty"`
 }
 
 // Query is the SQL and job configuration of a query call.
@@ -74,13 +76,15 @@ type Query struct {
 	MaximumBytesBilled *int64                  `json:"maximumBytesBilled,omitempty"`
 	Labels             map[string]string       `json:"labels,omitempty"`
 	CreateSession      bool                    `json:"createSession,omitempty"`
-	ClientJobID        string                  `json:"clientJobId,omitempty"`
-	ClientRequestID    string                  `json:"clientRequestId,omitempty"`
-	Destination        *bqapi.TableReference   `json:"destination,omitempty"`
-	WriteDisposition   string                  `json:"writeDisposition,omitempty"`
-	CreateDisposition  string                  `json:"createDisposition,omitempty"`
-	ExternalTables     []string                `json:"externalTables,omitempty"`
-	Priority           string                  `json:"priority,omitempty"`
+	// SessionID is the session the query joins (connectionProperties session_id).
+	SessionID         string                `json:"sessionId,omitempty"`
+	ClientJobID       string                `json:"clientJobId,omitempty"`
+	ClientRequestID   string                `json:"clientRequestId,omitempty"`
+	Destination       *bqapi.TableReference `json:"destination,omitempty"`
+	WriteDisposition  string                `json:"writeDisposition,omitempty"`
+	CreateDisposition string                `json:"createDisposition,omitempty"`
+	ExternalTables    []string              `json:"externalTables,omitempty"`
+	Priority          string                `json:"priority,omitempty"`
 }
 
 // QueryFromSpec copies what the control plane needs from a decoded request body.
@@ -94,9 +98,12 @@ func QueryFromSpec(s *bqapi.QuerySpec) *Query {
 		MaximumBytesBilled: s.MaximumBytesBilled, Labels: s.Labels, CreateSession: s.CreateSession,
 		ClientJobID: s.JobID, ClientRequestID: s.RequestID, Destination: s.Destination,
 		WriteDisposition: s.WriteDisposition, CreateDisposition: s.CreateDisposition,
-		ExternalTables: s.ExternalTables, Priority: s.Priority,
+		ExternalTables: s.ExternalTables, Priority: s.Priority, SessionID: s.SessionID(),
 	}
 }
+
+// Session reports a query that creates or joins a BigQuery session.
+func (q *Query) Session() bool { return q != nil && (q.CreateSession || q.SessionID != "") }
 
 // Decision is the control plane's verdict.
 type Decision string

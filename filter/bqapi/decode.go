@@ -54,6 +54,22 @@ type QuerySpec struct {
 	Job          *Job
 }
 
+// SessionID is the session the query joins: the connectionProperties entry session_id
+// (the last one, as BigQuery reads repeated keys; an empty value still counts as joining,
+// so it is reported as "(empty)").
+func (s *QuerySpec) SessionID() string {
+	id, found := "", false
+	for _, p := range s.ConnectionProperties {
+		if p.Key == "session_id" {
+			id, found = p.Value, true
+		}
+	}
+	if found && id == "" {
+		return "(empty)"
+	}
+	return id
+}
+
 // DecodeQueryRequest decodes and checks a jobs.query body (already inflated).
 func DecodeQueryRequest(body []byte) (*QuerySpec, *Rejection) {
 	var req QueryRequest
@@ -62,6 +78,9 @@ func DecodeQueryRequest(body []byte) (*QuerySpec, *Rejection) {
 	}
 	if strings.TrimSpace(req.Query) == "" {
 		return nil, Reject(ReasonMissingSQL, "the jobs.query body has no query")
+	}
+	if rej := checkFormatOptions(body); rej != nil {
+		return nil, rej
 	}
 	spec := &QuerySpec{
 		API:                  JobsQuery,
@@ -83,6 +102,29 @@ func DecodeQueryRequest(body []byte) (*QuerySpec, *Rejection) {
 	}
 	spec.LegacySQL = legacyDialect(req.Query, req.UseLegacySQL)
 	return spec, nil
+}
+
+// checkFormatOptions refuses a jobs.query formatOptions member the gateway does not know
+// (see knownFormatOptions). It decodes the body a second time, only when it names
+// formatOptions at all.
+func checkFormatOptions(body []byte) *Rejection {
+	if !bytes.Contains(body, []byte("formatOptions")) {
+		return nil
+	}
+	var doc struct {
+		FormatOptions map[string]json.RawMessage `json:"formatOptions"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return Reject(ReasonMalformedJSON, "formatOptions is not an object")
+	}
+	for k, v := range doc.FormatOptions {
+		var s string
+		_ = json.Unmarshal(v, &s)
+		if rej := checkFormat(k, s); rej != nil {
+			return rej
+		}
+	}
+	return nil
 }
 
 // DecodeJobInsert decodes and checks a jobs.insert body (already inflated). Load,

@@ -184,3 +184,61 @@ func TestErrorDocument(t *testing.T) {
 		}
 	}
 }
+
+func TestSessionID(t *testing.T) {
+	for _, c := range []struct {
+		body, want string
+	}{
+		{`{"query":"SELECT 1"}`, ""},
+		{`{"query":"SELECT 1","connectionProperties":[{"key":"time_zone","value":"UTC"}]}`, ""},
+		{`{"query":"SELECT 1","connectionProperties":[{"key":"session_id","value":"a"},{"key":"session_id","value":"b"}]}`, "b"},
+		{`{"query":"SELECT 1","connectionProperties":[{"key":"session_id","value":""}]}`, "(empty)"},
+	} {
+		spec, rej := DecodeQueryRequest([]byte(c.body))
+		if rej != nil {
+			t.Fatal(rej.Detail)
+		}
+		if got := spec.SessionID(); got != c.want {
+			t.Errorf("%s: session id %q, want %q", c.body, got, c.want)
+		}
+	}
+}
+
+// Result formats other than JSON rows are refused, in the body and in the query string.
+func TestResultFormats(t *testing.T) {
+	for _, c := range []struct {
+		body string
+		ok   bool
+	}{
+		{`{"query":"SELECT 1","formatOptions":{"useInt64Timestamp":true}}`, true},
+		{`{"query":"SELECT 1","formatOptions":{"timestampOutputFormat":"ISO8601_STRING"}}`, true},
+		{`{"query":"SELECT 1","formatOptions":{"timestampOutputFormat":"ARROW"}}`, false},
+		{`{"query":"SELECT 1","formatOptions":{"outputFormat":"ARROW"}}`, false},
+		{`{"query":"SELECT 1 AS formatOptions"}`, true},
+	} {
+		_, rej := DecodeQueryRequest([]byte(c.body))
+		if c.ok && rej != nil {
+			t.Errorf("%s: refused: %s", c.body, rej.Detail)
+		}
+		if !c.ok && (rej == nil || rej.Reason != ReasonUnsupportedFormat) {
+			t.Errorf("%s: %v, want %s", c.body, rej, ReasonUnsupportedFormat)
+		}
+	}
+	for _, c := range []struct {
+		query string
+		ok    bool
+	}{
+		{"formatOptions.useInt64Timestamp=true", true},
+		{"formatOptions.timestampOutputFormat=INT64", true},
+		{"formatOptions.timestampOutputFormat=PROTO", false},
+		{"formatOptions.arrowSerializationOptions=x", false},
+	} {
+		_, rej := ParseParams(c.query)
+		if c.ok && rej != nil {
+			t.Errorf("%s: refused: %s", c.query, rej.Detail)
+		}
+		if !c.ok && (rej == nil || rej.Reason != ReasonUnsupportedFormat || rej.Reason.HTTPStatus() != 403) {
+			t.Errorf("%s: %v, want %s", c.query, rej, ReasonUnsupportedFormat)
+		}
+	}
+}

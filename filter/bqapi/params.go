@@ -113,6 +113,10 @@ func (p *Params) merge(vals url.Values) *Rejection {
 			p.All, rej = parseBool(name, v)
 		case "formatOptions.useInt64Timestamp":
 			p.UseInt64Timestamp, rej = parseBool(name, v)
+		default:
+			if key, ok := strings.CutPrefix(name, "formatOptions."); ok {
+				rej = checkFormat(key, v)
+			}
 		case "maxResults":
 			p.MaxResults, rej = parseUint(name, v)
 		case "startIndex":

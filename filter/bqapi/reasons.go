@@ -59,6 +59,10 @@ const (
 	ReasonMaskingFailed Reason = "masking-failed"
 )
 
+// ReasonUnsupportedFormat: a result format option other than the JSON-rows ones the
+// gateway knows (formatOptions.useInt64Timestamp / timestampOutputFormat). 403.
+const ReasonUnsupportedFormat Reason = "unsupported-format"
+
 // class groups reasons by the HTTP answer they get.
 type class uint8
 

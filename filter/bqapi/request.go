@@ -105,6 +105,27 @@ type ConnectionProperty struct {
 // DataFormatOptions is QueryRequest.formatOptions.
 type DataFormatOptions struct {
 	UseInt64Timestamp bool `json:"useInt64Timestamp,omitempty"`
+	// TimestampOutputFormat (FLOAT64, INT64, ISO8601_STRING) changes how TIMESTAMP cells
+	// are written, still as JSON rows.
+	TimestampOutputFormat string `json:"timestampOutputFormat,omitempty"`
+}
+
+// knownFormatOptions are the result format options that keep results JSON rows the
+// gateway can read. Anything else (a future Arrow or proto output option) is refused:
+// the gateway must be able to read what it releases.
+var knownFormatOptions = map[string]bool{"useInt64Timestamp": true, "timestampOutputFormat": true}
+
+// timestampOutputFormats are the values of timestampOutputFormat BigQuery documents.
+var timestampOutputFormats = map[string]bool{"": true, "TIMESTAMP_OUTPUT_FORMAT_UNSPECIFIED": true, "FLOAT64": true, "INT64": true, "ISO8601_STRING": true}
+
+func checkFormat(key, value string) *Rejection {
+	if !knownFormatOptions[key] {
+		return Reject(ReasonUnsupportedFormat, "result format option formatOptions."+quoteKey(key)+" is not supported through the gateway; results must be JSON rows")
+	}
+	if key == "timestampOutputFormat" && !timestampOutputFormats[value] {
+		return Reject(ReasonUnsupportedFormat, "formatOptions.timestampOutputFormat must be FLOAT64, INT64 or ISO8601_STRING")
+	}
+	return nil
 }
 
 // QueryParameter is one query parameter. Values are data: they belong in the approval

@@ -61,7 +61,7 @@ func (h *httpContext) authorizeRequest() authorize.Request {
 		Client:    authorize.Client{Address: h.caller.address, UserAgent: h.caller.userAgent},
 		Call: authorize.Call{
 			API: c.API.String(), Method: c.Method, Project: c.Project, Dataset: c.Dataset,
-			Table: c.Table, JobID: c.JobID, Location: c.Params.Location,
+			Table: c.Table, JobID: c.JobID, Location: c.Params.Location, AllUsers: c.Params.AllUsers,
 		},
 		Query: authorize.QueryFromSpec(h.ex.Query),
 	}

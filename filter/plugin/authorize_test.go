@@ -169,6 +169,25 @@ func TestAuthorizeGetWithoutBody(t *testing.T) {
 	})
 }
 
+// TestAuthorizeCarriesSessionAndAllUsers: the control plane learns of sessions and of
+// jobs.list allUsers=true from the callout document.
+func TestAuthorizeCarriesSessionAndAllUsers(t *testing.T) {
+	vmTest(t, func(t *testing.T, vm types.VMContext) {
+		host := configuredHost(t, vm)
+		o := send(t, host, request{method: "GET", path: "/bigquery/v2/projects/p/jobs?allUsers=true"})
+		wantAllowed(t, o)
+		if o.authz.Call != (authorize.Call{API: "jobs.list", Method: "GET", Project: "p", AllUsers: true}) {
+			t.Errorf("callout = %+v", o.authz.Call)
+		}
+		o = send(t, host, request{method: "POST", path: "/bigquery/v2/projects/p/queries",
+			chunks: withBody(`{"query":"SELECT 1","useLegacySql":false,"createSession":true,"connectionProperties":[{"key":"session_id","value":"s-9"}]}`)})
+		wantAllowed(t, o)
+		if q := o.authz.Query; q == nil || !q.CreateSession || q.SessionID != "s-9" || !q.Session() {
+			t.Errorf("callout query = %+v", q)
+		}
+	})
+}
+
 // wantDenied checks a control-plane denial as the agent sees it.
 func wantDenied(t *testing.T, o outcome, status int, errReason, rpcStatus, reason string) {
 	t.Helper()

@@ -88,10 +88,10 @@ func policyInput(req authorize.Request, id authorize.Identity) policies.Input {
 	in := policies.Input{
 		Identity: policies.Identity{AgentID: id.AgentID, Issuer: id.Issuer, Groups: append([]string(nil), id.Groups...)},
 		Call: policies.Call{API: req.Call.API, Project: req.Call.Project, Dataset: req.Call.Dataset,
-			Table: req.Call.Table, JobID: req.Call.JobID},
+			Table: req.Call.Table, JobID: req.Call.JobID, AllUsers: req.Call.AllUsers},
 	}
 	if q := req.Query; q != nil {
-		pq := &policies.Query{LegacySQL: q.LegacySQL, DryRun: q.DryRun, WriteDisposition: q.WriteDisposition}
+		pq := &policies.Query{LegacySQL: q.LegacySQL, DryRun: q.DryRun, WriteDisposition: q.WriteDisposition, Session: q.Session()}
 		if d := q.Destination; d != nil {
 			project := d.ProjectID
 			if project == "" {

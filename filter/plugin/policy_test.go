@@ -37,7 +37,7 @@ spec:
     projects: [p]
     tables: {allow: [p.d.t], deny: [p.d.secret]}
     writeTables: [p.scratch.*]
-    apis: [jobs.query, jobs.insert, jobs.get, jobs.getQueryResults, tables.get, tabledata.list]
+    apis: [jobs.query, jobs.insert, jobs.get, jobs.getQueryResults, jobs.list, tables.get, tabledata.list]
   what: {statementKinds: [SELECT]}
   limits: {maxRequestBodyBytes: 300}
 ---
@@ -207,6 +207,10 @@ func TestPolicyFilterCheck(t *testing.T) {
 			{"API not granted", request{method: "GET", path: "/bigquery/v2/projects/p/datasets/d"}, agent7, policies.RuleAPINotAllowed, "where.apis"},
 			{"no policy matches", request{method: "GET", path: "/bigquery/v2/projects/p/datasets/d/tables"}, authorize.Identity{AgentID: "stranger", Issuer: "https://issuer.test"}, policies.RuleDefaultDeny, ""},
 			{"legacy SQL", request{method: "POST", path: "/bigquery/v2/projects/p/queries", chunks: withBody(`{"query":"SELECT 1","useLegacySql":true}`)}, agent7, policies.RuleLegacySQL, ""},
+			{"query creating a session", query("p", `,"createSession":true`), agent7, policies.RuleSessionNotAllowed, "what.sessions"},
+			{"query joining a session", query("p", `,"connectionProperties":[{"key":"session_id","value":"s-1"}]`), agent7, policies.RuleSessionNotAllowed, "what.sessions"},
+			{"own jobs listed", request{method: "GET", path: "/bigquery/v2/projects/p/jobs"}, agent7, "", ""},
+			{"every user's jobs listed", request{method: "GET", path: "/bigquery/v2/projects/p/jobs?allUsers=true"}, agent7, policies.RuleAllUsersNotAllowed, "what.listAllUsersJobs"},
 			{"destination needs DML", request{method: "POST", path: "/bigquery/v2/projects/p/jobs",
 				chunks: withBody(`{"configuration":{"query":{"query":"SELECT 1","useLegacySql":false,"destinationTable":{"datasetId":"scratch","tableId":"out"}}}}`)}, agent7, policies.RuleStatementKindNotAllowed, "what.statementKinds"},
 		} {
@@ -310,6 +314,9 @@ func TestPolicyInputMatchesControlPlane(t *testing.T) {
 			Destination: &bqapi.TableReference{ProjectID: "o", DatasetID: "d", TableID: "t"}}},
 		{Call: authorize.Call{API: "tabledata.list", Method: "GET", Project: "p", Dataset: "d", Table: "t", Location: "EU"}},
 		{Call: authorize.Call{API: "jobs.get", Method: "GET", Project: "p", JobID: "j"}},
+		{Call: authorize.Call{API: "jobs.list", Method: "GET", Project: "p", AllUsers: true}},
+		{Call: authorize.Call{API: "jobs.query", Method: "POST", Project: "p"}, Query: &authorize.Query{SQL: "SELECT 1", CreateSession: true}},
+		{Call: authorize.Call{API: "jobs.query", Method: "POST", Project: "p"}, Query: &authorize.Query{SQL: "SELECT 1", SessionID: "s-1"}},
 	} {
 		got := policyInput(req, id)
 		want := policystep.Input(req, identity.Identity{AgentID: id.AgentID, Issuer: id.Issuer, Groups: id.Groups}, nil, nil)

@@ -28,6 +28,17 @@ spec:
     tabels:
       allow: [p.d.t]
 `, []string{`policies/a.yaml:7:5: unknown field "tabels" in where (did you mean "tables"?)`}},
+		{"deny rule tables on a kind that cannot be scoped, and a bad table pattern", `apiVersion: jitgate.dev/v1
+kind: AgentPolicy
+metadata: {name: a}
+spec:
+  who: {agents: [x]}
+  what:
+    denyRules:
+      - {name: r1, kind: exportData, tables: [p.d.t]}
+      - {name: r2, kind: selectStar, tables: [p.d]}
+`, []string{`policies/a.yaml:8:46: deny rule kind exportData cannot be scoped to tables (only selectStar and missingPartitionFilter rules take tables)`,
+			`policies/a.yaml:9:47: bad pattern "p.d": has 2 segments, want 3 (write "project.dataset.table", e.g. "acme-prod.crm.*" or "acme-prod.*.users")`}},
 		{"unknown field without suggestion", `apiVersion: jitgate.dev/v1
 kind: AgentPolicy
 metadata: {name: a}
@@ -123,7 +134,7 @@ spec:
 `, []string{
 			`policies/a.yaml:6:18: unknown API "jobs.querry" (did you mean "jobs.query"?)`,
 			`policies/a.yaml:8:22: unknown statement kind "SELEKT" (did you mean "SELECT"?)`,
-			`policies/a.yaml:9:33: unknown deny rule kind "selectAll" (one of: selectStar, missingPartitionFilter, informationSchemaJobs, externalQuery, exportData, executeImmediate, crossJoin, temporaryFunction)`,
+			`policies/a.yaml:9:33: unknown deny rule kind "selectAll" (one of: selectStar, missingPartitionFilter, informationSchemaJobs, externalQuery, exportData, executeImmediate, crossJoin, temporaryFunction, mlFunction)`,
 			`policies/a.yaml:10:42: unknown mask action "mask" (one of: redact, null, hash, email-domain, last4)`,
 			`policies/a.yaml:11:17: unknown detector "emails" (did you mean "email"?)`,
 		}},

@@ -461,12 +461,18 @@ func printAnalysis(w io.Writer, rec *recordingAnalyzer, endpoint string) {
 	if len(a.Views) > 0 {
 		fmt.Fprintf(w, "views:      %s\n", strings.Join(a.Views, ", "))
 	}
+	if len(a.WildcardTables) > 0 {
+		fmt.Fprintf(w, "wildcards:  %s\n", strings.Join(a.WildcardTables, ", "))
+	}
 	fmt.Fprintf(w, "writes:     %s\n", none(a.WrittenTables))
 	var fs []string
 	for _, f := range a.Findings {
 		fs = append(fs, string(f))
 	}
 	fmt.Fprintf(w, "findings:   %s\n", none(fs))
+	if len(a.UnfilteredPartitionedTables) > 0 {
+		fmt.Fprintf(w, "no partition filter on: %s\n", strings.Join(a.UnfilteredPartitionedTables, ", "))
+	}
 	complete := "incomplete"
 	if a.LineageComplete {
 		complete = "complete"

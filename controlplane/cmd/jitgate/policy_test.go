@@ -221,6 +221,8 @@ func TestPolicyExplainAnalysesSQL(t *testing.T) {
 		{"unknown table is unanalysable", "SELECT * FROM crm.no_such_table", []string{
 			"analysis:   failed:", "no_such_table", "decision:   deny (status 403)", "rule:       unanalysable_sql",
 			"message:    The gateway could not analyse this query's SQL, so it cannot be allowed: Table not found"}, []string{"decision:   allow"}},
+		{"wildcard table", "SELECT name FROM `jitgate-demo.crm.cust*`", []string{
+			"wildcards:  jitgate-demo.crm.cust*", "reads:      jitgate-demo.crm.customers", "decision:   allow"}, nil},
 		{"legacy SQL is not analysed", "#legacySQL\nSELECT name FROM [jitgate-demo:crm.customers]", []string{
 			"decision:   deny (status 403)", "rule:       legacy_sql"}, nil},
 	}

@@ -14,9 +14,10 @@ import (
 // newAnalyzer builds the policy step's SQL analyser: controlplane/sqlanalysis over a
 // tables.get catalog read from upstream.bigquery.url with the gateway's own identity
 // (sqlanalysis.NewForUpstream, shared with `jitgate policy explain`).
-func newAnalyzer(ctx context.Context, cfg *config.Config, log *slog.Logger) (*sqlanalysis.PolicyAnalyzer, error) {
+func newAnalyzer(ctx context.Context, cfg *config.Config, log *slog.Logger, metrics *sqlanalysis.Metrics) (*sqlanalysis.PolicyAnalyzer, error) {
 	an, err := sqlanalysis.NewForUpstream(ctx, cfg.Upstream.BigQuery.URL, cfg.Credentials.KeyFile, sqlanalysis.UpstreamOptions{
 		TableMetadataTTL: cfg.Analysis.TableMetadataTTL, CacheSize: cfg.Analysis.CacheSize, CacheTTL: cfg.Analysis.CacheTTL,
+		Metrics: metrics,
 	})
 	if err != nil {
 		return nil, err

@@ -286,7 +286,7 @@ func TestAnalysisErrorMapping(t *testing.T) {
 			ArrayType: &bqapi.QueryParameterType{Type: "STRUCT", StructTypes: []bqapi.QueryParameterTypeStructTypes{
 				{Name: "x", Type: &bqapi.QueryParameterType{Type: "INT64"}}}}}}}}})
 	if in.DefaultProject != "p" || in.DefaultDataset == nil || *in.DefaultDataset != (sqlanalysis.DatasetRef{Project: "p", Dataset: "d"}) ||
-		len(in.Parameters) != 1 || in.Parameters[0] != (sqlanalysis.Parameter{Name: "a", Type: "ARRAY<STRUCT<x INT64>>"}) {
+		len(in.Parameters) != 1 || in.Parameters[0] != (sqlanalysis.Parameter{Name: "a", Type: "ARRAY<STRUCT<`x` INT64>>"}) { // field names quoted for the analyser
 		t.Errorf("input = %+v", in)
 	}
 }

@@ -44,6 +44,7 @@ import (
 	"github.com/jitgate/jitgate/controlplane/natsembed"
 	"github.com/jitgate/jitgate/controlplane/policystep"
 	"github.com/jitgate/jitgate/controlplane/policystore"
+	"github.com/jitgate/jitgate/controlplane/sqlanalysis"
 	"github.com/jitgate/jitgate/controlplane/xds"
 	"github.com/jitgate/jitgate/policies/source"
 )
@@ -361,7 +362,7 @@ func newAuthorizer(ctx context.Context, cfg *config.Config, store *policystore.S
 	// without policies; allowed job-creating calls are recorded last, before minting.
 	steps := []authz.Step{ledger.FollowUpStep(jobs.StepOptions{PoliciesEnabled: store != nil})}
 	if store != nil {
-		analyzer, err := newAnalyzer(ctx, cfg, log)
+		analyzer, err := newAnalyzer(ctx, cfg, log, sqlanalysis.NewMetrics(reg))
 		if err != nil {
 			return fail(err)
 		}
