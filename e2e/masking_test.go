@@ -675,6 +675,34 @@ func TestMaskingTableReadOfMaskedResult(t *testing.T) {
 	}
 }
 
+// TestMaskingPythonListRowsOfMaskedResult: google-cloud-bigquery's list_rows of a masked
+// query's result table reads the schema with tables.get, then the rows: the masked INT64
+// and BYTES columns arrive as STRING and parse.
+func TestMaskingPythonListRowsOfMaskedResult(t *testing.T) {
+	token := installMaskedPolicy(t)
+	const sql = "SELECT id, CAST(email AS BYTES) AS email_bytes, LENGTH(full_name) AS name_len, salary FROM " + hrTable + " ORDER BY id"
+	out, res := pythonAs(t, token, "list_rows", 2, sql)
+	if res.Error != nil {
+		t.Fatalf("python client error %d: %s", res.Error.Code, res.Error.Message)
+	}
+	if found := leaks(out); len(found) > 0 {
+		t.Errorf("LEAK through the Python client: %s", strings.Join(found, "; "))
+	}
+	if want := []string{"INTEGER", "STRING", "STRING", "INTEGER"}; !reflect.DeepEqual(res.Types, want) {
+		t.Errorf("schema types %v, want %v", res.Types, want)
+	}
+	if len(res.Rows) != len(hrPeople) {
+		t.Fatalf("%d rows, want %d: %s", len(res.Rows), len(hrPeople), out)
+	}
+	masked := regexp.MustCompile(`^(\[REDACTED\]|h:[0-9a-f]{32})$`)
+	for i, r := range res.Rows {
+		if len(r) != 4 || fmt.Sprint(r[0]) != fmt.Sprint(hrPeople[i].id) || fmt.Sprint(r[3]) != fmt.Sprint(hrPeople[i].salary) ||
+			!masked.MatchString(fmt.Sprint(r[1])) || !masked.MatchString(fmt.Sprint(r[2])) {
+			t.Errorf("row %d: %v", i, r)
+		}
+	}
+}
+
 // TestMaskingColumnSelectionRefused: selectedFields on a masked tabledata.list (the plan
 // is by column position) and a partial response reaching inside the schema are refused
 // 403 before anything goes upstream.
