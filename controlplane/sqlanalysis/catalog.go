@@ -415,6 +415,13 @@ func (c *goCatalog) FindTableValuedFunction(path []string, _ *googlesql.FindOpti
 		c.cur.tvfs = append(c.cur.tvfs, full)
 		if strings.HasPrefix(full, "ML.") || strings.HasPrefix(full, "AI.") || strings.HasPrefix(full, "VECTOR_SEARCH") {
 			c.cur.finding(policies.DenyMLFunction)
+			f, err := c.e.mlTVF(full)
+			if err != nil {
+				return nil, err
+			}
+			if f != nil {
+				return f, nil
+			}
 		}
 		return nil, fmt.Errorf("table-valued function %s is not analysed (its result's lineage is unknown)", strings.Join(parts, "."))
 	}
@@ -434,7 +441,15 @@ func (c *goCatalog) FindType(path []string, _ *googlesql.FindOptions) (googlesql
 }
 
 func (c *goCatalog) FindModel(path []string, _ *googlesql.FindOptions) (googlesql.ModelNode, error) {
-	return nil, fmt.Errorf("Model not found: %s (models are not analysed yet)", strings.Join(path, "."))
+	r := c.cur
+	if r == nil {
+		return nil, errors.New("no analysis in progress")
+	}
+	p, d, m, err := qualify(splitPath(path), r.jobProject, r.dsProject, r.defaultDS)
+	if err != nil {
+		return nil, fmt.Errorf("model %s: %v", strings.Join(path, "."), err)
+	}
+	return c.e.model(p + "." + d + "." + m)
 }
 
 func (c *goCatalog) FindProcedure(path []string, _ *googlesql.FindOptions) (*googlesql.Procedure, error) {
