@@ -61,6 +61,15 @@ type mlTVF struct {
 	add  []Column
 }
 
+// GetSupportedSignaturesUserFacingText is what the analyser's "No matching signature"
+// error lists.
+func (m *mlTVF) GetSupportedSignaturesUserFacingText(_ *googlesql.LanguageOptions, _ bool) (string, error) {
+	if modelOnly[m.name] {
+		return m.name + "(MODEL model [, options])", nil
+	}
+	return m.name + "(MODEL model [, TABLE table | (query) [, options]])", nil
+}
+
 func (m *mlTVF) Resolve(_ *googlesql.AnalyzerOptions, args []*googlesql.TVFInputArgumentType, _ *googlesql.FunctionSignature, _ googlesql.CatalogNode, _ *googlesql.TypeFactory) (*googlesql.TVFSignature, error) {
 	var cols []*googlesql.TVFSchemaColumn
 	names := map[string]bool{}
