@@ -115,3 +115,22 @@ func TestMLTableValuedFunctionView(t *testing.T) {
 		t.Errorf("lineage = %+v, want one Unknown column", got.Lineage)
 	}
 }
+
+// BenchmarkAnalyzeMLPredict: an uncached analysis of ML.PREDICT over a subquery (metadata
+// cached), for comparison with BenchmarkAnalyzeMidSize.
+func BenchmarkAnalyzeMLPredict(b *testing.B) {
+	a, err := New(Options{Catalog: emulatorSource(b), CacheSize: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := Input{SQL: "SELECT id, prediction FROM ML.PREDICT(MODEL crm.churn, (SELECT c.id, o.amount FROM crm.customers c JOIN crm.orders o ON o.customer_id = c.id))", DefaultProject: demoProject}
+	if _, err := a.Analyze(context.Background(), in); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := a.Analyze(context.Background(), in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
