@@ -2,6 +2,7 @@ package sqlanalysis
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"testing"
 
@@ -131,6 +132,36 @@ func BenchmarkAnalyzeMLPredict(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		if _, err := a.Analyze(context.Background(), in); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestMLTableValuedFunctionSources: every result column of ML.PREDICT may come from every
+// column the query scans, so a mask on any of them covers it (masking over-masks). With
+// TABLE t every column of t is scanned; a subquery at least what it names.
+func TestMLTableValuedFunctionSources(t *testing.T) {
+	a := newAnalyzer(t, emulatorSource(t))
+	for sql, want := range map[string][]string{
+		"SELECT prediction, id FROM ML.PREDICT(MODEL crm.churn, TABLE crm.customers)": {
+			customers + ".country", customers + ".email", customers + ".id", customers + ".lifetime_value", customers + ".name"},
+		"SELECT prediction FROM ML.PREDICT(MODEL crm.churn, (SELECT id AS x FROM crm.customers WHERE email LIKE '%@x'))": {
+			customers + ".email", customers + ".id"},
+	} {
+		got, err := a.Analyze(context.Background(), Input{SQL: sql, DefaultProject: demoProject})
+		if err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		for _, c := range got.Lineage {
+			have := map[string]bool{}
+			for _, s := range c.Sources {
+				have[fmt.Sprint(s)] = true
+			}
+			for _, w := range want {
+				if !c.Unknown || !have[w] {
+					t.Errorf("%s: column %s unknown=%v sources %v, want unknown from at least %v", sql, c.Name, c.Unknown, c.Sources, want)
+					break
+				}
+			}
 		}
 	}
 }
