@@ -438,6 +438,11 @@ func (c *goCatalog) FindFunction(path []string, _ *googlesql.FindOptions) (*goog
 	if strings.EqualFold(parts[len(parts)-1], "EXTERNAL_QUERY") && c.cur != nil {
 		c.cur.finding(policies.DenyExternalQuery)
 	}
+	// Scalar ML/AI functions the builtins lack (AI.GENERATE) are not declared: named for
+	// the mlFunction rule, then unanalysable.
+	if full := strings.ToUpper(strings.Join(parts, ".")); c.cur != nil && (strings.HasPrefix(full, "ML.") || strings.HasPrefix(full, "AI.")) {
+		c.cur.finding(policies.DenyMLFunction)
+	}
 	return nil, fmt.Errorf("Function not found: %s", strings.Join(path, "."))
 }
 

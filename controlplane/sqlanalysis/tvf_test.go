@@ -68,6 +68,8 @@ func TestMLTableValuedFunctions(t *testing.T) {
 			want: want{err: ErrUnanalysable, errHas: ml}},
 		{name: "ML.PREDICT in a scalar subquery of a DML", sql: "UPDATE crm.orders SET amount = (SELECT COUNT(*) FROM ML.PREDICT(MODEL crm.churn, TABLE crm.customers)) WHERE TRUE",
 			want: want{kind: "UPDATE", reads: []string{customers, orders}, writes: []string{orders}, findings: ml}},
+		{name: "scalar AI function", sql: "SELECT AI.GENERATE(('Summarise ', name), connection_id => 'us.c') FROM crm.customers",
+			want: want{err: ErrUnanalysable, errHas: ml}},
 		{name: "model without a dataset", sql: "SELECT * FROM ML.PREDICT(MODEL churn, TABLE crm.customers)",
 			want: want{err: ErrUnanalysable, errHas: ml}},
 	}
