@@ -608,3 +608,117 @@ func TestMaskingTabledataListOfBaseTable(t *testing.T) {
 		t.Errorf("answered but not masked: %s", body)
 	}
 }
+
+// TestMaskingTableReadOfMaskedResult: the Go client's Table.Read takes the schema from
+// tables.get, so tables.get of a masked query's result table must describe the masked
+// cells: a hashed email cast to BYTES and a redacted name's LENGTH (INT64) come back as
+// STRING columns, the client decodes every row, and no canary shows.
+func TestMaskingTableReadOfMaskedResult(t *testing.T) {
+	token := installMaskedPolicy(t)
+	client, rec := recordingClient(t, token)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const sql = "SELECT id, CAST(email AS BYTES) AS email_bytes, LENGTH(full_name) AS name_len, salary FROM " + hrTable + " ORDER BY id"
+	job, err := resultJob(client, sql).Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := job.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := job.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := cfg.(*bigquery.QueryConfig).Dst
+	if dst == nil || dst.TableID == "" {
+		t.Fatal("the job names no result table")
+	}
+	table := client.DatasetInProject(dst.ProjectID, dst.DatasetID).Table(dst.TableID)
+	md, err := table.Metadata(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, f := range md.Schema {
+		types = append(types, f.Name+":"+string(f.Type))
+	}
+	t.Logf("tables.get schema of the result table: %v", types)
+	if len(md.Schema) != 4 || md.Schema[0].Type != bigquery.IntegerFieldType || md.Schema[1].Type != bigquery.StringFieldType ||
+		md.Schema[2].Type != bigquery.StringFieldType || md.Schema[3].Type != bigquery.IntegerFieldType {
+		t.Errorf("tables.get schema = %v, want the masked columns as STRING", types)
+	}
+	rows, err := readValues(table.Read(ctx), 2)
+	if err != nil {
+		t.Fatalf("Table.Read of the masked result table: %v", err)
+	}
+	if len(rows) != len(hrPeople) {
+		t.Fatalf("%d rows, want %d", len(rows), len(hrPeople))
+	}
+	masked := regexp.MustCompile(`^(\[REDACTED\]|h:[0-9a-f]{32})$`)
+	for i, r := range rows {
+		p := hrPeople[i]
+		if len(r) != 4 || fmt.Sprint(r[0]) != fmt.Sprint(p.id) || fmt.Sprint(r[3]) != fmt.Sprint(p.salary) {
+			t.Errorf("row %d: %v", i, r)
+			continue
+		}
+		for _, j := range []int{1, 2} {
+			if s, ok := r[j].(string); !ok || !masked.MatchString(s) {
+				t.Errorf("row %d cell %d = %#v, want a mask token", i, j, r[j])
+			}
+		}
+	}
+	for _, b := range rec.all() {
+		if found := leaks(b); len(found) > 0 {
+			t.Errorf("LEAK: %s", strings.Join(found, "; "))
+		}
+	}
+}
+
+// TestMaskingPythonListRowsOfMaskedResult: google-cloud-bigquery's list_rows of a masked
+// query's result table reads the schema with tables.get, then the rows: the masked INT64
+// and BYTES columns arrive as STRING and parse.
+func TestMaskingPythonListRowsOfMaskedResult(t *testing.T) {
+	token := installMaskedPolicy(t)
+	const sql = "SELECT id, CAST(email AS BYTES) AS email_bytes, LENGTH(full_name) AS name_len, salary FROM " + hrTable + " ORDER BY id"
+	out, res := pythonAs(t, token, "list_rows", 2, sql)
+	if res.Error != nil {
+		t.Fatalf("python client error %d: %s", res.Error.Code, res.Error.Message)
+	}
+	if found := leaks(out); len(found) > 0 {
+		t.Errorf("LEAK through the Python client: %s", strings.Join(found, "; "))
+	}
+	if want := []string{"INTEGER", "STRING", "STRING", "INTEGER"}; !reflect.DeepEqual(res.Types, want) {
+		t.Errorf("schema types %v, want %v", res.Types, want)
+	}
+	if len(res.Rows) != len(hrPeople) {
+		t.Fatalf("%d rows, want %d: %s", len(res.Rows), len(hrPeople), out)
+	}
+	masked := regexp.MustCompile(`^(\[REDACTED\]|h:[0-9a-f]{32})$`)
+	for i, r := range res.Rows {
+		if len(r) != 4 || fmt.Sprint(r[0]) != fmt.Sprint(hrPeople[i].id) || fmt.Sprint(r[3]) != fmt.Sprint(hrPeople[i].salary) ||
+			!masked.MatchString(fmt.Sprint(r[1])) || !masked.MatchString(fmt.Sprint(r[2])) {
+			t.Errorf("row %d: %v", i, r)
+		}
+	}
+}
+
+// TestMaskingColumnSelectionRefused: selectedFields on a masked tabledata.list (the plan
+// is by column position) and a partial response reaching inside the schema are refused
+// 403 before anything goes upstream.
+func TestMaskingColumnSelectionRefused(t *testing.T) {
+	token := installMaskedPolicy(t)
+	base := "/bigquery/v2/projects/" + project + "/datasets/hr/tables/employees"
+	for _, c := range []struct{ path, reason string }{
+		{base + "/data?selectedFields=ssn,id", "masked-selected-fields"},
+		{base + "?fields=schema/fields(name)", "masked-partial-response"},
+	} {
+		resp, body := rawCallAs(t, "Bearer "+token, "GET", c.path, nil, nil)
+		if resp.StatusCode != 403 || resp.Header.Get("x-jitgate-deny-reason") != c.reason {
+			t.Errorf("%s: %d %q %s", c.path, resp.StatusCode, resp.Header.Get("x-jitgate-deny-reason"), body)
+		}
+		if found := leaks(string(body)); len(found) > 0 {
+			t.Errorf("LEAK: %s", strings.Join(found, "; "))
+		}
+	}
+}

@@ -394,6 +394,17 @@ func (b *Builder) FollowUp(st *Stored, basis string, schema *masking.Schema) (*a
 	return b.finish(&authorize.Masking{Rules: slices.Clone(st.Rules), Detectors: slices.Clone(st.Detectors), Schema: schema})
 }
 
+// Job builds the masking of a job resource (jobs.get, jobs.cancel) of a job whose results
+// are masked with st. The resource has no rows; the instruction makes the filter
+// withhold BigQuery's error messages. Unlike FollowUp, a changed basis is no refusal:
+// polling a job must keep working, and its messages are withheld either way.
+func (b *Builder) Job(st *Stored) (*authorize.Masking, error) {
+	if st == nil {
+		return nil, nil
+	}
+	return b.finish(&authorize.Masking{Rules: slices.Clone(st.Rules), Detectors: slices.Clone(st.Detectors)})
+}
+
 // finish drops an empty instruction and attaches the key when a rule hashes.
 func (b *Builder) finish(m *authorize.Masking) (*authorize.Masking, error) {
 	if len(m.Rules) == 0 && len(m.Detectors) == 0 {

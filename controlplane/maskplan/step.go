@@ -31,6 +31,12 @@ type JobRecords interface {
 	ResultTable(ctx context.Context, project, dataset, table string) (*jobs.Job, error)
 }
 
+// FreshTableSource reads a table's metadata bypassing any cache;
+// *sqlanalysis.BigQueryTableSource implements it.
+type FreshTableSource interface {
+	FreshTable(ctx context.Context, project, dataset, table string) (*sqlanalysis.TableMeta, error)
+}
+
 // StepOptions configure Step.
 type StepOptions struct {
 	// Builder holds the hash key. Required.
@@ -38,7 +44,8 @@ type StepOptions struct {
 	// Lineage analyses query calls; nil refuses every query that masks must apply to.
 	Lineage LineageAnalyzer
 	// Tables reads table schemas (tables.get) for tabledata.list and result tables; nil
-	// refuses tabledata.list when the agent's rules mask or detect anything.
+	// refuses tabledata.list when the agent's rules mask or detect anything. When it is
+	// a FreshTableSource, tabledata.list reads the schema fresh (its rows carry none).
 	Tables sqlanalysis.TableSource
 	// Jobs is the job ledger holding each job's plan; nil refuses follow-up pages.
 	Jobs JobRecords
@@ -55,6 +62,11 @@ type StepOptions struct {
 //   - jobs.getQueryResults, tabledata.list of a job's result table: the plan stored with
 //     the job (Builder.FollowUp), with the result table's schema for pages without one;
 //   - tabledata.list of a base table: SELECT * of the table (Builder.Table) with its schema;
+//   - tables.get: the same plan as tabledata.list of that table (result table or base
+//     table), so the filter retypes the returned schema like the rows; views get none;
+//   - jobs.get, jobs.cancel of a job with a plan: that plan (Builder.Job), so the filter
+//     withholds BigQuery's error messages, which quote values;
+//   - jobs.list is refused (its jobs' error messages are not withheld);
 //   - other calls return no rows and get no masking.
 //
 // A call that cannot be masked is denied (see Refusal); one whose rules mask nothing and
@@ -97,6 +109,12 @@ func (o StepOptions) run(ctx context.Context, c *authz.Call) *authz.Denial {
 		m, err = o.Builder.Query(a, d.MaskPlan, d.Detectors, q.Destination != nil)
 		if a != nil && len(a.ResultSchema) > 0 && m != nil && countFields(a.ResultSchema) <= maxStoredSchemaFields {
 			c.ResultSchema = SchemaOf(a.ResultSchema)
+			// The rules are positions in the schema the analyser resolved from (cached)
+			// table metadata. Sent along, the filter checks the response's schema has
+			// the same columns (names, modes, records) and fails closed when BigQuery's
+			// differs, e.g. a table altered since its metadata was read: positions would
+			// otherwise mask the wrong columns.
+			m.Schema = c.ResultSchema
 		}
 	case "jobs.getQueryResults":
 		j, denial := o.job(ctx, func(ctx context.Context) (*jobs.Job, error) { return o.Jobs.Job(ctx, call.Project, call.JobID) })
@@ -117,7 +135,7 @@ func (o StepOptions) run(ctx context.Context, c *authz.Call) *authz.Denial {
 			schema = j.Masking.Schema
 		}
 		m, err = o.Builder.FollowUp(storedOf(j), basis, schema)
-	case "tabledata.list":
+	case "tabledata.list", "tables.get":
 		if call.Project == "" || call.Dataset == "" || call.Table == "" {
 			return authz.Forbidden(ReasonUnresolvable, "The call names no table, so its rows cannot be masked.", nil)
 		}
@@ -126,15 +144,49 @@ func (o StepOptions) run(ctx context.Context, c *authz.Call) *authz.Denial {
 		if err != nil {
 			return authz.Unavailable(jobs.ReasonLedgerUnavailable, "The gateway could not reach its job ledger to decide on this call; retry later.", err)
 		}
-		schema, denial := o.schema(ctx, table)
+		// tabledata.list rows of a base table carry no schema to check the plan's
+		// positions against: read the table's current one (a job's anonymous result
+		// table does not change). tables.get returns its schema, which the filter
+		// compares with the plan's, so the cached one is enough.
+		meta, denial := o.table(ctx, table, call.API == "tabledata.list" && j == nil)
 		if denial != nil {
 			return denial
 		}
+		if meta.ViewQuery != "" {
+			if call.API == "tables.get" {
+				// A view's metadata carries no values and BigQuery lists no rows of a
+				// view, so no client reads cells with this schema: nothing to retype.
+				return nil
+			}
+			return authz.Forbidden(ReasonUnresolvable, fmt.Sprintf("%s is a view; its rows cannot be listed and masked directly, query it instead.", table), nil)
+		}
+		// tables.get: the filter retypes the returned schema as the rows of
+		// tabledata.list are masked, so a client that reads the table's schema first
+		// (the Go client's Table.Read) decodes the masked cells.
+		schema := &masking.Schema{Fields: schemaFields(meta.Columns)}
 		if j != nil {
 			m, err = o.Builder.FollowUp(storedOf(j), basis, schema)
 		} else {
 			m, err = o.Builder.Table(table, schema, d.MaskPlan, d.Detectors)
 		}
+	case "jobs.get", "jobs.cancel":
+		// The job resource carries no rows, but a failed job's status.errorResult
+		// quotes values (CAST(email AS INT64)): a masking instruction makes the filter
+		// withhold BigQuery's error messages. The stored plan applies even when the
+		// rules changed since (there is no page to refuse, only messages to withhold).
+		j, denial := o.job(ctx, func(ctx context.Context) (*jobs.Job, error) { return o.Jobs.Job(ctx, call.Project, call.JobID) })
+		if denial != nil {
+			return denial
+		}
+		if !hasWork(j.Masking) {
+			return nil
+		}
+		m, err = o.Builder.Job(storedOf(j))
+	case "jobs.list":
+		// Listed jobs carry their errorResult messages, which can quote masked values
+		// of this agent's (or another agent's) jobs; the filter withholds messages of one
+		// job resource, not of a list.
+		return authz.Forbidden(ReasonUnresolvable, "Listing jobs is not allowed for an agent whose results are masked: the list carries BigQuery's error messages, which may quote masked values. Use jobs.get on the jobs you created.", nil)
 	default:
 		return nil
 	}
@@ -170,8 +222,21 @@ func (o StepOptions) resultTable(ctx context.Context, call authorize.Call) (*job
 	return o.Jobs.ResultTable(ctx, call.Project, call.Dataset, call.Table)
 }
 
-// schema reads table ("project.dataset.table") with tables.get.
+// schema reads table ("project.dataset.table") with tables.get; views are refused.
 func (o StepOptions) schema(ctx context.Context, table string) (*masking.Schema, *authz.Denial) {
+	meta, denial := o.table(ctx, table, false)
+	if denial != nil {
+		return nil, denial
+	}
+	if meta.ViewQuery != "" {
+		return nil, authz.Forbidden(ReasonUnresolvable, fmt.Sprintf("%s is a view; its rows cannot be listed and masked directly, query it instead.", table), nil)
+	}
+	return &masking.Schema{Fields: schemaFields(meta.Columns)}, nil
+}
+
+// table reads table ("project.dataset.table") with tables.get, bypassing the source's
+// cache when fresh and the source can.
+func (o StepOptions) table(ctx context.Context, table string, fresh bool) (*sqlanalysis.TableMeta, *authz.Denial) {
 	parts := strings.SplitN(table, ".", 3)
 	if c := strings.IndexByte(table, ':'); c >= 0 { // domain-scoped project "example.com:p"
 		rest := table[c:]
@@ -185,17 +250,18 @@ func (o StepOptions) schema(ctx context.Context, table string) (*masking.Schema,
 	if o.Tables == nil {
 		return nil, authz.Unavailable(ReasonSchemaUnavailable, "The gateway cannot read table schemas, so it cannot mask this table's rows; retry later.", errors.New("no table source"))
 	}
-	meta, err := o.Tables.Table(ctx, parts[0], parts[1], parts[2])
+	read := o.Tables.Table
+	if f, ok := o.Tables.(FreshTableSource); ok && fresh {
+		read = f.FreshTable
+	}
+	meta, err := read(ctx, parts[0], parts[1], parts[2])
 	if err != nil {
 		if errors.Is(err, sqlanalysis.ErrTableNotFound) {
 			return nil, authz.Forbidden(ReasonUnresolvable, fmt.Sprintf("Table %s was not found, so its rows cannot be masked.", table), err)
 		}
 		return nil, authz.Unavailable(ReasonSchemaUnavailable, "The gateway could not read the schema it needs to mask this table's rows; retry later.", err)
 	}
-	if meta.ViewQuery != "" {
-		return nil, authz.Forbidden(ReasonUnresolvable, fmt.Sprintf("%s is a view; its rows cannot be listed and masked directly, query it instead.", table), nil)
-	}
-	return &masking.Schema{Fields: schemaFields(meta.Columns)}, nil
+	return meta, nil
 }
 
 // SchemaOf converts catalog columns to the masking engine's schema.

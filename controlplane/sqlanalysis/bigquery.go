@@ -93,6 +93,29 @@ func (s *BigQueryTableSource) Table(ctx context.Context, project, dataset, table
 	return v.(*TableMeta), nil
 }
 
+// FreshTable reads the table's metadata with tables.get now, bypassing the cache, and
+// caches the answer. Responses that carry no schema of their own (tabledata.list) are
+// masked by column position in it: a cached schema up to TTL old could name other
+// columns at those positions after an ALTER TABLE.
+func (s *BigQueryTableSource) FreshTable(ctx context.Context, project, dataset, table string) (*TableMeta, error) {
+	key := project + "\x00" + dataset + "\x00" + table
+	meta, err := s.fetch(ctx, project, dataset, table)
+	ttl := s.TTL
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrTableNotFound):
+		ttl = s.NegativeTTL
+	default:
+		return nil, err
+	}
+	s.mu.Lock()
+	if _, ok := s.entries[key]; ok || len(s.entries) < maxSourceEntries {
+		s.entries[key] = sourceEntry{meta: meta, err: err, expires: s.Now().Add(ttl)}
+	}
+	s.mu.Unlock()
+	return meta, err
+}
+
 func (s *BigQueryTableSource) list(ctx context.Context, project, dataset string) ([]string, error) {
 	it := s.client.DatasetInProject(project, dataset).Tables(ctx)
 	names := []string{}

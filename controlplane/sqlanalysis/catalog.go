@@ -415,8 +415,20 @@ func (c *goCatalog) FindTableValuedFunction(path []string, _ *googlesql.FindOpti
 		c.cur.tvfs = append(c.cur.tvfs, full)
 		if strings.HasPrefix(full, "ML.") || strings.HasPrefix(full, "AI.") || strings.HasPrefix(full, "VECTOR_SEARCH") {
 			c.cur.finding(policies.DenyMLFunction)
+			f, err := c.e.mlTVF(full)
+			if err != nil {
+				return nil, err
+			}
+			if f != nil {
+				return f, nil
+			}
 		}
-		return nil, fmt.Errorf("table-valued function %s is not analysed (its result's lineage is unknown)", strings.Join(parts, "."))
+		if strings.HasPrefix(full, "ML.") || strings.HasPrefix(full, "AI.") {
+			return nil, fmt.Errorf("table-valued function %s is not analysed", strings.Join(parts, "."))
+		}
+		// Routines (CREATE TABLE FUNCTION) are not read: tables.get cannot see them and
+		// the emulator does not serve routines.get.
+		return nil, fmt.Errorf("table-valued function %s is not analysed (user-defined table functions are not read)", strings.Join(parts, "."))
 	}
 	return nil, fmt.Errorf("Table-valued function not found: %s", strings.Join(path, "."))
 }
@@ -426,6 +438,11 @@ func (c *goCatalog) FindFunction(path []string, _ *googlesql.FindOptions) (*goog
 	if strings.EqualFold(parts[len(parts)-1], "EXTERNAL_QUERY") && c.cur != nil {
 		c.cur.finding(policies.DenyExternalQuery)
 	}
+	// Scalar ML/AI functions the builtins lack (AI.GENERATE) are not declared: named for
+	// the mlFunction rule, then unanalysable.
+	if full := strings.ToUpper(strings.Join(parts, ".")); c.cur != nil && (strings.HasPrefix(full, "ML.") || strings.HasPrefix(full, "AI.")) {
+		c.cur.finding(policies.DenyMLFunction)
+	}
 	return nil, fmt.Errorf("Function not found: %s", strings.Join(path, "."))
 }
 
@@ -434,7 +451,15 @@ func (c *goCatalog) FindType(path []string, _ *googlesql.FindOptions) (googlesql
 }
 
 func (c *goCatalog) FindModel(path []string, _ *googlesql.FindOptions) (googlesql.ModelNode, error) {
-	return nil, fmt.Errorf("Model not found: %s (models are not analysed yet)", strings.Join(path, "."))
+	r := c.cur
+	if r == nil {
+		return nil, errors.New("no analysis in progress")
+	}
+	p, d, m, err := qualify(splitPath(path), r.jobProject, r.dsProject, r.defaultDS)
+	if err != nil {
+		return nil, fmt.Errorf("model %s: %v", strings.Join(path, "."), err)
+	}
+	return c.e.model(p + "." + d + "." + m)
 }
 
 func (c *goCatalog) FindProcedure(path []string, _ *googlesql.FindOptions) (*googlesql.Procedure, error) {

@@ -18,7 +18,9 @@
 //   - Analyze: statement kind (policies.StatementKinds names), every table read, fully
 //     qualified and sorted (views expanded to the tables their bodies read, bounded depth;
 //     wildcard tables dataset.prefix* to the tables they match, narrowed by _TABLE_SUFFIX
-//     conditions of a WHERE directly over them; time-travel and TABLESAMPLE reads), the
+//     conditions of a WHERE directly over them; time-travel and TABLESAMPLE reads; the
+//     tables and subqueries passed to the ML/AI table-valued functions tvf.go declares,
+//     e.g. ML.PREDICT(MODEL m, TABLE t), whose result lineage is Unknown), the
 //     tables DML and DDL write, and findings for the deny rules the policies name
 //     (policies.DenyRuleKinds: selectStar incl. whole-row values, missingPartitionFilter,
 //     informationSchemaJobs, externalQuery, exportData, executeImmediate, crossJoin,
@@ -27,7 +29,8 @@
 //     a parameter the request does not declare is refused);
 //   - failing closed: legacy SQL (the flag or a #legacySQL prefix) is ErrLegacySQL;
 //     anything the analyser rejects, an unknown table, a view whose body cannot be
-//     analysed, scripts with variables or control flow, table-valued functions are
+//     analysed, scripts with variables or control flow, user-defined table-valued
+//     functions (routines are not read) and ML.*/AI.* functions tvf.go does not declare are
 //     ErrUnanalysable (an *AnalysisError with the analyser's cleaned message and any
 //     findings seen on the way); a TableSource that cannot be reached is
 //     ErrCatalogUnavailable;
@@ -50,8 +53,11 @@
 //   - scripts with DECLARE/SET/BEGIN/IF/loops (denied as unanalysable; plain
 //     multi-statement input is analysed statement by statement as SCRIPT);
 //     EXECUTE IMMEDIATE of a literal is reported as EXECUTE_IMMEDIATE, not analysed;
-//   - INFORMATION_SCHEMA views other than JOBS*, table-valued functions (ML.* included:
-//     named, then denied as unanalysable; their table arguments are not listed);
+//   - INFORMATION_SCHEMA views other than JOBS*; user-defined table-valued functions
+//     (CREATE TABLE FUNCTION: routines.get is not read, and the emulator answers it 404);
+//     models (models.get is not read: an ML function's result is its input's columns plus
+//     generic ones, so model-specific columns such as predicted_label are unanalysable);
+//     VECTOR_SEARCH and AI.FORECAST (named arguments): named, then denied as unanalysable;
 //   - telling apart which tables a * or t.* reveals (StarTables lists every table read);
 //   - running the engine in recycled worker processes (see TestEngineMemoryGrowth for
 //     what the engine's memory does over many analyses).

@@ -26,6 +26,10 @@ type engine struct {
 	// tables caches the SimpleTable built for a *TableMeta (the TableSource's cache hands
 	// out the same pointer until its TTL expires).
 	tables map[string]cachedTable
+	// tvfs are the ML/AI table-valued functions declared so far (tvf.go), by name;
+	// models the stand-ins for the models named, by name.
+	tvfs   map[string]*googlesql.TableValuedFunction
+	models map[string]*googlesql.SimpleModel
 	nextID int64
 	// declared is set while a request's parameters are declared in opts.
 	declared bool

@@ -31,6 +31,8 @@ func FuzzAnalyze(f *testing.F) {
 	f.Add("SELECT url FROM `web.events_*` WHERE _TABLE_SUFFIX BETWEEN '1' AND '2'", false, "")
 	f.Add("SELECT id FROM web.sessions WHERE id = @p", false, "ARRAY<STRUCT<a INT64>>")
 	f.Add("SELECT TO_JSON_STRING(v) FROM web.v_pageviews v", true, "INT64")
+	f.Add("SELECT * FROM ML.PREDICT(MODEL m, (SELECT id FROM sessions WHERE id = @p), STRUCT(0.5 AS threshold))", true, "INT64")
+	f.Add("SELECT x.* FROM ML.GENERATE_TEXT(MODEL web.m, TABLE web.v_pageviews) x, ML.FORECAST(MODEL web.f, STRUCT(3 AS horizon))", false, "")
 	a, err := New(Options{Catalog: featureSource(), CacheSize: -1})
 	if err != nil {
 		f.Fatal(err)

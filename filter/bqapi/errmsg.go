@@ -18,7 +18,8 @@ const WithheldMessage = "jitgate: BigQuery's error message is withheld because t
 // WithholdErrorMessages returns doc with the message text of every BigQuery error it
 // carries replaced by WithheldMessage: an error document's error.message and
 // error.errors[].message; a query response's errors[].message; a job resource's
-// status.errorResult.message and status.errors[].message (debugInfo is dropped too). doc
+// status.errorResult.message and status.errors[].message, also inside jobs.cancel's
+// {"job": ...} (debugInfo is dropped too). doc
 // must be one JSON object; changed is false (and out is doc) when it carries no message.
 // Documents with messages are re-encoded (members keep their values, not their order);
 // those without are only scanned, so large row pages cost no copy.
@@ -33,11 +34,12 @@ func WithholdErrorMessages(doc []byte) (out []byte, changed bool, err error) {
 		Error  json.RawMessage `json:"error"`
 		Errors json.RawMessage `json:"errors"`
 		Status json.RawMessage `json:"status"`
+		Job    json.RawMessage `json:"job"` // jobs.cancel: {"kind":...,"job":{job resource}}
 	}
 	if err := json.Unmarshal(doc, &top); err != nil {
 		return nil, false, err
 	}
-	if isNull(top.Error) && isNull(top.Errors) && (isNull(top.Status) || !hasErrorMembers(top.Status)) {
+	if isNull(top.Error) && isNull(top.Errors) && (isNull(top.Status) || !hasErrorMembers(top.Status)) && isNull(top.Job) {
 		return doc, false, nil
 	}
 	dec := json.NewDecoder(bytes.NewReader(doc))
@@ -54,11 +56,9 @@ func WithholdErrorMessages(doc []byte) (out []byte, changed bool, err error) {
 		changed = withholdList(e["errors"]) || changed
 	}
 	changed = withholdList(m["errors"]) || changed
-	if s, ok := m["status"].(map[string]any); ok {
-		if er, ok := s["errorResult"].(map[string]any); ok {
-			changed = withholdIn(er) || changed
-		}
-		changed = withholdList(s["errors"]) || changed
+	changed = withholdStatus(m["status"]) || changed
+	if j, ok := m["job"].(map[string]any); ok {
+		changed = withholdStatus(j["status"]) || changed
 	}
 	if !changed {
 		return doc, false, nil
@@ -68,6 +68,19 @@ func WithholdErrorMessages(doc []byte) (out []byte, changed bool, err error) {
 		return nil, false, err
 	}
 	return out, true, nil
+}
+
+// withholdStatus replaces the messages of a job resource's status.
+func withholdStatus(v any) bool {
+	s, ok := v.(map[string]any)
+	if !ok {
+		return false
+	}
+	changed := false
+	if er, ok := s["errorResult"].(map[string]any); ok {
+		changed = withholdIn(er) || changed
+	}
+	return withholdList(s["errors"]) || changed
 }
 
 func isNull(r json.RawMessage) bool {

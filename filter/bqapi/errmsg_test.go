@@ -16,6 +16,8 @@ func TestWithholdErrorMessages(t *testing.T) {
 		{"job resource", `{"kind":"bigquery#job","jobReference":{"jobId":"j"},"statistics":{"totalBytesProcessed":"12345678901234567890"},"status":{"state":"DONE","errorResult":{"reason":"invalidQuery","message":"` + leak + `"},"errors":[{"reason":"invalidQuery","message":"` + leak + `"}]}}`, true},
 		{"query response errors", `{"jobComplete":true,"errors":[{"reason":"x","message":"` + leak + `"}],"rows":[]}`, true},
 		{"job without errors", `{"kind":"bigquery#job","status":{"state":"DONE"}}`, false},
+		{"jobs.cancel response", `{"kind":"bigquery#jobCancelResponse","job":{"kind":"bigquery#job","status":{"state":"DONE","errorResult":{"reason":"invalidQuery","message":"` + leak + `"},"errors":[{"reason":"invalidQuery","message":"` + leak + `"}]}}}`, true},
+		{"jobs.cancel response without errors", `{"kind":"bigquery#jobCancelResponse","job":{"kind":"bigquery#job","status":{"state":"DONE","errorResult":null}}}`, false},
 		{"rows that mention errors", `{"rows":[{"f":[{"v":"\"errors\": none"}]}]}`, false},
 		{"no error at all", `{"rows":[]}`, false},
 	} {

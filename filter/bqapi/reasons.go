@@ -32,7 +32,10 @@ const (
 	ReasonMissingBody         Reason = "missing-body"         // 400
 	ReasonMissingSQL          Reason = "missing-sql"          // 400
 	ReasonUnexpectedTrailers  Reason = "unexpected-trailers"  // 400: trailers on a body the gateway must read
-	ReasonNotConfigured       Reason = "not-configured"       // 503
+	// On a call whose results are masked (the plan is by column position): 403.
+	ReasonMaskedSelectedFields  Reason = "masked-selected-fields"  // selectedFields: other columns, other order
+	ReasonMaskedPartialResponse Reason = "masked-partial-response" // fields selecting inside a member
+	ReasonNotConfigured         Reason = "not-configured"          // 503
 	// ReasonControlPlaneUnavailable: the authorize callout failed (unreachable, timed
 	// out, non-200, or an answer outside the contract). 503 backendError: clients retry.
 	ReasonControlPlaneUnavailable Reason = "control-plane-unavailable"

@@ -142,6 +142,13 @@ func (h *httpContext) onAuthorizeResponse(numHeaders, bodySize, _ int) {
 		h.reject(bqapi.Reject(bqapi.ReasonInternal, "the gateway could not read the masking instruction"))
 		return
 	}
+	if h.mask != nil {
+		if rej := h.maskedCallShape(); rej != nil {
+			resp.Credential = nil
+			h.reject(rej)
+			return
+		}
+	}
 	h.ex.Authz.CredentialID = resp.Credential.ID
 	if err := swapCredential(resp.Credential.Authorization); err != nil {
 		resp.Credential = nil

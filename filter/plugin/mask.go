@@ -66,6 +66,71 @@ func (h *httpContext) takeMasking(resp *authorize.Response) error {
 	return nil
 }
 
+// maskedCallShape refuses, on a masked call, what would make the response's columns
+// differ from the ones the plan was built for: the plan's rules are column positions, so
+// a response with other columns, or in another order, would be masked at the wrong
+// places (DESIGN invariant 3: refuse rather than guess).
+//
+//   - selectedFields (tabledata.list, tables.get): a column subset in the caller's order.
+//   - A partial response (the fields parameter, or the X-Goog-FieldMask header it can
+//     travel in) that selects inside a member ("schema/fields(name)", "rows/f"): it can
+//     drop a schema's types or nested fields. Top-level members only ("rows,pageToken,
+//     totalRows", what the Python, Go and Java clients send) are accepted: the members
+//     keep their shape, and rows without a schema fail closed in maskDecoded.
+//
+// Parameter names are matched the way Google's front end reads them: "selected_fields"
+// and "$fields" mean the same.
+func (h *httpContext) maskedCallShape() *bqapi.Rejection {
+	for name, vals := range h.ex.Call.Params.Raw {
+		switch canonicalParam(name) {
+		case "selectedfields":
+			return bqapi.Reject(bqapi.ReasonMaskedSelectedFields, "selectedFields cannot be used on a call whose results are masked (the masking follows the table's columns); list all columns, or select the columns in a query")
+		case "fields":
+			for _, v := range vals {
+				if !topLevelFields(v) {
+					return partialResponseRefused()
+				}
+			}
+		}
+	}
+	if v, err := proxywasm.GetHttpRequestHeader("x-goog-fieldmask"); err == nil && !topLevelFields(v) {
+		return partialResponseRefused()
+	}
+	return nil
+}
+
+func partialResponseRefused() *bqapi.Rejection {
+	return bqapi.Reject(bqapi.ReasonMaskedPartialResponse, "on a call whose results are masked, a partial response (fields) may only name top-level members such as rows,pageToken,totalRows")
+}
+
+// canonicalParam is a query parameter's name as Google's front end matches it: without
+// a leading "$", case and underscores.
+func canonicalParam(name string) string {
+	name = strings.TrimPrefix(name, "$")
+	return strings.ToLower(strings.ReplaceAll(name, "_", ""))
+}
+
+// topLevelFields says whether a partial-response selector names top-level members
+// only: comma-separated names of letters, digits and underscores, or "*".
+func topLevelFields(v string) bool {
+	for _, f := range strings.Split(v, ",") {
+		f = strings.TrimSpace(f)
+		if f == "*" {
+			continue
+		}
+		if f == "" {
+			return false
+		}
+		for i := 0; i < len(f); i++ {
+			c := f[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // maskDecoded masks a complete, decoded response body and puts the result in place of
 // the upstream body (decoded says the upstream body was compressed, so it must be
 // replaced even when masking changed nothing). It returns false after replacing the

@@ -325,6 +325,19 @@ func TestMaskFailsClosed(t *testing.T) {
 				}
 			})
 		}
+		t.Run("jobs.query whose columns moved since the plan fails closed", func(t *testing.T) {
+			// The plan (from a cached table schema) masks email at 1 and ssn at 2; the
+			// table was altered and BigQuery now returns ssn at 1, email at 2.
+			moved := strings.Replace(strings.Replace(maskSchemaJSON, `"email"`, `"tmp"`, 1), `"ssn"`, `"email"`, 1)
+			moved = strings.Replace(moved, `"tmp"`, `"ssn"`, 1)
+			body := `{"jobReference":{"projectId":"p","jobId":"job_1"},"schema":` + moved + `,"rows":` + maskRows + `,"jobComplete":true}`
+			req := request{method: "POST", path: queryPath, chunks: withBody(queryBody), answer: maskAnswer(t, maskingFor(maskSchema))}
+			o := exchange(t, host, req, upstreamOK(body), nil)
+			wantWithheld(t, o, bqapi.ReasonMaskingFailed, "")
+			if o.report != nil {
+				t.Errorf("an unmaskable response was reported")
+			}
+		})
 		t.Run("jobs.query without a schema and rows fails before any report", func(t *testing.T) {
 			body := `{"jobReference":{"projectId":"p","jobId":"job_1"},"rows":` + maskRows + `,"jobComplete":true}`
 			req := request{method: "POST", path: queryPath, chunks: withBody(queryBody), answer: maskAnswer(t, maskingFor(nil))}
@@ -478,5 +491,68 @@ func TestMaskLargePage(t *testing.T) {
 		if !strings.Contains(o.logLine, " masked_rows="+strconv.Itoa(n)+" ") {
 			t.Errorf("log line %q", o.logLine)
 		}
+	})
+}
+
+// TestMaskedCallShape: on a masked call the plan's column positions must be the
+// response's, so column selections and partial responses that reach inside a member are
+// refused (403, before anything goes upstream); top-level partial responses (what the
+// clients send) pass; without masking nothing changes.
+func TestMaskedCallShape(t *testing.T) {
+	const table = "/bigquery/v2/projects/p/datasets/_anon1/tables/anon_tbl"
+	refused := []struct {
+		name, path string
+		headers    [][2]string
+		reason     bqapi.Reason
+	}{
+		{"tabledata.list selectedFields", tabledataPath + "&selectedFields=ssn,id", nil, bqapi.ReasonMaskedSelectedFields},
+		{"tabledata.list selected_fields", tabledataPath + "&selected_fields=ssn", nil, bqapi.ReasonMaskedSelectedFields},
+		{"tables.get selectedFields", table + "?selectedFields=salary", nil, bqapi.ReasonMaskedSelectedFields},
+		{"fields inside the schema", "/bigquery/v2/projects/p/queries/job_1?fields=schema/fields(name),rows", nil, bqapi.ReasonMaskedPartialResponse},
+		{"fields inside the rows", "/bigquery/v2/projects/p/queries/job_1?fields=rows/f,schema", nil, bqapi.ReasonMaskedPartialResponse},
+		{"$fields", table + "?%24fields=schema(fields(name,mode))", nil, bqapi.ReasonMaskedPartialResponse},
+		{"empty fields member", tabledataPath + "&fields=rows,,", nil, bqapi.ReasonMaskedPartialResponse},
+		{"X-Goog-FieldMask header", table, [][2]string{{"x-goog-fieldmask", "schema.fields.name"}}, bqapi.ReasonMaskedPartialResponse},
+	}
+	vmTest(t, func(t *testing.T, vm types.VMContext) {
+		host := configuredHost(t, vm)
+		for _, c := range refused {
+			t.Run(c.name, func(t *testing.T) {
+				o := send(t, host, request{method: "GET", path: c.path, headers: c.headers, answer: maskAnswer(t, maskingFor(maskSchema))})
+				wantRefused(t, o, c.reason)
+				if o.reply.StatusCode != 403 {
+					t.Errorf("status %d", o.reply.StatusCode)
+				}
+				if o.forwarded() {
+					t.Errorf("forwarded upstream")
+				}
+			})
+			t.Run(c.name+" without masking", func(t *testing.T) {
+				wantAllowed(t, send(t, host, request{method: "GET", path: c.path, headers: c.headers, answer: allowAnswer(t)}))
+			})
+		}
+		t.Run("top-level fields pass and are masked", func(t *testing.T) {
+			for _, path := range []string{
+				"/bigquery/v2/projects/p/queries/job_1?fields=rows,pageToken,totalRows",
+				"/bigquery/v2/projects/p/queries/job_1?fields=*",
+				"/bigquery/v2/projects/p/queries/job_1?fields=jobReference,%20totalRows,pageToken,rows",
+			} {
+				req := request{method: "GET", path: path, answer: maskAnswer(t, maskingFor(maskSchema))}
+				wantMasked(t, exchange(t, host, req, upstreamOK(laterPage), nil), false)
+			}
+		})
+		t.Run("jobs.cancel of a masked job: the job's messages are withheld", func(t *testing.T) {
+			leak := `Bad int64 value: ` + canaryEmail
+			cancelled := `{"kind":"bigquery#jobCancelResponse","job":{"kind":"bigquery#job","jobReference":{"projectId":"p","jobId":"job_1"},` +
+				`"status":{"state":"DONE","errorResult":{"reason":"invalidQuery","message":"` + leak + `"}}}}`
+			req := request{method: "POST", path: "/bigquery/v2/projects/p/jobs/job_1/cancel", answer: maskAnswer(t, maskingFor(nil))}
+			o := exchange(t, host, req, upstreamOK(cancelled), nil)
+			if o.reply != nil || o.streamAction != types.ActionContinue {
+				t.Fatalf("reply %v action %v", o.reply, o.streamAction)
+			}
+			if b := string(o.agentBody); strings.Contains(b, canaryEmail) || !strings.Contains(b, bqapi.WithheldMessage) || !strings.Contains(b, `"reason":"invalidQuery"`) {
+				t.Errorf("body %s", b)
+			}
+		})
 	})
 }

@@ -13,6 +13,7 @@ Examples:
 import argparse
 import json
 import sys
+import time
 
 from google.api_core.client_options import ClientOptions
 from google.api_core.exceptions import GoogleAPICallError
@@ -37,11 +38,13 @@ def main() -> int:
     p.add_argument("--endpoint", required=True, help="the gateway, e.g. http://127.0.0.1:10000")
     p.add_argument("--project", required=True, help="the BigQuery project to bill and query")
     p.add_argument("--token", default="", help="the agent's bearer token (empty: send none)")
-    p.add_argument("--mode", choices=["query_and_wait", "job", "dataframe"], default="query_and_wait",
+    p.add_argument("--mode", choices=["query_and_wait", "job", "dataframe", "list_rows"], default="query_and_wait",
                    help="query_and_wait: jobs.query (DB-API, most agent tools); "
                         "job: jobs.insert + jobs.get + getQueryResults (client.query().result()); "
                         "dataframe: job, read with to_dataframe(create_bqstorage_client=False) "
-                        "(needs pandas and db-dtypes)")
+                        "(needs pandas and db-dtypes); "
+                        "list_rows: job (id e2e_result_py_<ns>), then client.list_rows of its "
+                        "result table (tables.get for the schema, then tabledata.list)")
     p.add_argument("--page-size", type=int, default=None, help="rows per page (maxResults)")
     p.add_argument("--default-dataset", default=None, help="dataset for unqualified table names")
     args = p.parse_args()
@@ -58,6 +61,10 @@ def main() -> int:
     try:
         if args.mode == "query_and_wait":
             rows = client.query_and_wait(args.sql, job_config=cfg, page_size=args.page_size)
+        elif args.mode == "list_rows":
+            job = client.query(args.sql, job_config=cfg, job_id=f"e2e_result_py_{time.time_ns()}")
+            job.result()
+            rows = client.list_rows(job.destination, page_size=args.page_size)
         else:
             rows = client.query(args.sql, job_config=cfg).result(page_size=args.page_size)
         out = {

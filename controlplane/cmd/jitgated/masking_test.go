@@ -31,7 +31,7 @@ spec:
     projects: [jitgate-demo]
     tables:
       allow: ["jitgate-demo.crm.*", "jitgate-demo._*.*"]
-    apis: [jobs.query, jobs.insert, jobs.get, jobs.getQueryResults, tabledata.list]
+    apis: [jobs.query, jobs.insert, jobs.get, jobs.getQueryResults, jobs.cancel, tabledata.list, tables.get]
   what:
     statementKinds: [SELECT]
     masking:
@@ -47,7 +47,9 @@ spec:
 // emulator: an allowed query's answer carries the lineage-based plan (and the hash key
 // only when a rule hashes), queries that cannot be masked are denied, the job ledger
 // gives the job's later pages and result table the same plan with the table's schema
-// (tables.get of the result table), tabledata.list of a base table is masked as SELECT *,
+// (tables.get of the result table), tables.get of either table carries the plan too,
+// jobs.get/jobs.cancel of a masked job carry its plan (error messages withheld),
+// tabledata.list of a base table is masked as SELECT *,
 // a policy change refuses old jobs' pages, and the hash key appears in no log line and
 // nowhere in the NATS store (audit trail, job ledger).
 func TestServeMasksWithEmulator(t *testing.T) {
@@ -148,6 +150,11 @@ masking: {hashKeyFile: hash.key}
 	if q.Masking.HashKey != wantKey || !reflect.DeepEqual(q.Masking.Detectors, []string{"ssn"}) {
 		t.Errorf("hash key sent %v, detectors %v", q.Masking.HashKey == wantKey, q.Masking.Detectors)
 	}
+	// The first page's schema is checked against the analyser's: the rules are positions
+	// in it, and a table altered since its metadata was cached must fail closed.
+	if s, _ := json.Marshal(q.Masking.Schema); string(s) != `{"fields":[{"name":"who","type":"STRING","mode":"NULLABLE"},{"name":"e","type":"STRING","mode":"NULLABLE"},{"name":"country","type":"STRING","mode":"NULLABLE"}]}` {
+		t.Errorf("query masking schema = %s, want the analysed result schema", s)
+	}
 	// An allowed aggregate: nothing masked, no key, the detectors still run.
 	counts := decide(etl, jobsQuery, &authorize.Query{SQL: "SELECT country, COUNT(DISTINCT email) AS n FROM crm.customers GROUP BY country"})
 	if counts.Decision != authorize.Allow || counts.Masking == nil || len(counts.Masking.Rules) != 0 || counts.Masking.HashKey != "" || len(counts.Masking.Detectors) != 1 {
@@ -202,6 +209,28 @@ masking: {hashKeyFile: hash.key}
 		}
 	}
 
+	// tables.get of the result table: the same plan, so the filter retypes its schema
+	// (the Go client's Table.Read decodes the cells with it).
+	r = decide(etl, authorize.Call{API: "tables.get", Method: "GET", Dataset: "_jm1", Table: "_jm1"}, nil)
+	if s, _ := json.Marshal(r.Masking.Schema); r.Decision != authorize.Allow || r.Masking == nil ||
+		!reflect.DeepEqual(rules(r.Masking), rules(q.Masking)) || string(s) != wantSchema {
+		t.Errorf("tables.get of the result table: %+v %s", r, s)
+	}
+	// jobs.get / jobs.cancel of the masked job: its plan, so the filter withholds
+	// BigQuery's error messages (they quote values).
+	for _, api := range []string{"jobs.get", "jobs.cancel"} {
+		method := map[string]string{"jobs.get": "GET", "jobs.cancel": "POST"}[api]
+		r = decide(etl, authorize.Call{API: api, Method: method, JobID: "_jm1"}, nil)
+		if r.Decision != authorize.Allow || r.Masking == nil || !reflect.DeepEqual(rules(r.Masking), rules(q.Masking)) {
+			t.Errorf("%s of a masked job: %+v", api, r)
+		}
+	}
+	// A job whose plan only runs detectors: its messages are withheld too.
+	if r = decide(etl, authorize.Call{API: "jobs.get", Method: "GET", JobID: "job_counts"}, nil); r.Decision != authorize.Allow ||
+		r.Masking == nil || len(r.Masking.Detectors) != 1 {
+		t.Errorf("jobs.get of a detectors-only job: %+v", r)
+	}
+
 	// tabledata.list of a base table: SELECT * of it, with its schema (id is REQUIRED).
 	r = decide(etl, authorize.Call{API: "tabledata.list", Method: "GET", Dataset: "crm", Table: "customers"}, nil)
 	if r.Decision != authorize.Allow || r.Masking == nil || r.Masking.Schema == nil {
@@ -213,6 +242,11 @@ masking: {hashKeyFile: hash.key}
 	if f := r.Masking.Schema.Fields; len(f) != 5 || f[0].Name != "id" || f[0].Mode != "REQUIRED" {
 		t.Errorf("base table schema = %+v", f)
 	}
+	// tables.get of the base table: the same plan.
+	if tg := decide(etl, authorize.Call{API: "tables.get", Method: "GET", Dataset: "crm", Table: "customers"}, nil); tg.Decision != authorize.Allow ||
+		tg.Masking == nil || !reflect.DeepEqual(rules(tg.Masking), rules(r.Masking)) {
+		t.Errorf("tables.get of crm.customers: %+v", tg)
+	}
 
 	// The rules change (name: hash -> redact): the job's pages are refused, new queries
 	// get the new rules.
@@ -221,6 +255,11 @@ masking: {hashKeyFile: hash.key}
 	waitFor(t, func() bool { return status(t, api).Policies.Version != before })
 	if r := decide(etl, page, nil); r.Decision != authorize.Deny || r.Reason != "masking_changed" {
 		t.Errorf("page after a rule change: %+v", r)
+	}
+	// The job can still be polled, its messages still withheld with the job's plan.
+	if r := decide(etl, authorize.Call{API: "jobs.get", Method: "GET", JobID: "_jm1"}, nil); r.Decision != authorize.Allow ||
+		r.Masking == nil || !reflect.DeepEqual(rules(r.Masking), rules(q.Masking)) {
+		t.Errorf("jobs.get after a rule change: %+v", r)
 	}
 	r = decide(etl, jobsQuery, &authorize.Query{SQL: "SELECT name FROM crm.customers"})
 	if got := rules(r.Masking); r.Decision != authorize.Allow || !reflect.DeepEqual(got, []string{"[0]:redact"}) || r.Masking.HashKey != "" {
