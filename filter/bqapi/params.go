@@ -75,6 +75,15 @@ func (p *Params) merge(vals url.Values) *Rejection {
 		p.Raw = url.Values{}
 	}
 	for name, vs := range vals {
+		// Google's front end reads the system parameters also with a "$" prefix ($alt,
+		// $callback, $fields ...): judge them under one name, so "$alt=proto" cannot
+		// slip past the alt check.
+		name = strings.TrimPrefix(name, "$")
+		if strings.EqualFold(name, "httpMethod") {
+			// The query-string twin of X-HTTP-Method-Override: the gateway would judge
+			// one method while BigQuery runs another.
+			return Reject(ReasonBadQueryString, "method overrides in the query string are not accepted through the gateway")
+		}
 		if rej := forbiddenParam(name); rej != nil {
 			return rej
 		}
@@ -97,8 +106,10 @@ func (p *Params) merge(vals url.Values) *Rejection {
 		case "selectedFields":
 			p.SelectedFields = v
 		case "alt":
-			if v != "json" {
-				return Reject(ReasonUnsupportedAlt, "only alt=json responses can pass the gateway")
+			for _, a := range vs { // every spelling and repetition, not only the last
+				if a != "json" {
+					return Reject(ReasonUnsupportedAlt, "only alt=json responses can pass the gateway")
+				}
 			}
 			p.Alt = v
 		case "prettyPrint":
