@@ -93,6 +93,9 @@ type Masking struct {
 	Rules     []masking.Rule `json:"rules,omitempty"`
 	Detectors []string       `json:"detectors,omitempty"`
 	Basis     string         `json:"basis"`
+	// Withhold: the call was answered with a masking instruction, even one without rules
+	// (maskplan.Stored.Withhold).
+	Withhold bool `json:"withhold,omitempty"`
 	// Schema is the result rows' schema from the query's analysis (nil when unknown).
 	Schema *masking.Schema `json:"schema,omitempty"`
 }

@@ -168,6 +168,7 @@ func (l *Ledger) DecisionStep() authz.Step {
 			d.Masking = &Masking{Basis: c.MaskingBasis, Schema: c.ResultSchema}
 			if m := c.Masking; m != nil { // never the key
 				d.Masking.Rules, d.Masking.Detectors = slices.Clone(m.Rules), slices.Clone(m.Detectors)
+				d.Masking.Withhold = true
 			}
 		}
 		if err := l.RecordDecision(ctx, d); err != nil {

@@ -252,8 +252,10 @@ func TestExfiltrationCorpusAgainstEmulator(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q: %v", sql, err)
 		}
+		// No cell masked; the instruction (they read a masked table) only withholds
+		// BigQuery's error messages.
 		m, err := b.Query(a, plan, nil, false)
-		if err != nil || m != nil {
+		if err != nil || m != nil && (len(m.Rules) > 0 || len(m.Detectors) > 0 || m.HashKey != "") {
 			t.Errorf("benign %q: masking %+v, %v", sql, m, err)
 		}
 	}

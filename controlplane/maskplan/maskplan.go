@@ -263,9 +263,18 @@ func (b *Builder) Query(a *sqlanalysis.Analysis, plan policies.MaskPlan, detecto
 		return nil, err
 	}
 	out := &authorize.Masking{Detectors: detectorNames(detectors)}
+	readsMasked := false
 	if len(plan) > 0 {
 		if a == nil {
 			return nil, refuse(ReasonUnresolvable, "Masking rules apply to this agent, but the query could not be analysed, so the gateway cannot tell which result columns to mask.")
+		}
+		for _, t := range a.ReferencedTables {
+			if parts := strings.SplitN(t, ".", 3); len(parts) == 3 && strings.HasPrefix(parts[1], "_") {
+				// An anonymous dataset holds another query's results (or a session's
+				// temporary tables), unmasked; no rule names it, so reading it with SQL
+				// would return them as they are.
+				return nil, refuse(ReasonUnresolvable, "Table %s is in an anonymous dataset (another query's results or a session's tables), which masking rules cannot follow; read a job's results with getQueryResults instead.", t)
+			}
 		}
 		applies := ""
 		var hit string
@@ -293,6 +302,7 @@ func (b *Builder) Query(a *sqlanalysis.Analysis, plan policies.MaskPlan, detecto
 					return nil, refuse(ReasonMaskedCondition, "Column %s is masked for this agent, and the query uses it to choose rows or values (WHERE, JOIN, GROUP BY, ORDER BY or a CASE/IF condition), which would reveal it; use it only in SELECT, or in aggregates the policy allows.", s)
 				}
 			}
+			readsMasked = true
 			out.Rules = m.lineageRules(a.Lineage)
 			if a.ValueTable && len(out.Rules) > 0 {
 				// BigQuery returns a STRUCT value table as its fields, the emulator as one
@@ -301,7 +311,15 @@ func (b *Builder) Query(a *sqlanalysis.Analysis, plan policies.MaskPlan, detecto
 			}
 		}
 	}
-	return b.finish(out)
+	res, err := b.finish(out)
+	if err == nil && res == nil && readsMasked {
+		// Every masked value is folded into aggregates the policy allows: no cell to
+		// mask, but BigQuery's error messages can still quote a value
+		// (SUM(CAST(ssn AS INT64)) fails naming the ssn). An empty instruction makes the
+		// filter hold the response and withhold the messages.
+		res = &authorize.Masking{}
+	}
+	return res, err
 }
 
 // lineageRules walks the lineage tree: a column (or nested field) that needs masking is
@@ -373,6 +391,10 @@ type Stored struct {
 	Rules     []masking.Rule `json:"rules,omitempty"`
 	Detectors []string       `json:"detectors,omitempty"`
 	Basis     string         `json:"basis"`
+	// Withhold: the job was answered with a masking instruction (perhaps without rules:
+	// its masked values all folded into allowed aggregates), so its later pages and job
+	// resource withhold BigQuery's error messages too.
+	Withhold bool `json:"withhold,omitempty"`
 }
 
 // FollowUp builds the masking of a later page of a job (getQueryResults, tabledata.list
@@ -389,6 +411,10 @@ func (b *Builder) FollowUp(st *Stored, basis string, schema *masking.Schema) (*a
 		return nil, refuse(ReasonMaskingChanged, "The masking rules for this agent changed after this job ran, so its results cannot be served with the rules they were prepared for; run the query again.")
 	}
 	if st == nil || len(st.Rules) == 0 && len(st.Detectors) == 0 {
+		if st != nil && st.Withhold {
+			// No cell to mask; the instruction withholds error messages.
+			return &authorize.Masking{Schema: schema}, nil
+		}
 		return nil, nil
 	}
 	return b.finish(&authorize.Masking{Rules: slices.Clone(st.Rules), Detectors: slices.Clone(st.Detectors), Schema: schema})
@@ -401,6 +427,9 @@ func (b *Builder) FollowUp(st *Stored, basis string, schema *masking.Schema) (*a
 func (b *Builder) Job(st *Stored) (*authorize.Masking, error) {
 	if st == nil {
 		return nil, nil
+	}
+	if len(st.Rules) == 0 && len(st.Detectors) == 0 && st.Withhold {
+		return &authorize.Masking{}, nil
 	}
 	return b.finish(&authorize.Masking{Rules: slices.Clone(st.Rules), Detectors: slices.Clone(st.Detectors)})
 }

@@ -240,7 +240,9 @@ func TestQueryWithoutMasks(t *testing.T) {
 	// A wildcard rule that matches the view's table but none of its columns does not
 	// refuse a query of the view (the view was read: acme.pub.v_users).
 	ssnAnywhere := policies.MaskPlan{{Columns: "acme.*.*.ssn", Action: policies.MaskRedact}}
-	if m, err := b.Query(analyse(t, "SELECT who, mail FROM pub.v_users"), ssnAnywhere, nil, false); m != nil || err != nil {
+	// It masks no cell; the (empty) instruction only withholds error messages, since the
+	// view reads a table with a masked column.
+	if m, err := b.Query(analyse(t, "SELECT who, mail FROM pub.v_users"), ssnAnywhere, nil, false); err != nil || m == nil || len(m.Rules) != 0 {
 		t.Errorf("wildcard rule naming no view column: %+v, %v", m, err)
 	}
 	// Analysis missing while masks exist: refused.
@@ -338,5 +340,66 @@ func TestFollowUp(t *testing.T) {
 	// Nothing to mask then and now.
 	if m, err := b.FollowUp(nil, "", nil); m != nil || err != nil {
 		t.Errorf("no masking: %+v, %v", m, err)
+	}
+}
+
+// TestAggregatedMaskedReadWithholdsMessages: a query whose masked values all fold into
+// allowed aggregates masks no cell, but still gets an (empty) instruction, so the filter
+// withholds BigQuery's error messages (SUM(CAST(ssn AS INT64)) quotes the ssn); a query
+// reading no masked table gets none.
+func TestAggregatedMaskedReadWithholdsMessages(t *testing.T) {
+	b := NewBuilder(testKey)
+	for sql, want := range map[string]bool{
+		"SELECT country, COUNT(DISTINCT email) AS n FROM crm.users GROUP BY country": true,
+		"SELECT SUM(amount) AS s FROM crm.users":                                     true,
+		"SELECT 1 AS one":                                                            false,
+	} {
+		m, err := b.Query(analyse(t, sql), rules, nil, false)
+		if err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+		if (m != nil) != want {
+			t.Errorf("%s: instruction %+v, want one = %v", sql, m, want)
+		}
+		if m != nil && (len(m.Rules) > 0 || m.HashKey != "") {
+			t.Errorf("%s: rules %+v (key sent: %v), want none", sql, m.Rules, m.HashKey != "")
+		}
+	}
+}
+
+// TestAnonymousDatasetRefused: another query's results (an anonymous "_" dataset) hold
+// unmasked values no rule names; an agent with masking rules may not read them with SQL.
+func TestAnonymousDatasetRefused(t *testing.T) {
+	a := &sqlanalysis.Analysis{StatementKind: "SELECT", LineageComplete: true,
+		ReferencedTables: []string{"acme._0f3a9b.anon7c1d"}}
+	m, err := NewBuilder(testKey).Query(a, rules, nil, false)
+	r, ok := errors.AsType[*Refusal](err)
+	if !ok || m != nil || r.Reason != ReasonUnresolvable || !strings.Contains(r.Message, "acme._0f3a9b.anon7c1d") {
+		t.Fatalf("Query = %+v, %v; want refusal %s naming the table", m, err, ReasonUnresolvable)
+	}
+	if m, err := NewBuilder(testKey).Query(a, nil, nil, false); err != nil || m != nil {
+		t.Errorf("without masking rules: %+v, %v; want no instruction and no refusal", m, err)
+	}
+}
+
+// TestStoredWithholdOnly: a job answered with an instruction without rules (its masked
+// values folded into allowed aggregates) keeps withholding error messages on jobs.get and
+// later pages; a job answered without any instruction gets none.
+func TestStoredWithholdOnly(t *testing.T) {
+	b := NewBuilder(testKey)
+	schema := &masking.Schema{Fields: []masking.Field{{Name: "n", Type: "INTEGER"}}}
+	withhold := &Stored{Basis: "b1", Withhold: true}
+	if m, err := b.Job(withhold); err != nil || m == nil || len(m.Rules) != 0 {
+		t.Errorf("Job(withhold) = %+v, %v; want an empty instruction", m, err)
+	}
+	if m, err := b.FollowUp(withhold, "b1", schema); err != nil || m == nil || len(m.Rules) != 0 || m.Schema != schema {
+		t.Errorf("FollowUp(withhold) = %+v, %v; want an empty instruction with the schema", m, err)
+	}
+	plain := &Stored{Basis: "b1"}
+	if m, err := b.Job(plain); err != nil || m != nil {
+		t.Errorf("Job(plain) = %+v, %v; want none", m, err)
+	}
+	if m, err := b.FollowUp(plain, "b1", schema); err != nil || m != nil {
+		t.Errorf("FollowUp(plain) = %+v, %v; want none", m, err)
 	}
 }

@@ -109,6 +109,8 @@ func (o StepOptions) run(ctx context.Context, c *authz.Call) *authz.Denial {
 		m, err = o.Builder.Query(a, d.MaskPlan, d.Detectors, q.Destination != nil)
 		if a != nil && len(a.ResultSchema) > 0 && m != nil && countFields(a.ResultSchema) <= maxStoredSchemaFields {
 			c.ResultSchema = SchemaOf(a.ResultSchema)
+		}
+		if m != nil && c.ResultSchema != nil && (len(m.Rules) > 0 || len(m.Detectors) > 0) {
 			// The rules are positions in the schema the analyser resolved from (cached)
 			// table metadata. Sent along, the filter checks the response's schema has
 			// the same columns (names, modes, records) and fails closed when BigQuery's
@@ -304,10 +306,12 @@ func storedOf(j *jobs.Job) *Stored {
 	if j == nil || j.Masking == nil {
 		return nil
 	}
-	return &Stored{Rules: j.Masking.Rules, Detectors: j.Masking.Detectors, Basis: j.Masking.Basis}
+	return &Stored{Rules: j.Masking.Rules, Detectors: j.Masking.Detectors, Basis: j.Masking.Basis, Withhold: j.Masking.Withhold}
 }
 
-func hasWork(m *jobs.Masking) bool { return m != nil && (len(m.Rules) > 0 || len(m.Detectors) > 0) }
+func hasWork(m *jobs.Masking) bool {
+	return m != nil && (len(m.Rules) > 0 || len(m.Detectors) > 0 || m.Withhold)
+}
 
 func refusalDenial(err error) *authz.Denial {
 	if r, ok := errors.AsType[*Refusal](err); ok {
