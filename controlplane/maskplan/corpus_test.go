@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,6 +23,7 @@ import (
 	"github.com/jitgate/jitgate/controlplane/sqlanalysis"
 	"github.com/jitgate/jitgate/filter/masking"
 	"github.com/jitgate/jitgate/policies"
+	"github.com/jitgate/jitgate/tools/freeport"
 )
 
 const demoProject = "jitgate-demo"
@@ -38,7 +38,7 @@ func startEmulator(t *testing.T) (string, string) {
 	if _, err := os.Stat(bin); err != nil {
 		t.Skip("BigQuery emulator not installed at " + bin + " (run `make setup`)")
 	}
-	port, grpcPort := freePort(t), freePort(t)
+	port, grpcPort := freeport.For(t), freeport.For(t)
 	cmd := exec.Command(bin, "--project="+demoProject, "--dataset=crm", "--host=127.0.0.1",
 		"--port="+strconv.Itoa(port), "--grpc-port="+strconv.Itoa(grpcPort),
 		"--data-from-yaml="+filepath.Join(root, "tools", "demo", "bigquery-data.yaml"), "--log-level=warn")
@@ -62,16 +62,6 @@ func startEmulator(t *testing.T) (string, string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // The demo customers' e-mails and names are the canaries.

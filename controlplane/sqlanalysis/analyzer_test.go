@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,6 +19,7 @@ import (
 	"google.golang.org/api/option"
 
 	"github.com/jitgate/jitgate/policies"
+	"github.com/jitgate/jitgate/tools/freeport"
 )
 
 const (
@@ -43,15 +43,6 @@ func repoRoot(t testing.TB) string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
-func freePort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if emu.cmd != nil && emu.cmd.Process != nil {
@@ -72,7 +63,7 @@ func emulatorSource(t testing.TB) *BigQueryTableSource {
 			emu.skip = "BigQuery emulator not installed at " + bin + " (run `make setup` or tools/setup.sh)"
 			return
 		}
-		port, grpcPort := freePort(t), freePort(t)
+		port, grpcPort := freeport.For(t), freeport.For(t)
 		cmd := exec.Command(bin, "--project="+demoProject, "--dataset=crm", "--host=127.0.0.1",
 			"--port="+strconv.Itoa(port), "--grpc-port="+strconv.Itoa(grpcPort),
 			"--data-from-yaml="+filepath.Join(root, "tools", "demo", "bigquery-data.yaml"), "--log-level=warn")

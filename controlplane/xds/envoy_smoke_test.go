@@ -21,6 +21,7 @@ import (
 
 	"github.com/jitgate/jitgate/controlplane/config"
 	"github.com/jitgate/jitgate/controlplane/policystore"
+	"github.com/jitgate/jitgate/tools/freeport"
 )
 
 const envoyBinary = "../../.tools/venv/bin/envoy"
@@ -54,7 +55,7 @@ func TestEnvoySmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	agentPort, apiPort, deadPort := freePort(t), freePort(t), freePort(t)
+	agentPort, apiPort, deadPort := freeport.For(t), freeport.For(t), freeport.For(t)
 	cfgDoc := fmt.Sprintf(`apiVersion: jitgate.dev/v1
 kind: ControlPlaneConfig
 api: {listen: "127.0.0.1:%d"}
@@ -281,16 +282,6 @@ func get(t *testing.T, c *http.Client, url, authz string) (int, string, string) 
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/jitgate/jitgate/envoy"
+	"github.com/jitgate/jitgate/tools/freeport"
 )
 
 // Options say where the parts are and which addresses to use. Empty addresses get free
@@ -102,7 +103,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	}
 	for _, a := range []*string{&o.AgentAddr, &o.XDSAddr, &o.APIAddr, &o.AdminAddr, &o.EmulatorAddr, &o.DevIssuerAddr} {
 		if *a == "" {
-			p, err := FreePort()
+			p, err := freeport.Get()
 			if err != nil {
 				return nil, err
 			}
@@ -128,7 +129,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	}()
 
 	_, emuPort, _ := net.SplitHostPort(o.EmulatorAddr)
-	_, grpcPort, err := freeAddr()
+	grpcPort, err := freeport.Get()
 	if err != nil {
 		return nil, err
 	}
@@ -161,7 +162,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	natsPort, err := FreePort()
+	natsPort, err := freeport.Get()
 	if err != nil {
 		return nil, err
 	}
@@ -293,7 +294,7 @@ func (s *Stack) StartEnvoy(ctx context.Context) error {
 // has its own admin port. It returns the admin base URL once it serves with the jitgate
 // filter configured; Close stops it.
 func (s *Stack) StartExtraEnvoy(ctx context.Context, name string) (string, error) {
-	port, err := FreePort()
+	port, err := freeport.Get()
 	if err != nil {
 		return "", err
 	}
@@ -509,21 +510,6 @@ func EmulatorBinary(root string) string {
 
 // Python is the project venv's interpreter, which has google-cloud-bigquery.
 func Python(root string) string { return filepath.Join(root, ".tools", "venv", "bin", "python") }
-
-// FreePort returns a loopback TCP port that was free a moment ago.
-func FreePort() (int, error) {
-	_, p, err := freeAddr()
-	return p, err
-}
-
-func freeAddr() (string, int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", 0, err
-	}
-	defer l.Close()
-	return "127.0.0.1", l.Addr().(*net.TCPAddr).Port, nil
-}
 
 func waitFor(ctx context.Context, what string, timeout time.Duration, url string, alive func() error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jitgate/jitgate/tools/freeport"
 )
 
 const cliPolicy = `apiVersion: jitgate.dev/v1
@@ -161,7 +162,7 @@ func startEmulator(t *testing.T) (string, string) {
 	if _, err := os.Stat(bin); err != nil {
 		t.Skip("BigQuery emulator not installed at " + bin + " (run `make setup`)")
 	}
-	port, grpcPort := freePort(t), freePort(t)
+	port, grpcPort := freeport.For(t), freeport.For(t)
 	cmd := exec.Command(bin, "--project=jitgate-demo", "--host=127.0.0.1",
 		"--port="+strconv.Itoa(port), "--grpc-port="+strconv.Itoa(grpcPort),
 		"--data-from-yaml="+filepath.Join(root, "tools", "demo", "bigquery-data.yaml"), "--log-level=warn")
@@ -185,16 +186,6 @@ func startEmulator(t *testing.T) (string, string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // TestPolicyExplainAnalysesSQL runs explain with the control plane's SQL analyser against

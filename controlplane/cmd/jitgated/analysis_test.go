@@ -22,6 +22,7 @@ import (
 	"github.com/jitgate/jitgate/controlplane/sqlanalysis"
 	"github.com/jitgate/jitgate/filter/authorize"
 	"github.com/jitgate/jitgate/filter/bqapi"
+	"github.com/jitgate/jitgate/tools/freeport"
 )
 
 const demoProject = "jitgate-demo"
@@ -36,7 +37,7 @@ func startEmulator(t *testing.T) string {
 	if _, err := os.Stat(bin); err != nil {
 		t.Skip("BigQuery emulator not installed at " + bin + " (run `make setup`)")
 	}
-	port, grpcPort := freePort(t), freePort(t)
+	port, grpcPort := freeport.For(t), freeport.For(t)
 	cmd := exec.Command(bin, "--project="+demoProject, "--dataset=crm", "--host=127.0.0.1",
 		"--port="+strconv.Itoa(port), "--grpc-port="+strconv.Itoa(grpcPort),
 		"--data-from-yaml="+filepath.Join(root, "tools", "demo", "bigquery-data.yaml"), "--log-level=warn")
@@ -83,7 +84,7 @@ spec:
 // allowed query creates is recorded through POST /v1/jobs, and only its owner may page it.
 func TestServeAnalysesWithEmulator(t *testing.T) {
 	emulator := startEmulator(t)
-	xdsPort, apiPort, devPort := freePort(t), freePort(t), freePort(t)
+	xdsPort, apiPort, devPort := freeport.For(t), freeport.For(t), freeport.For(t)
 	dir := t.TempDir()
 	pdir := filepath.Join(dir, "policies")
 	if err := os.Mkdir(pdir, 0o700); err != nil {

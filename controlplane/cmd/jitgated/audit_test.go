@@ -18,6 +18,7 @@ import (
 	"github.com/jitgate/jitgate/controlplane/audit"
 	"github.com/jitgate/jitgate/controlplane/devissuer"
 	"github.com/jitgate/jitgate/filter/authorize"
+	"github.com/jitgate/jitgate/tools/freeport"
 )
 
 // TestAuditTrailReadableOverNATSListen starts jitgated with embedded NATS and a loopback
@@ -25,7 +26,7 @@ import (
 // records back over that port the way `jitgate audit` does; /v1/status and /metrics show
 // the audit trail.
 func TestAuditTrailReadableOverNATSListen(t *testing.T) {
-	xdsPort, apiPort, devPort, natsPort := freePort(t), freePort(t), freePort(t), freePort(t)
+	xdsPort, apiPort, devPort, natsPort := freeport.For(t), freeport.For(t), freeport.For(t), freeport.For(t)
 	dir := t.TempDir()
 	key := writeSAKey(t)
 	cfgPath := filepath.Join(dir, "jitgated.yaml")

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	"github.com/jitgate/jitgate/controlplane/credentials"
 	"github.com/jitgate/jitgate/controlplane/devissuer"
 	"github.com/jitgate/jitgate/filter/authorize"
+	"github.com/jitgate/jitgate/tools/freeport"
 )
 
 func writeConfig(t *testing.T, body string) string {
@@ -97,7 +97,7 @@ func TestCheckConfig(t *testing.T) {
 // call with a token from `POST /dev/token`, reloads a broken config (the last good snapshot
 // must stay), and shuts down.
 func TestServeAndShutdown(t *testing.T) {
-	xdsPort, apiPort, devPort := freePort(t), freePort(t), freePort(t)
+	xdsPort, apiPort, devPort := freeport.For(t), freeport.For(t), freeport.For(t)
 	dir := t.TempDir()
 	key := writeSAKey(t)
 	keyJSON, _ := os.ReadFile(key)
@@ -221,16 +221,6 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 type syncWriter struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
@@ -306,7 +296,7 @@ func status(t *testing.T, api string) serveStatus {
 // an edit is picked up by the watcher and pushed to the xDS snapshot, an invalid edit
 // keeps the last good bundle and shows in /v1/status and /metrics, SIGHUP reloads.
 func TestServeWithPolicies(t *testing.T) {
-	xdsPort, apiPort, devPort := freePort(t), freePort(t), freePort(t)
+	xdsPort, apiPort, devPort := freeport.For(t), freeport.For(t), freeport.For(t)
 	dir := t.TempDir()
 	// policies.dir is relative to the config file.
 	pdir := filepath.Join(dir, "policies")

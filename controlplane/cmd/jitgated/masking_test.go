@@ -18,6 +18,7 @@ import (
 	"github.com/jitgate/jitgate/controlplane/devissuer"
 	"github.com/jitgate/jitgate/filter/authorize"
 	"github.com/jitgate/jitgate/filter/bqapi"
+	"github.com/jitgate/jitgate/tools/freeport"
 )
 
 const maskPolicyDoc = `apiVersion: jitgate.dev/v1
@@ -63,7 +64,7 @@ func TestServeMasksWithEmulator(t *testing.T) {
 	}
 	resp.Body.Close()
 
-	xdsPort, apiPort, devPort := freePort(t), freePort(t), freePort(t)
+	xdsPort, apiPort, devPort := freeport.For(t), freeport.For(t), freeport.For(t)
 	dir := t.TempDir()
 	pdir := filepath.Join(dir, "policies")
 	if err := os.Mkdir(pdir, 0o700); err != nil {
