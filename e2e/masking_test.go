@@ -722,3 +722,49 @@ func TestMaskingColumnSelectionRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestMaskingRepeatedFieldMaskHeaders: a partial-response selector is judged on every
+// X-Goog-FieldMask header, whichever one Envoy would hand the filter's single-value
+// getter; one header reaching inside a member refuses the masked call (403), wherever it
+// stands among the others. Top-level selectors in several headers still pass, masked.
+func TestMaskingRepeatedFieldMaskHeaders(t *testing.T) {
+	token := installMaskedPolicy(t)
+	tableGet := "/bigquery/v2/projects/" + project + "/datasets/hr/tables/employees"
+	queryBody := []byte(fmt.Sprintf(`{"query":%q,"useLegacySql":false}`, "SELECT id, email, ssn FROM "+hrTable+" ORDER BY id"))
+	for _, c := range []struct {
+		name, method, path string
+		body               []byte
+		masks              []string
+		reason             string // "" = allowed
+	}{
+		{"query, inner selector second", "POST", jobsQueryPath, queryBody, []string{"rows,jobComplete", "schema/fields(name)"}, "masked-partial-response"},
+		{"query, inner selector first", "POST", jobsQueryPath, queryBody, []string{"schema/fields(name)", "rows,jobComplete"}, "masked-partial-response"},
+		{"query, inner selector in the middle", "POST", jobsQueryPath, queryBody, []string{"jobComplete", "rows/f", "schema"}, "masked-partial-response"},
+		{"tables.get, inner selector second", "GET", tableGet, nil, []string{"schema", "schema/fields(name)"}, "masked-partial-response"},
+		{"query, top-level selectors only", "POST", jobsQueryPath, queryBody, []string{"rows,schema", "jobComplete,jobReference"}, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := http.Header{"X-Goog-Fieldmask": c.masks}
+			if c.body != nil {
+				h.Set("Content-Type", "application/json")
+			}
+			resp, body := rawCallAs(t, "Bearer "+token, c.method, c.path, c.body, h)
+			if found := leaks(string(body)); len(found) > 0 {
+				t.Errorf("LEAK: %s", strings.Join(found, "; "))
+			}
+			if c.reason == "" {
+				if resp.StatusCode != 200 {
+					t.Fatalf("%d %q %s", resp.StatusCode, resp.Header.Get("x-jitgate-deny-reason"), body)
+				}
+				if !strings.Contains(string(body), `"rows"`) {
+					t.Errorf("no rows in the allowed response: %s", body)
+				}
+				return
+			}
+			if resp.StatusCode != 403 || resp.Header.Get("x-jitgate-deny-reason") != c.reason {
+				t.Errorf("%d %q %s", resp.StatusCode, resp.Header.Get("x-jitgate-deny-reason"), body)
+			}
+			assertBQError(t, resp, body, 403, "accessDenied")
+		})
+	}
+}

@@ -73,7 +73,7 @@ func (h *httpContext) takeMasking(resp *authorize.Response) error {
 //
 //   - selectedFields (tabledata.list, tables.get): a column subset in the caller's order.
 //   - A partial response (the fields parameter, or the X-Goog-FieldMask header it can
-//     travel in) that selects inside a member ("schema/fields(name)", "rows/f"): it can
+//     travel in; every occurrence of each is judged) that selects inside a member ("schema/fields(name)", "rows/f"): it can
 //     drop a schema's types or nested fields. Top-level members only ("rows,pageToken,
 //     totalRows", what the Python, Go and Java clients send) are accepted: the members
 //     keep their shape, and rows without a schema fail closed in maskDecoded.
@@ -93,10 +93,35 @@ func (h *httpContext) maskedCallShape() *bqapi.Rejection {
 			}
 		}
 	}
-	if v, err := proxywasm.GetHttpRequestHeader("x-goog-fieldmask"); err == nil && !topLevelFields(v) {
-		return partialResponseRefused()
+	masks, err := requestHeaderValues("x-goog-fieldmask")
+	if err != nil {
+		return bqapi.Reject(bqapi.ReasonInternal, "the gateway could not read the request headers")
+	}
+	for _, v := range masks {
+		if !topLevelFields(v) {
+			return partialResponseRefused()
+		}
 	}
 	return nil
+}
+
+// requestHeaderValues returns every value of a request header, in order. Envoy's
+// single-value getter (proxy_get_header_map_value, proxywasm.GetHttpRequestHeader)
+// returns only the first of repeated headers (Envoy 1.40, e2e
+// TestMaskingRepeatedFieldMaskHeaders), so a check that must judge all of them reads the
+// whole map. Names compare case-insensitively (Envoy hands them over lower-cased).
+func requestHeaderValues(name string) ([]string, error) {
+	all, err := proxywasm.GetHttpRequestHeaders()
+	if err != nil {
+		return nil, err
+	}
+	var vals []string
+	for _, kv := range all {
+		if strings.EqualFold(kv[0], name) {
+			vals = append(vals, kv[1])
+		}
+	}
+	return vals, nil
 }
 
 func partialResponseRefused() *bqapi.Rejection {

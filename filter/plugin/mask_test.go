@@ -513,6 +513,11 @@ func TestMaskedCallShape(t *testing.T) {
 		{"$fields", table + "?%24fields=schema(fields(name,mode))", nil, bqapi.ReasonMaskedPartialResponse},
 		{"empty fields member", tabledataPath + "&fields=rows,,", nil, bqapi.ReasonMaskedPartialResponse},
 		{"X-Goog-FieldMask header", table, [][2]string{{"x-goog-fieldmask", "schema.fields.name"}}, bqapi.ReasonMaskedPartialResponse},
+		// Envoy's single-value getter returns the first of repeated headers: every one counts.
+		{"second X-Goog-FieldMask header", table, [][2]string{{"x-goog-fieldmask", "rows"}, {"x-goog-fieldmask", "schema.fields.name"}}, bqapi.ReasonMaskedPartialResponse},
+		{"third X-Goog-FieldMask header", table, [][2]string{{"x-goog-fieldmask", "rows"}, {"x-goog-fieldmask", "totalRows"}, {"x-goog-fieldmask", "rows/f"}}, bqapi.ReasonMaskedPartialResponse},
+		{"top-level fields and an inner X-Goog-FieldMask", table + "?fields=rows,schema", [][2]string{{"x-goog-fieldmask", "schema(fields(name))"}}, bqapi.ReasonMaskedPartialResponse},
+		{"top-level X-Goog-FieldMask and inner $fields", table + "?%24fields=schema/fields", [][2]string{{"x-goog-fieldmask", "rows"}}, bqapi.ReasonMaskedPartialResponse},
 	}
 	vmTest(t, func(t *testing.T, vm types.VMContext) {
 		host := configuredHost(t, vm)
@@ -540,6 +545,11 @@ func TestMaskedCallShape(t *testing.T) {
 				req := request{method: "GET", path: path, answer: maskAnswer(t, maskingFor(maskSchema))}
 				wantMasked(t, exchange(t, host, req, upstreamOK(laterPage), nil), false)
 			}
+		})
+		t.Run("top-level X-Goog-FieldMask headers pass and are masked", func(t *testing.T) {
+			req := request{method: "GET", path: "/bigquery/v2/projects/p/queries/job_1?fields=rows", answer: maskAnswer(t, maskingFor(maskSchema)),
+				headers: [][2]string{{"x-goog-fieldmask", "rows,pageToken"}, {"x-goog-fieldmask", "totalRows"}}}
+			wantMasked(t, exchange(t, host, req, upstreamOK(laterPage), nil), false)
 		})
 		t.Run("jobs.cancel of a masked job: the job's messages are withheld", func(t *testing.T) {
 			leak := `Bad int64 value: ` + canaryEmail
