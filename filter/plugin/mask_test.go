@@ -392,6 +392,27 @@ func TestMaskErrorsPass(t *testing.T) {
 				t.Errorf("error document %s", o.agentBody)
 			}
 		})
+		t.Run("google.rpc details of an error document", func(t *testing.T) {
+			withDetails := `{"error":{"code":400,"message":"` + leakMsg + `","errors":[{"message":"` + leakMsg + `","domain":"global","reason":"invalidQuery"}],"status":"INVALID_ARGUMENT",` +
+				`"details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"INVALID_QUERY","domain":"bigquery.googleapis.com","metadata":{"value":"` + canaryEmail + `"}},` +
+				`{"@type":"type.googleapis.com/google.rpc.BadRequest","fieldViolations":[{"field":"query","description":"` + leakMsg + `"}]},` +
+				`{"@type":"type.googleapis.com/google.rpc.DebugInfo","stackEntries":["` + canaryEmail + `"],"detail":"` + canaryEmail + `"},` +
+				`{"@type":"type.example/Unknown","text":"` + canaryEmail + `"}]}}`
+			up := upstream{status: "400", headers: [][2]string{{"content-type", "application/json"}}, chunks: withBody(withDetails)}
+			o := exchange(t, host, queryReq(), up, nil)
+			wantScrubbed(t, o)
+			var doc struct {
+				Error struct {
+					Details []struct {
+						Type   string `json:"@type"`
+						Reason string `json:"reason"`
+					} `json:"details"`
+				} `json:"error"`
+			}
+			if json.Unmarshal(o.agentBody, &doc) != nil || len(doc.Error.Details) != 3 || doc.Error.Details[0].Reason != "INVALID_QUERY" {
+				t.Errorf("details %s", o.agentBody)
+			}
+		})
 		t.Run("gzip BigQuery error, decoded", func(t *testing.T) {
 			up := upstream{status: "404", headers: [][2]string{{"content-encoding", "gzip"}}, chunks: withBody(string(gzipped(t, []byte(bqErr))))}
 			wantScrubbed(t, exchange(t, host, queryReq(), up, nil))
