@@ -15,7 +15,7 @@ import (
 // Latency benchmarks against the real stack, side by side (`make bench`):
 //   - QueryGatewayVsDirect: the agent's jobs.query straight to the emulator (the
 //     baseline) and the same call through Envoy, the jitgate filter, the authorize callout
-//     (token verification, policy, credential mint, audit) and the job report, alternated
+//     (token verification, policy, credential mint, audit) and the response report, alternated
 //     call by call;
 //   - Authorize: jitgated's /v1/authorize alone, as the filter calls it.
 // They report p50 and p99; compare them as ratios, never as absolutes.

@@ -1,9 +1,10 @@
 // Package api owns jitgated's HTTP API: liveness (/healthz), readiness (/readyz), the
 // operator status document (/v1/status: xDS, NATS, identity, the live policies and the
 // audit trail), Prometheus metrics (/metrics) and the filter's
-// callouts (POST /v1/authorize, served by controlplane/authz, and POST /v1/jobs, the job
-// reports served by controlplane/jobs), which Envoy reaches through
-// the "jitgate_controlplane" cluster.
+// callouts (POST /v1/authorize, served by controlplane/authz, and POST /v1/responses, the
+// response reports served by controlplane/responses, which also record jobs in the job
+// ledger), which Envoy reaches through the "jitgate_controlplane" cluster, and the
+// approvers' API (/v1/approvals).
 package api
 
 import (
@@ -34,9 +35,6 @@ type Options struct {
 	Audit func() AuditStatus
 	// Authorize serves the filter's authorize callout (authz.Service); nil answers 503.
 	Authorize http.Handler
-	// Jobs serves the filter's job reports (POST /v1/jobs, the job ledger); nil answers
-	// 503.
-	Jobs http.Handler
 	// Responses serves the filter's response reports (POST /v1/responses: job ledger and
 	// response audit records, controlplane/responses); nil answers 503.
 	Responses http.Handler
@@ -121,13 +119,6 @@ func NewHandler(o Options) http.Handler {
 		})
 	}
 	mux.Handle(authorize.Path, authorizeHandler)
-	jobsHandler := o.Jobs
-	if jobsHandler == nil {
-		jobsHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "the job ledger is not configured"})
-		})
-	}
-	mux.Handle(authorize.JobsPath, jobsHandler)
 	responsesHandler := o.Responses
 	if responsesHandler == nil {
 		responsesHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {

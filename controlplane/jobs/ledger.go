@@ -7,8 +7,9 @@
 //     the SQL analysis summary. Written before the call's credential is minted; a failed
 //     write denies the call (503).
 //   - jitgate_jobs (history 1, TTL 48h, longer than BigQuery keeps anonymous results):
-//     one record per job, written when the filter reports the job an allowed call created
-//     (POST /v1/jobs, filter/authorize.JobReport), under three kinds of key: the job
+//     one record per job, written when the filter reports the response of an allowed
+//     call that names a job (POST /v1/responses, controlplane/responses, which hands the
+//     ledger a Report), under three kinds of key: the job
 //     (project + job id), the stateless query (project + query id) and the result table
 //     (project.dataset.table).
 //
@@ -32,7 +33,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/jitgate/jitgate/filter/authorize"
+	"github.com/jitgate/jitgate/filter/bqapi"
 	"github.com/jitgate/jitgate/filter/masking"
 	"github.com/jitgate/jitgate/policies"
 )
@@ -49,7 +50,7 @@ const (
 	DefaultTimeout = time.Second
 )
 
-// Refusal reasons of a job report (JobReportAck.Reason).
+// Refusal reasons of a Report (Outcome.Reason; the response report's answer carries it).
 const (
 	ReasonUnknownDecision   = "unknown_decision"
 	ReasonOwnedByAnother    = "job_owned_by_another_agent"
@@ -278,6 +279,22 @@ func (l *Ledger) get(ctx context.Context, kv jetstream.KeyValue, key string, v a
 	return e.Revision(), true, nil
 }
 
+// Report is the job that one upstream response of an allowed call names: what Record
+// binds to the agent of the decision that allowed the call.
+type Report struct {
+	// DecisionID is the authorize decision that allowed the call.
+	DecisionID string
+	// API is the call whose response this is: jobs.query, jobs.insert or jobs.get.
+	API string
+	// Job is the response's jobReference (nil for stateless queries).
+	Job *bqapi.JobReference
+	// QueryID identifies a stateless query (jobCreationMode JOB_CREATION_OPTIONAL).
+	QueryID string
+	// ResultTable is the job's destination (for queries, the anonymous result table),
+	// when the response names it.
+	ResultTable *bqapi.TableReference
+}
+
 // Outcome is what Record did with a report.
 type Outcome struct {
 	Recorded bool
@@ -292,20 +309,38 @@ type Outcome struct {
 // Record binds the job in a report to the agent of the decision that allowed the call. An
 // error means the ledger could not be read or written (answer 503); a refusal is an
 // Outcome with Recorded false.
-func (l *Ledger) Record(ctx context.Context, r authorize.JobReport) (Outcome, error) {
+// Recorded jobs are logged at INFO, refusals at WARN (the caller logs a ledger error).
+func (l *Ledger) Record(ctx context.Context, r Report) (Outcome, error) {
 	out, err := l.record(ctx, r)
 	switch {
 	case err != nil:
 		l.metrics.record(ResultError)
+		return out, err
 	case out.Recorded:
 		l.metrics.record(ResultRecorded)
 	default:
 		l.metrics.record(out.Reason)
 	}
-	return out, err
+	attrs := []slog.Attr{slog.String("decision_id", r.DecisionID), slog.String("api", r.API), slog.String("query_id", r.QueryID)}
+	if r.Job != nil {
+		attrs = append(attrs, slog.String("project", r.Job.ProjectID), slog.String("job_id", r.Job.JobID),
+			slog.String("location", r.Job.Location))
+	}
+	if j := out.Job; j != nil {
+		attrs = append(attrs, slog.String("agent", j.Agent), slog.String("issuer", j.Issuer),
+			slog.String("policy", j.Policy), slog.String("result_table", j.ResultTable),
+			slog.String("statement_kind", j.StatementKind))
+	}
+	if out.Recorded {
+		l.log.LogAttrs(ctx, slog.LevelInfo, "job recorded", attrs...)
+	} else {
+		l.log.LogAttrs(ctx, slog.LevelWarn, "job report refused",
+			append(attrs, slog.String("reason", out.Reason), slog.String("detail", out.Detail))...)
+	}
+	return out, nil
 }
 
-func (l *Ledger) record(ctx context.Context, r authorize.JobReport) (Outcome, error) {
+func (l *Ledger) record(ctx context.Context, r Report) (Outcome, error) {
 	dec, err := l.Decision(ctx, r.DecisionID)
 	if err != nil {
 		return Outcome{}, err

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -19,7 +17,6 @@ import (
 
 	"github.com/jitgate/jitgate/controlplane/jobs"
 	"github.com/jitgate/jitgate/controlplane/natsembed"
-	"github.com/jitgate/jitgate/filter/authorize"
 	"github.com/jitgate/jitgate/filter/bqapi"
 	"github.com/jitgate/jitgate/filter/masking"
 )
@@ -111,15 +108,15 @@ func decision(id, agent, api string) jobs.Decision {
 	}
 }
 
-func report(decisionID, api, jobID string) authorize.JobReport {
-	r := authorize.JobReport{Version: authorize.Version, DecisionID: decisionID, API: api}
+func report(decisionID, api, jobID string) jobs.Report {
+	r := jobs.Report{DecisionID: decisionID, API: api}
 	if jobID != "" {
 		r.Job = &bqapi.JobReference{ProjectID: project, JobID: jobID, Location: "US"}
 	}
 	return r
 }
 
-func mustRecord(t *testing.T, l *testLedger, r authorize.JobReport) jobs.Outcome {
+func mustRecord(t *testing.T, l *testLedger, r jobs.Report) jobs.Outcome {
 	t.Helper()
 	out, err := l.Record(t.Context(), r)
 	if err != nil {
@@ -310,10 +307,8 @@ func TestUnknownDecision(t *testing.T) {
 	if j, _ := l.Job(t.Context(), project, "job_u"); j != nil {
 		t.Errorf("a report without a decision was recorded: %+v", j)
 	}
-	// Over HTTP: 200 with recorded=false (the filter then fails closed).
-	code, ack := postReport(t, l.Handler(), report("dec_never", "jobs.query", "job_u"))
-	if code != http.StatusOK || ack.Recorded || ack.Reason != jobs.ReasonUnknownDecision {
-		t.Errorf("HTTP: %d %+v", code, ack)
+	if out := mustRecord(t, l, report("dec_never", "jobs.query", "job_u")); out.Recorded || out.Reason != jobs.ReasonUnknownDecision {
+		t.Errorf("again: %+v", out)
 	}
 	if got := l.count(t, "jitgate_jobs_recorded_total", jobs.ReasonUnknownDecision); got != 3 {
 		t.Errorf("metric unknown_decision = %v", got)
@@ -331,9 +326,9 @@ func TestDifferentOwner(t *testing.T) {
 	b := decision("dec_b", "agent-b", "jobs.insert")
 	b.ClientJobID = "job_x"
 	_ = l.RecordDecision(ctx, b)
-	code, ack := postReport(t, l.Handler(), report("dec_b", "jobs.insert", "job_x"))
-	if code != http.StatusOK || ack.Recorded || ack.Reason != jobs.ReasonOwnedByAnother {
-		t.Fatalf("HTTP: %d %+v", code, ack)
+	if out := mustRecord(t, l, report("dec_b", "jobs.insert", "job_x")); out.Recorded || out.Reason != jobs.ReasonOwnedByAnother ||
+		!strings.Contains(out.Detail, `owned by agent "agent-a"`) {
+		t.Fatalf("%+v", out)
 	}
 	if j, _ := l.Job(ctx, project, "job_x"); j == nil || j.Agent != "agent-a" || j.DecisionID != "dec_a" {
 		t.Errorf("owner changed: %+v", j)
@@ -353,7 +348,7 @@ func TestDifferentOwner(t *testing.T) {
 		t.Errorf("metric = %v", got)
 	}
 	// The report must match its decision: API, project and client job id.
-	mismatch := []authorize.JobReport{report("dec_b", "jobs.query", "job_x"), report("dec_b", "jobs.insert", "job_other")}
+	mismatch := []jobs.Report{report("dec_b", "jobs.query", "job_x"), report("dec_b", "jobs.insert", "job_other")}
 	wrongProject := report("dec_b", "jobs.insert", "job_x")
 	wrongProject.Job.ProjectID = "another-project"
 	for _, r := range append(mismatch, wrongProject) {
@@ -378,51 +373,12 @@ func TestKVFailure(t *testing.T) {
 	if _, err := l.Record(ctx, report("dec_k", "jobs.query", "job_k")); !errors.Is(err, jobs.ErrUnavailable) {
 		t.Errorf("Record: %v", err)
 	}
-	code, _ := postReportRaw(t, l.Handler(), report("dec_k", "jobs.query", "job_k"))
-	if code != http.StatusServiceUnavailable {
-		t.Errorf("HTTP = %d, want 503", code)
+	if _, err := l.Record(ctx, report("dec_k", "jobs.insert", "job_k2")); !errors.Is(err, jobs.ErrUnavailable) {
+		t.Errorf("Record again: %v", err)
 	}
 	if got := l.count(t, "jitgate_jobs_recorded_total", jobs.ResultError); got != 2 {
 		t.Errorf("metric error = %v", got)
 	}
-}
-
-func TestHandlerContract(t *testing.T) {
-	l := openLedger(t, startNATS(t, "", ""))
-	h := l.Handler()
-	for _, body := range []string{`{}`, `{"version":"jitgate.dev/authorize/v1","decisionId":"d","api":"jobs.query"}`, `not json`} {
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, authorize.JobsPath, strings.NewReader(body)))
-		if rec.Code != http.StatusBadRequest {
-			t.Errorf("%s: %d", body, rec.Code)
-		}
-	}
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, authorize.JobsPath, nil))
-	if rec.Code != http.StatusMethodNotAllowed {
-		t.Errorf("GET: %d", rec.Code)
-	}
-}
-
-func postReportRaw(t *testing.T, h http.Handler, r authorize.JobReport) (int, []byte) {
-	t.Helper()
-	body, err := r.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, authorize.JobsPath, bytes.NewReader(body)))
-	return rec.Code, rec.Body.Bytes()
-}
-
-func postReport(t *testing.T, h http.Handler, r authorize.JobReport) (int, authorize.JobReportAck) {
-	t.Helper()
-	code, body := postReportRaw(t, h, r)
-	ack, err := authorize.ParseJobReportAck(body)
-	if err != nil {
-		t.Fatalf("ack %d %s: %v", code, body, err)
-	}
-	return code, ack
 }
 
 // A decision's masking plan goes with its job under every key (job, result table), after

@@ -13,7 +13,6 @@ type Metrics struct {
 const (
 	ResultRecorded = "recorded"
 	ResultError    = "error"
-	ResultInvalid  = "invalid_report"
 	// ...and the refusal reasons: unknown_decision, job_owned_by_another_agent,
 	// decision_mismatch, decision_not_recordable.
 )
@@ -31,14 +30,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		recorded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jitgate_jobs_recorded_total",
-			Help: "Job reports from the filter (POST /v1/jobs) by result: recorded, unknown_decision, job_owned_by_another_agent, decision_mismatch, decision_not_recordable, invalid_report, error (ledger unavailable).",
+			Help: "Jobs named by the filter's response reports (POST /v1/responses) by result: recorded, unknown_decision, job_owned_by_another_agent, decision_mismatch, decision_not_recordable, error (ledger unavailable).",
 		}, []string{"result"}),
 		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jitgate_job_lookups_total",
 			Help: "Ownership checks of follow-up calls (jobs.get, getQueryResults, cancel, delete, tabledata.list on result tables) by result: owner, not_owner, not_found, error.",
 		}, []string{"result"}),
 	}
-	for _, r := range []string{ResultRecorded, ResultError, ResultInvalid, ReasonUnknownDecision, ReasonOwnedByAnother, ReasonDecisionMismatch, ReasonNotRecordable} {
+	for _, r := range []string{ResultRecorded, ResultError, ReasonUnknownDecision, ReasonOwnedByAnother, ReasonDecisionMismatch, ReasonNotRecordable} {
 		m.recorded.WithLabelValues(r)
 	}
 	for _, r := range []string{LookupOwner, LookupNotOwner, LookupNotFound, LookupError} {

@@ -29,8 +29,8 @@ import (
 )
 
 // gateway is the real authorize service (dev issuers, go-oidc verifier, self-signed JWT
-// minter) with the job steps, and the job report handler, on one loopback server: what
-// the filter talks to.
+// minter) with the job steps on one loopback server, and the ledger the response reports
+// record jobs in: what the filter talks to.
 type gateway struct {
 	url          string
 	issA, issB   *devissuer.Issuer
@@ -114,7 +114,6 @@ func newGateway(t *testing.T, l *testLedger, withPolicies bool) *gateway {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(authorize.Path, svc)
-	mux.Handle(authorize.JobsPath, l.Handler())
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	g.url = srv.URL
@@ -168,20 +167,13 @@ func (g *gateway) runQuery(t *testing.T, a agent, jobID, resultDataset, resultTa
 	if r.Decision != authorize.Allow {
 		t.Fatalf("query denied: %+v", r)
 	}
-	rep := authorize.JobReport{DecisionID: r.DecisionID, API: "jobs.query", Job: &bqapi.JobReference{ProjectID: project, JobID: jobID, Location: "US"}}
+	// The ledger's part of the filter's response report (POST /v1/responses).
+	rep := jobs.Report{DecisionID: r.DecisionID, API: "jobs.query", Job: &bqapi.JobReference{ProjectID: project, JobID: jobID, Location: "US"}}
 	if resultTable != "" {
 		rep.ResultTable = &bqapi.TableReference{ProjectID: project, DatasetID: resultDataset, TableID: resultTable}
 	}
-	body, _ := rep.Marshal()
-	resp, err := http.Post(g.url+authorize.JobsPath, "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	ack, err := authorize.ParseJobReportAck(out)
-	if resp.StatusCode != 200 || err != nil || !ack.Recorded {
-		t.Fatalf("report: %d %s %v", resp.StatusCode, out, err)
+	if out, err := g.ledger.Record(t.Context(), rep); err != nil || !out.Recorded {
+		t.Fatalf("report: %+v %v", out, err)
 	}
 	return r
 }

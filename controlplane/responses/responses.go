@@ -4,8 +4,8 @@
 //
 //  1. finds the call's decision record in the audit trail (the agent is taken from it,
 //     never from the report) and refuses reports of unknown or denied decisions;
-//  2. records the job the response names in the job ledger (controlplane/jobs), exactly
-//     as POST /v1/jobs does;
+//  2. records the job the response names in the job ledger (controlplane/jobs: which
+//     agent owns it, so follow-up calls on it are allowed only for that agent);
 //  3. appends a response record (audit.KindResponse) joined to the decision by its id:
 //     upstream status, rows, masked cells, detector hits, bytes, the digest of the body
 //     the agent receives and the start of that (masked) body.
@@ -62,7 +62,7 @@ type Trail interface {
 
 // Ledger records jobs; *jobs.Ledger implements it.
 type Ledger interface {
-	Record(ctx context.Context, r authorize.JobReport) (jobs.Outcome, error)
+	Record(ctx context.Context, r jobs.Report) (jobs.Outcome, error)
 }
 
 // Options configure a Handler.
@@ -135,7 +135,8 @@ func (h *Handler) Record(ctx context.Context, rep authorize.ResponseReport) (Out
 		return Outcome{Reason: ReasonDecisionMismatch, Detail: "report for " + rep.API + ", decision for " + dec.API}, nil
 	}
 	if rep.NamesJob() {
-		out, err := h.o.Ledger.Record(ctx, rep.JobReport())
+		out, err := h.o.Ledger.Record(ctx, jobs.Report{DecisionID: rep.DecisionID, API: rep.API,
+			Job: rep.Job, QueryID: rep.QueryID, ResultTable: rep.ResultTable})
 		if err != nil {
 			return Outcome{}, errors.Join(errLedger, err)
 		}

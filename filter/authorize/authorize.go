@@ -332,85 +332,11 @@ func decodeStrict(b []byte, v any) error {
 	return nil
 }
 
-// JobsPath is where the filter reports the job that an allowed call created or
-// described (from the upstream's response), before it releases the response to the
-// agent. The control plane's job ledger then knows which agent owns which job, so
-// follow-up calls (jobs.get, getQueryResults, cancel, tabledata.list on the job's result
-// table) are allowed only for that agent.
-const JobsPath = "/v1/jobs"
-
-// JobReport describes the job in one upstream response.
-type JobReport struct {
-	Version string `json:"version"`
-	// DecisionID is the authorize decision that allowed the call; it binds the job to the
-	// agent that decision verified.
-	DecisionID string `json:"decisionId"`
-	RequestID  string `json:"requestId,omitempty"`
-	// API is the call whose response this is: jobs.query, jobs.insert or jobs.get.
-	API string `json:"api"`
-	// Job is the response's jobReference (absent for stateless queries).
-	Job *bqapi.JobReference `json:"job,omitempty"`
-	// QueryID identifies a stateless query (jobCreationMode JOB_CREATION_OPTIONAL).
-	QueryID string `json:"queryId,omitempty"`
-	// ResultTable is the job's destination (for queries, the anonymous result table), when
-	// the response names it.
-	ResultTable *bqapi.TableReference `json:"resultTable,omitempty"`
-}
-
-// JobReportAck is the control plane's answer; the filter releases the response only when
-// Recorded is true (fail closed: an unrecorded job could never be paged by its owner).
-type JobReportAck struct {
-	Version  string `json:"version"`
-	Recorded bool   `json:"recorded"`
-	// Reason explains a refusal (e.g. unknown decision).
-	Reason string `json:"reason,omitempty"`
-}
-
-// Marshal encodes r with the current version.
-func (r JobReport) Marshal() ([]byte, error) {
-	r.Version = Version
-	return json.Marshal(r)
-}
-
-// ParseJobReport decodes and checks a job report.
-func ParseJobReport(b []byte) (JobReport, error) {
-	var r JobReport
-	if err := decodeStrict(b, &r); err != nil {
-		return JobReport{}, err
-	}
-	switch {
-	case r.Version != Version:
-		return JobReport{}, fmt.Errorf("%w: job report version %q, want %q", ErrContract, r.Version, Version)
-	case r.DecisionID == "" || r.API == "":
-		return JobReport{}, fmt.Errorf("%w: job report without decision id or api", ErrContract)
-	case (r.Job == nil || r.Job.JobID == "") && r.QueryID == "":
-		return JobReport{}, fmt.Errorf("%w: job report names no job and no query id", ErrContract)
-	}
-	return r, nil
-}
-
-// Marshal encodes a with the current version.
-func (a JobReportAck) Marshal() ([]byte, error) {
-	a.Version = Version
-	return json.Marshal(a)
-}
-
-// ParseJobReportAck decodes and checks an acknowledgement.
-func ParseJobReportAck(b []byte) (JobReportAck, error) {
-	var a JobReportAck
-	if err := decodeStrict(b, &a); err != nil {
-		return JobReportAck{}, err
-	}
-	if a.Version != Version {
-		return JobReportAck{}, fmt.Errorf("%w: job report ack version %q, want %q", ErrContract, a.Version, Version)
-	}
-	return a, nil
-}
-
 // ResponsesPath is where the filter reports every response of an allowed call before it
 // releases it to the agent: the control plane records the job it names in the job ledger
-// (as JobsPath does) and appends a response record to the audit trail, joined to the
-// decision by its id. One callout per response; the filter releases the response only
+// (which agent owns which job, so that follow-up calls on it are allowed only for that
+// agent) and appends a response record to the audit trail, joined to the decision by its
+// id. One callout per response; the filter releases the response only
 // when the answer says Recorded (fail closed: 503 otherwise).
 const ResponsesPath = "/v1/responses"
 
@@ -428,8 +354,11 @@ type ResponseReport struct {
 	// API is the call whose response this is ("jobs.query").
 	API string `json:"api"`
 	// Job, QueryID and ResultTable are what a jobs.query, jobs.insert or jobs.get response
-	// named (as in JobReport); when Job or QueryID is set the control plane records the
-	// job in the ledger before the audit record, and refuses the report when it cannot.
+	// named: its jobReference (absent for stateless queries), the queryId of a stateless
+	// query (jobCreationMode JOB_CREATION_OPTIONAL) and the job's destination (for
+	// queries the anonymous result table). When Job or QueryID is set the control plane
+	// records the job in the ledger before the audit record, and refuses the report when
+	// it cannot.
 	Job         *bqapi.JobReference   `json:"job,omitempty"`
 	QueryID     string                `json:"queryId,omitempty"`
 	ResultTable *bqapi.TableReference `json:"resultTable,omitempty"`
@@ -484,12 +413,6 @@ func (r ResponseReport) Marshal() ([]byte, error) {
 // NamesJob reports whether the response named a job or stateless query for the ledger.
 func (r ResponseReport) NamesJob() bool {
 	return (r.Job != nil && r.Job.JobID != "") || r.QueryID != ""
-}
-
-// JobReport is the ledger's part of the report (valid when NamesJob).
-func (r ResponseReport) JobReport() JobReport {
-	return JobReport{Version: Version, DecisionID: r.DecisionID, RequestID: r.RequestID, API: r.API,
-		Job: r.Job, QueryID: r.QueryID, ResultTable: r.ResultTable}
 }
 
 // ParseResponseReport decodes and checks a response report.

@@ -112,33 +112,6 @@ func TestResponseRoundTrip(t *testing.T) {
 	}
 }
 
-func TestJobReportRoundTripAndChecks(t *testing.T) {
-	in := JobReport{DecisionID: "dec_1", API: "jobs.query", Job: &bqapi.JobReference{ProjectID: "p", JobID: "j", Location: "US"},
-		ResultTable: &bqapi.TableReference{ProjectID: "p", DatasetID: "_anon", TableID: "t"}}
-	b, err := in.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := ParseJobReport(b)
-	if err != nil || out.Job.JobID != "j" || out.ResultTable.DatasetID != "_anon" {
-		t.Fatalf("%+v %v", out, err)
-	}
-	for name, doc := range map[string]string{
-		"no decision": `{"version":"` + Version + `","api":"jobs.query","job":{"jobId":"j"}}`,
-		"no job":      `{"version":"` + Version + `","decisionId":"d","api":"jobs.query"}`,
-		"old version": `{"version":"v0","decisionId":"d","api":"jobs.query","queryId":"q"}`,
-		"unknown":     `{"version":"` + Version + `","decisionId":"d","api":"jobs.query","queryId":"q","owner":"me"}`,
-	} {
-		if _, err := ParseJobReport([]byte(doc)); !errors.Is(err, ErrContract) {
-			t.Errorf("%s: %v", name, err)
-		}
-	}
-	ack, _ := JobReportAck{Recorded: true}.Marshal()
-	if a, err := ParseJobReportAck(ack); err != nil || !a.Recorded {
-		t.Fatalf("%+v %v", a, err)
-	}
-}
-
 func TestMaskingValidation(t *testing.T) {
 	good := allow()
 	good.Masking = &Masking{Rules: []masking.Rule{{Path: []int{1, 0}, Action: masking.Hash}},

@@ -87,7 +87,7 @@ func (h *httpContext) allow() types.Action {
 }
 
 // callControlPlane POSTs a JSON document to the control plane's API through its Envoy
-// cluster; every callout (authorize, job report) goes through here.
+// cluster; every callout (authorize, response report) goes through here.
 func (h *httpContext) callControlPlane(path string, doc []byte, timeoutMillis uint32, callback func(numHeaders, bodySize, numTrailers int)) error {
 	cp := h.cfg.ControlPlane
 	headers := [][2]string{

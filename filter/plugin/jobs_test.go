@@ -84,7 +84,7 @@ func recordedAck(t testing.TB) *answer {
 }
 
 // exchange drives one allowed request, then the upstream response up, then answers the
-// job report (if one is sent) with ack (nil: recorded), and completes the stream.
+// response report (if one is sent) with ack (nil: recorded), and completes the stream.
 func exchange(t *testing.T, host proxytest.HostEmulator, req request, up upstream, ack *answer) ledgerOutcome {
 	t.Helper()
 	before := len(host.GetInfoLogs())
@@ -168,7 +168,7 @@ func wantReleased(t *testing.T, o ledgerOutcome, up upstream) {
 		}
 	}
 	if o.report == nil || !o.heldBeforeAck {
-		t.Fatalf("response not held for a job report (report %v)", o.report != nil)
+		t.Fatalf("response not held for a response report (report %v)", o.report != nil)
 	}
 	if o.streamAction != types.ActionContinue {
 		t.Fatalf("response not resumed after the ack (action %v)", o.streamAction)
@@ -398,7 +398,7 @@ func TestJobLedgerUnrecordedJobWithheld(t *testing.T) {
 				}
 				o := exchange(t, host, req, upstreamOK(body), c.ack)
 				if o.report == nil || !o.heldBeforeAck {
-					t.Fatal("no job report while the response was held")
+					t.Fatal("no response report while the response was held")
 				}
 				wantWithheld(t, o, bqapi.ReasonJobNotRecorded,
 					"jitgate: unavailable: the job could not be recorded ("+c.detail+") (job-not-recorded)")

@@ -182,7 +182,7 @@ func TestMaskEachAPI(t *testing.T) {
 			wantNoAcceptEncoding(t, o)
 			wantMasked(t, o, true)
 			if o.report == nil || !o.heldBeforeAck || o.job.QueryID != "q-9" || o.job.Job == nil || o.job.Job.JobID != "job_1" {
-				t.Errorf("the masked response was not held for its job report (report %v)", o.report != nil)
+				t.Errorf("the masked response was not held for its response report (report %v)", o.report != nil)
 			}
 			if !strings.Contains(o.logLine, " job_recorded=true") {
 				t.Errorf("log line %q", o.logLine)

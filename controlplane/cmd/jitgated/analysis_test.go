@@ -81,7 +81,8 @@ spec:
 
 // TestServeAnalysesWithEmulator runs jitgated with policies against the real emulator:
 // queries are analysed over tables.get metadata and decided by the policy, the job an
-// allowed query creates is recorded through POST /v1/jobs, and only its owner may page it.
+// allowed query creates is recorded through the response report (POST /v1/responses),
+// and only its owner may page it; the retired job-report endpoint POST /v1/jobs is gone.
 func TestServeAnalysesWithEmulator(t *testing.T) {
 	emulator := startEmulator(t)
 	xdsPort, apiPort, devPort := freeport.For(t), freeport.For(t), freeport.For(t)
@@ -177,13 +178,19 @@ analysis: {cacheSize: 128, cacheTTL: 1m, tableMetadataTTL: 30s}
 	}
 
 	// The filter reports the job the allowed query created; its owner may page it.
-	rep, _ := authorize.JobReport{DecisionID: r.DecisionID, API: "jobs.query",
+	rep := authorize.ResponseReport{DecisionID: r.DecisionID, API: "jobs.query",
 		Job:         &bqapi.JobReference{ProjectID: demoProject, JobID: "job_emu_1", Location: "US"},
-		ResultTable: &bqapi.TableReference{ProjectID: demoProject, DatasetID: "_anon_emu", TableID: "anon1"}}.Marshal()
-	code, body := post(api+authorize.JobsPath, rep)
-	ack, err := authorize.ParseJobReportAck([]byte(body))
+		ResultTable: &bqapi.TableReference{ProjectID: demoProject, DatasetID: "_anon_emu", TableID: "anon1"}}
+	code, body := reportResponse(t, api, rep)
+	ack, err := authorize.ParseResponseReportAck([]byte(body))
 	if code != 200 || err != nil || !ack.Recorded {
-		t.Fatalf("job report: %d %s %v", code, body, err)
+		t.Fatalf("response report: %d %s %v", code, body, err)
+	}
+	// The job-only report of earlier filters is retired: nothing serves it.
+	old, _ := json.Marshal(map[string]any{"version": authorize.Version, "decisionId": r.DecisionID, "api": "jobs.query",
+		"job": map[string]string{"projectId": demoProject, "jobId": "job_emu_2"}})
+	if code, body := post(api+"/v1/jobs", old); code != http.StatusNotFound {
+		t.Errorf("POST /v1/jobs: %d %s, want 404", code, body)
 	}
 	page := authorize.Call{API: "jobs.getQueryResults", Method: "GET", JobID: "job_emu_1"}
 	if r := decide(etl, page, nil); r.Decision != authorize.Allow {

@@ -2,8 +2,9 @@
 // (listener, routes, clusters and the jitgate Wasm filter over ECDS), runs or connects to
 // NATS with JetStream, and serves the HTTP API (health, readiness, status, metrics, the
 // filter's POST /v1/authorize, which verifies agents and mints upstream credentials, and
-// POST /v1/jobs, where the filter reports the jobs agents create to the job ledger in
-// JetStream KV), and appends every authorize decision to the hash-chained audit trail in
+// POST /v1/responses, where the filter reports every response of an allowed call before
+// releasing it: the job it names goes to the job ledger in JetStream KV and the response
+// to the audit trail), and appends every authorize decision to the hash-chained audit trail in
 // JetStream (controlplane/audit) before answering it. Calls a policy allows only with a
 // human's approval wait for one (controlplane/approvals: KV state, events, the approvers'
 // API under /v1/approvals, webhooks).
@@ -71,8 +72,7 @@ const usageHeader = `jitgated - the jitgate control plane.
 Serves Envoy's configuration over ADS (gRPC), the HTTP API (/healthz, /readyz, /v1/status,
 /metrics, and for the filter POST /v1/authorize: verify the agent's OIDC token, mint a
 short-lived upstream credential; POST /v1/responses: before any response of an allowed
-call is released, record the job it names and append its audit record; POST /v1/jobs:
-the job-only report of earlier filters) and
+call is released, record the job it names and append its audit record) and
 NATS with JetStream (embedded unless --nats-url), which holds the job ledger (KV buckets
 jitgate_jobs and jitgate_decisions). Follow-up calls on a job (jobs.get, getQueryResults,
 cancel, delete, tabledata.list on its result table) are allowed only to the agent that
@@ -531,7 +531,6 @@ func serve(ctx context.Context, f *flags, cfg *config.Config, reload <-chan os.S
 			Policies:  policyStatus,
 			Audit:     auditStatus,
 			Authorize: authorizer,
-			Jobs:      ledger.Handler(),
 			Responses: responses.NewHandler(responses.Options{Trail: auditor, Ledger: ledger,
 				Relaxed: cfg.Audit.Mode == config.AuditRelaxed, MaxExcerptBytes: cfg.Audit.MaxExcerptBytes,
 				Logger: log, Registerer: reg}),

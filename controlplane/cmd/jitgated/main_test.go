@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -186,6 +188,20 @@ func TestServeAndShutdown(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("jitgated did not shut down")
 	}
+}
+
+// reportResponse posts the filter's report of a response naming a job (POST
+// /v1/responses, as the filter sends it before releasing an empty 200) and returns the
+// answer.
+func reportResponse(t *testing.T, api string, rep authorize.ResponseReport) (int, string) {
+	t.Helper()
+	empty := sha256.Sum256(nil)
+	rep.Response = authorize.ResponseSummary{Status: 200, Digest: "sha256:" + hex.EncodeToString(empty[:])}
+	body, err := rep.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return post(api+authorize.ResponsesPath, body)
 }
 
 func post(url string, body []byte) (int, string) {

@@ -163,10 +163,10 @@ masking: {hashKeyFile: hash.key}
 	}
 	// Its job is reported without a result table (jobs.query names none): its pages get
 	// the result schema the analyser resolved.
-	rep, _ := authorize.JobReport{DecisionID: counts.DecisionID, API: "jobs.query",
-		Job: &bqapi.JobReference{ProjectID: demoProject, JobID: "job_counts"}}.Marshal()
-	if code, body := post(api+authorize.JobsPath, rep); code != 200 || !strings.Contains(body, `"recorded":true`) {
-		t.Fatalf("job report: %d %s", code, body)
+	rep := authorize.ResponseReport{DecisionID: counts.DecisionID, API: "jobs.query",
+		Job: &bqapi.JobReference{ProjectID: demoProject, JobID: "job_counts"}}
+	if code, body := reportResponse(t, api, rep); code != 200 || !strings.Contains(body, `"recorded":true`) {
+		t.Fatalf("response report: %d %s", code, body)
 	}
 	r := decide(etl, authorize.Call{API: "jobs.getQueryResults", Method: "GET", JobID: "job_counts"}, nil)
 	if s, _ := json.Marshal(r.Masking.Schema); r.Decision != authorize.Allow ||
@@ -186,11 +186,11 @@ masking: {hashKeyFile: hash.key}
 	}
 
 	// The job of the first query, with its result table, is reported by the filter.
-	rep, _ = authorize.JobReport{DecisionID: q.DecisionID, API: "jobs.query",
+	rep = authorize.ResponseReport{DecisionID: q.DecisionID, API: "jobs.query",
 		Job:         &bqapi.JobReference{ProjectID: demoProject, JobID: "_jm1", Location: "US"},
-		ResultTable: &bqapi.TableReference{ProjectID: demoProject, DatasetID: "_jm1", TableID: "_jm1"}}.Marshal()
-	if code, body := post(api+authorize.JobsPath, rep); code != 200 || !strings.Contains(body, `"recorded":true`) {
-		t.Fatalf("job report: %d %s", code, body)
+		ResultTable: &bqapi.TableReference{ProjectID: demoProject, DatasetID: "_jm1", TableID: "_jm1"}}
+	if code, body := reportResponse(t, api, rep); code != 200 || !strings.Contains(body, `"recorded":true`) {
+		t.Fatalf("response report: %d %s", code, body)
 	}
 	wantSchema := `{"fields":[{"name":"name","type":"STRING","mode":"NULLABLE"},{"name":"email","type":"STRING","mode":"NULLABLE"},{"name":"country","type":"STRING","mode":"NULLABLE"}]}`
 	page := authorize.Call{API: "jobs.getQueryResults", Method: "GET", JobID: "_jm1"}
