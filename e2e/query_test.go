@@ -232,6 +232,30 @@ func TestGatewayErrorsAreBigQueryShaped(t *testing.T) {
 	}
 }
 
+// TestRepeatedRequestHeaders: Envoy joins a repeated Authorization header with ","
+// (one inline header) but forwards other repeated headers as they came, and the filter's
+// single-value getter returns only the first of those. A second X-HTTP-Method-Override
+// ("GET" then "DELETE": judged a datasets.get, forwarded with both) is refused, and two
+// Authorization headers fail as one malformed token; neither reaches the upstream.
+func TestRepeatedRequestHeaders(t *testing.T) {
+	crm := "/bigquery/v2/projects/" + project + "/datasets/crm"
+	before := upstreamRequests(t)
+	resp, body := rawCall(t, "POST", crm, nil, http.Header{"X-Http-Method-Override": {"GET", "DELETE"}})
+	assertBQError(t, resp, body, 403, "accessDenied")
+	if r := resp.Header.Get("x-jitgate-deny-reason"); r != "method-override" {
+		t.Errorf("deny reason %q", r)
+	}
+	resp, body = rawCallAs(t, "", "GET", crm, nil, http.Header{"Authorization": {"Bearer " + agentToken, "Bearer " + agentToken}})
+	assertBQError(t, resp, body, 401, "authError")
+	if after := upstreamRequests(t); after != before {
+		t.Fatalf("refused calls reached the upstream (%d -> %d requests)", before, after)
+	}
+	// One override is what Java sends: it passes.
+	if resp, body := rawCall(t, "POST", crm, nil, http.Header{"X-Http-Method-Override": {"GET"}}); resp.StatusCode != 200 {
+		t.Errorf("single override: %d %s", resp.StatusCode, body)
+	}
+}
+
 func TestGzipQueryBodyLikeJava(t *testing.T) {
 	// The Java client sends jobs.query gzip-compressed; the filter must read it and let it through.
 	var z bytes.Buffer
