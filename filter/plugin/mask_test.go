@@ -567,6 +567,12 @@ func TestMaskedCallShape(t *testing.T) {
 				wantMasked(t, exchange(t, host, req, upstreamOK(laterPage), nil), false)
 			}
 		})
+		t.Run("fields inside the schema in a form body (POST + X-HTTP-Method-Override: GET)", func(t *testing.T) {
+			o := send(t, host, request{method: "POST", path: table,
+				headers: [][2]string{{"x-http-method-override", "GET"}, {"content-type", "application/x-www-form-urlencoded"}},
+				chunks:  withBody("fields=rows&fields=schema/fields(name)"), answer: maskAnswer(t, maskingFor(maskSchema))})
+			wantRefused(t, o, bqapi.ReasonMaskedPartialResponse)
+		})
 		t.Run("top-level X-Goog-FieldMask headers pass and are masked", func(t *testing.T) {
 			req := request{method: "GET", path: "/bigquery/v2/projects/p/queries/job_1?fields=rows", answer: maskAnswer(t, maskingFor(maskSchema)),
 				headers: [][2]string{{"x-goog-fieldmask", "rows,pageToken"}, {"x-goog-fieldmask", "totalRows"}}}
