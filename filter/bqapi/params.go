@@ -26,7 +26,8 @@ type Params struct {
 	SelectedFields string
 	// UseInt64Timestamp is formatOptions.useInt64Timestamp.
 	UseInt64Timestamp bool
-	// Raw holds every parameter by its exact REST name ("$alt" is under "alt").
+	// Raw holds every parameter by its exact REST name ("$alt" and all_users are under
+	// "alt" and "allUsers").
 	Raw url.Values
 	// api is the method whose parameters are accepted (Unknown: any method's).
 	api API
@@ -52,7 +53,8 @@ var paramRules = map[string]paramRule{
 	"prettyPrint": {},
 	"fields":      {repeated: true},
 
-	"location":            {apis: []API{JobsGetQueryResults, JobsGet, JobsCancel, JobsDelete}},
+	// location is judged on every call (the callout carries it).
+	"location":            {},
 	"pageToken":           {apis: []API{JobsGetQueryResults, JobsList, TabledataList, TablesList, DatasetsList, ProjectsList}},
 	"maxResults":          {apis: []API{JobsGetQueryResults, JobsList, TabledataList, TablesList, DatasetsList, ProjectsList}},
 	"startIndex":          {apis: []API{JobsGetQueryResults, TabledataList}},
@@ -129,8 +131,8 @@ func forbiddenParam(canon string) *Rejection {
 }
 
 // ParseParams parses a raw query string (without '?') into Params, refusing forbidden,
-// unknown, misspelt and repeated parameters and malformed values. Names any method takes
-// are accepted; Classify checks them against the call's method (parseParamsFor).
+// unknown and repeated parameters (in any spelling) and malformed values. Names any
+// method takes are accepted; Classify checks them against the call's method.
 func ParseParams(rawQuery string) (Params, *Rejection) {
 	return parseParamsFor(Unknown, rawQuery)
 }
@@ -161,10 +163,10 @@ func (p *Params) MergeForm(form string) *Rejection {
 	return p.merge(vals)
 }
 
-// exactName returns the REST name of a parameter as sent, or refuses it. Google's front
-// end reads "$alt" as alt and may read all_users or AllUsers as allUsers: the gateway
-// judges "$" names under their plain name and refuses every other spelling, as it
-// refuses misspelt body keys (jsonkeys.go).
+// exactName returns the REST name a parameter is judged under, or refuses it. Google's
+// front end reads "$alt" as alt and may read all_users or AllUsers as allUsers, so every
+// spelling is judged under the exact name (and counts as a repeat of it); names are
+// folded as body keys are (normaliseKey).
 func (p *Params) exactName(sent string) (string, *Rejection) {
 	name := strings.TrimPrefix(sent, "$")
 	canon := canonicalParamName(sent)
@@ -178,8 +180,6 @@ func (p *Params) exactName(sent string) (string, *Rejection) {
 			return "", checkFormat(key, "")
 		}
 		return "", Reject(ReasonBadQueryString, "the query-string parameter "+quoteKey(name)+" is not one the gateway knows")
-	case exact != name:
-		return "", Reject(ReasonBadQueryString, "the query string spells "+quoteKey(exact)+" as "+quoteKey(name)+"; use the exact REST name")
 	case !paramRules[exact].takes(p.api):
 		return "", Reject(ReasonBadQueryString, "the query-string parameter "+quoteKey(exact)+" is not a parameter of "+p.api.String())
 	}
@@ -245,7 +245,7 @@ func (p *Params) merge(vals url.Values) *Rejection {
 			return rej
 		}
 		if len(vs) > 1 && !paramRules[name].repeated {
-			return Reject(ReasonBadQueryString, "the query-string parameter "+quoteKey(name)+" is sent more than once (also counting \"$\" spellings and form parameters); send it once")
+			return Reject(ReasonBadQueryString, "the query-string parameter "+quoteKey(name)+" is sent more than once (counting other spellings, such as \"$\"-prefixed or snake_case, and form parameters); send it once")
 		}
 	}
 	return nil

@@ -84,6 +84,10 @@ func (h *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) (action type
 	if rej != nil {
 		return h.reject(rej)
 	}
+	// After classifying (so the log line names the call), before anything is decided.
+	if rej := checkRequestHeaders(); rej != nil {
+		return h.reject(rej)
+	}
 	h.captureCaller()
 
 	switch {
