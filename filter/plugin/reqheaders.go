@@ -10,8 +10,9 @@ import (
 
 // The request headers an agent may not send as they are. Refused (in
 // OnHttpRequestHeaders, before anything else is read):
-//   - a second value of a header the filter decides on, or an empty method override:
-//     the filter would judge one value while Envoy or BigQuery might use another;
+//   - a second value of a header the filter decides on (also joined with a comma, as
+//     Envoy joins repeated content-type headers), or an empty method override: the
+//     filter would judge one value while Envoy or BigQuery might use another;
 //   - header names with an underscore: a front end may read x_goog_user_project as
 //     x-goog-user-project, past the stripping below (Envoy's listener rejects them too);
 //   - x-jitgate-* (the gateway's own headers: an agent sending one is spoofing it),
@@ -64,6 +65,10 @@ func checkRequestHeaders() *bqapi.Rejection {
 			return bqapi.Reject(bqapi.ReasonUploadEndpoint, "upload protocol headers are not allowed through the gateway")
 		case name == bqapi.MethodOverrideHeader && strings.TrimSpace(kv[1]) == "":
 			return bqapi.Reject(bqapi.ReasonAmbiguousHeader, "X-HTTP-Method-Override is empty; send the method, or leave the header out")
+		case name == "content-type" && strings.Contains(kv[1], ","):
+			// Envoy joins repeated inline headers such as content-type with commas (a
+			// joined method override is refused as an unknown method by Classify).
+			return bqapi.Reject(bqapi.ReasonAmbiguousHeader, "the header "+name+" carries more than one value; send it once")
 		}
 		for _, d := range decisionHeaders {
 			if name == d {

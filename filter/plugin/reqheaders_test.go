@@ -21,6 +21,7 @@ func TestRepeatedDecisionHeadersAreRefused(t *testing.T) {
 			"empty override":         {{"x-http-method-override", " "}},
 			"two content types":      {{"content-type", "application/json"}, {"Content-Type", "application/x-www-form-urlencoded"}},
 			"two content encodings":  {{"content-encoding", "identity"}, {"content-encoding", "gzip"}},
+			"joined content types":   {{"content-type", "application/json,application/x-www-form-urlencoded"}},
 			"underscore header name": {{"x_goog_user_project", "someone-elses-project"}},
 		} {
 			t.Run(name, func(t *testing.T) {
