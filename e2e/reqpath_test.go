@@ -95,9 +95,6 @@ func TestRequestPathBypassesRefusedThroughEnvoy(t *testing.T) {
 			http.Header{"Content-Type": {"application/json"}, "X-Jitgate-Decision-Id": {"forged"}}, 403, "accessDenied", "forbidden-header"},
 		{"Unicode-folded body key", "POST", base + "/queries",
 			[]byte(`{"query":"SELECT 1","useLegacySql":false,"defaultDataset":{"datasetId":"crm"},"defaultDataſet":{"datasetId":"other"}}`), json, 400, "invalid", "ambiguous-json"},
-		// Envoy's listener (headers_with_underscores_action: REJECT_REQUEST).
-		{"underscore header name", "POST", base + "/queries", queryBody,
-			http.Header{"Content-Type": {"application/json"}, "x_goog_user_project": {"other"}}, 400, "invalid", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, body := rawCall(t, tc.method, tc.path, tc.body, tc.header)
@@ -108,6 +105,18 @@ func TestRequestPathBypassesRefusedThroughEnvoy(t *testing.T) {
 			t.Logf("%d %s", resp.StatusCode, e.Error.Message)
 		})
 	}
+	// Envoy's listener refuses header names with underscores (a front end may read
+	// x_goog_user_project as x-goog-user-project). Envoy 1.40's HTTP/1 codec answers
+	// with its own plain-text 400 ("Bad Request", flag DPE) that no local-reply mapper
+	// rewrites, so only the status is checked here.
+	t.Run("underscore header name", func(t *testing.T) {
+		resp, body := rawCall(t, "POST", base+"/queries", queryBody,
+			http.Header{"Content-Type": {"application/json"}, "x_goog_user_project": {"other"}})
+		if resp.StatusCode != 400 {
+			t.Fatalf("status %d, want 400: %s", resp.StatusCode, body)
+		}
+		t.Logf("%d %s: %s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	})
 	if after := upstreamRequests(t); after != before {
 		t.Fatalf("refused calls reached the upstream (%d -> %d requests)", before, after)
 	}
