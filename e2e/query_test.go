@@ -241,8 +241,8 @@ func TestRepeatedRequestHeaders(t *testing.T) {
 	crm := "/bigquery/v2/projects/" + project + "/datasets/crm"
 	before := upstreamRequests(t)
 	resp, body := rawCall(t, "POST", crm, nil, http.Header{"X-Http-Method-Override": {"GET", "DELETE"}})
-	assertBQError(t, resp, body, 403, "accessDenied")
-	if r := resp.Header.Get("x-jitgate-deny-reason"); r != "method-override" {
+	assertBQError(t, resp, body, 400, "invalid")
+	if r := resp.Header.Get("x-jitgate-deny-reason"); r != "ambiguous-header" {
 		t.Errorf("deny reason %q", r)
 	}
 	resp, body = rawCallAs(t, "", "GET", crm, nil, http.Header{"Authorization": {"Bearer " + agentToken, "Bearer " + agentToken}})

@@ -18,6 +18,18 @@ func newName(s string) name {
 	return n
 }
 
+// decorated reports a table decorator: BigQuery reads "t$20250101" as a partition of t
+// and "t@-3600000" as t at another time. Patterns name base tables, so a decorated name
+// would be judged as a table no policy names; no BigQuery id contains '$' or '@'.
+func (n name) decorated() bool {
+	return strings.ContainsAny(n.raw, "$@")
+}
+
+// decoratorRefused says why a decorated table name is not decided.
+func decoratorRefused(what string, n name) string {
+	return fmt.Sprintf("%s %q carries a table decorator ($ partition or @ snapshot); decorators are refused, name the base table", what, n.raw)
+}
+
 func (n name) wellFormed(segments int) bool {
 	if len(n.segs) != segments || len(n.low) != segments {
 		return false
@@ -94,6 +106,10 @@ func (r *request) tables() []name {
 func newRequest(in Input, callOnly bool) (*request, string, string) {
 	c := in.Call
 	r := &request{api: c.API, allUsers: c.API == "jobs.list" && c.AllUsers}
+	if ids := newName(c.Project + "." + c.Dataset + "." + c.Table); ids.decorated() {
+		// Every call kind, the anonymous result datasets' tables too.
+		return nil, RuleInvalidInput, decoratorRefused("the call's table", ids)
+	}
 	if c.API != "projects.list" {
 		if c.Project == "" {
 			return nil, RuleInvalidInput, fmt.Sprintf("%s call names no project", c.API)
@@ -141,6 +157,9 @@ func newRequest(in Input, callOnly bool) (*request, string, string) {
 		}
 		if q.Destination != "" {
 			n := newName(q.Destination)
+			if n.decorated() {
+				return r, RuleNotDecidable, decoratorRefused("destination table", n)
+			}
 			if !n.wellFormed(3) {
 				return r, RuleNotDecidable, fmt.Sprintf("destination table %q is not fully qualified", q.Destination)
 			}
@@ -216,6 +235,9 @@ func (r *request) analysed(a *Analysis) (*request, string, string) {
 	r.kind, r.family = a.StatementKind, fam
 	for _, t := range a.ReferencedTables {
 		n := newName(t)
+		if n.decorated() {
+			return r, RuleNotDecidable, decoratorRefused("referenced table", n)
+		}
 		if !n.wellFormed(3) {
 			return r, RuleNotDecidable, fmt.Sprintf("referenced table %q is not fully qualified", t)
 		}
@@ -223,6 +245,9 @@ func (r *request) analysed(a *Analysis) (*request, string, string) {
 	}
 	for _, t := range a.WrittenTables {
 		n := newName(t)
+		if n.decorated() {
+			return r, RuleNotDecidable, decoratorRefused("written table", n)
+		}
 		if !n.wellFormed(3) {
 			return r, RuleNotDecidable, fmt.Sprintf("written table %q is not fully qualified", t)
 		}

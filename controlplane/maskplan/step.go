@@ -12,6 +12,7 @@ import (
 	"github.com/jitgate/jitgate/controlplane/policystep"
 	"github.com/jitgate/jitgate/controlplane/sqlanalysis"
 	"github.com/jitgate/jitgate/filter/authorize"
+	"github.com/jitgate/jitgate/filter/bqapi"
 	"github.com/jitgate/jitgate/filter/masking"
 )
 
@@ -142,6 +143,12 @@ func (o StepOptions) run(ctx context.Context, c *authz.Call) *authz.Denial {
 			return authz.Forbidden(ReasonUnresolvable, "The call names no table, so its rows cannot be masked.", nil)
 		}
 		table := call.Project + "." + call.Dataset + "." + call.Table
+		if bqapi.Decorated(table) {
+			// BigQuery resolves "t$20250101" and "t@-3600000" to t's metadata and rows,
+			// while the rules name t: refuse rather than plan for a table no rule names
+			// (the filter and the policy evaluator refuse these calls first).
+			return authz.Forbidden(ReasonUnresolvable, fmt.Sprintf("%s carries a table decorator; its rows cannot be masked, name the base table.", table), nil)
+		}
 		j, err := o.resultTable(ctx, call)
 		if err != nil {
 			return authz.Unavailable(jobs.ReasonLedgerUnavailable, "The gateway could not reach its job ledger to decide on this call; retry later.", err)

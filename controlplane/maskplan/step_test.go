@@ -69,6 +69,17 @@ func TestStepMetadataCalls(t *testing.T) {
 	if _, d := run(authorize.Call{API: "tabledata.list", Dataset: "pub", Table: "v_users"}, rules); d == nil || d.Reason != ReasonUnresolvable {
 		t.Errorf("tabledata.list of a view: %+v", d)
 	}
+	// A decorated table id: BigQuery serves the base table's metadata and rows (the
+	// catalog below resolves it the same way), the rules name the base table: refused.
+	cat["acme.crm.users$20250101"] = cat["acme.crm.users"]
+	cat["acme.crm.users@-3600000"] = cat["acme.crm.users"]
+	for _, api := range []string{"tables.get", "tabledata.list"} {
+		for _, table := range []string{"users$20250101", "users@-3600000"} {
+			if c, d := run(authorize.Call{API: api, Dataset: "crm", Table: table}, rules); d == nil || d.Reason != ReasonUnresolvable {
+				t.Errorf("%s of %s: masking %v, denial %+v", api, table, show(c.Masking), d)
+			}
+		}
+	}
 	// A table the gateway cannot find: refused (fail closed), not passed unmasked.
 	if _, d := run(authorize.Call{API: "tables.get", Dataset: "crm", Table: "nope"}, rules); d == nil || d.Status != 403 {
 		t.Errorf("tables.get of an unknown table: %+v", d)

@@ -33,6 +33,11 @@ func addListener(cfg *config.Config, rs Resources) error {
 		// The filter classifies calls by path; hand it one canonical spelling.
 		NormalizePath: wrapperspb.Bool(true),
 		MergeSlashes:  true,
+		// A front end may read x_goog_user_project as x-goog-user-project, past the
+		// filter's header checks; no BigQuery client sends underscores in header names.
+		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{
+			HeadersWithUnderscoresAction: corev3.HttpProtocolOptions_REJECT_REQUEST,
+		},
 	}
 	filter, err := jitgateHTTPFilter()
 	if err != nil {

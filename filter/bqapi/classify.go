@@ -79,11 +79,44 @@ func Classify(method, override, rawPath string) (Call, *Rejection) {
 		c.API = Unknown
 		return c, Reject(ReasonUnknownMethod, "HTTP method "+c.Method+" is not allowed on the "+api.String()+" path")
 	}
-	c.Params, rej = ParseParams(rawQuery)
+	if rej := c.refuseDecorators(); rej != nil {
+		return c, rej
+	}
+	c.Params, rej = parseParamsFor(c.API, rawQuery)
 	if rej != nil {
 		return c, rej
 	}
 	return c, nil
+}
+
+// Decorated reports whether a BigQuery identifier carries a table decorator: BigQuery
+// reads "t$20250101" / "t$__UNPARTITIONED__" as a partition of t and "t@-3600000" as t at
+// another time. Project, dataset, table and job ids never contain '$' or '@' otherwise.
+func Decorated(id string) bool { return strings.ContainsAny(id, "$@") }
+
+// refuseDecorators refuses decorated identifiers in the path (after percent-decoding, so
+// "%24" counts). Policies and masking name base tables; a decorated id would be judged
+// as a table nobody named while BigQuery serves the base table's rows.
+func (c *Call) refuseDecorators() *Rejection {
+	if Decorated(c.Table) {
+		return DecoratorRejection("table id", c.Table)
+	}
+	for _, id := range []string{c.Project, c.Dataset, c.JobID} {
+		if Decorated(id) {
+			return DecoratorRejection("identifier", id)
+		}
+	}
+	return nil
+}
+
+// DecoratorRejection refuses a decorated id, naming the decorator; what says where the
+// id was ("table id", "destinationTable.tableId").
+func DecoratorRejection(what, id string) *Rejection {
+	kind := "partition decorator ($...)"
+	if !strings.Contains(id, "$") {
+		kind = "snapshot decorator (@...)"
+	}
+	return Reject(ReasonTableDecorator, what+" "+quoteKey(id)+" carries a "+kind+"; table decorators are not allowed through the gateway: name the base table and select partitions or times in SQL")
 }
 
 // refuseEndpoint names the endpoint families that are denied outright. Matching is

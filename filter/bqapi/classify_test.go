@@ -124,8 +124,8 @@ func TestClassifyRefusals(t *testing.T) {
 		{"GET", "", "/bigquery/v2/projects/p/jobs/j?%24access_token=t", ReasonCredentialInQuery},
 		{"POST", "", "/bigquery/v2/projects/p/jobs?%24httpMethod=GET", ReasonBadQueryString},
 		{"POST", "", "/bigquery/v2/projects/p/jobs?httpMethod=GET", ReasonBadQueryString},
-		{"GET", "", "/bigquery/v2/projects/p/jobs/j?maxResults=-1", ReasonBadQueryString},
-		{"GET", "", "/bigquery/v2/projects/p/jobs/j?allUsers=maybe", ReasonBadQueryString},
+		{"GET", "", "/bigquery/v2/projects/p/jobs?maxResults=-1", ReasonBadQueryString},
+		{"GET", "", "/bigquery/v2/projects/p/jobs?allUsers=maybe", ReasonBadQueryString},
 		{"GET", "", "/bigquery/v2/projects/p/jobs/j?a=%zz", ReasonBadQueryString},
 		{"GET", "", "/bigquery/v2/projects/p/jobs/j?a=1;b=2", ReasonBadQueryString},
 	}

@@ -149,6 +149,15 @@ func DecodeJobInsert(body []byte) (*QuerySpec, *Rejection) {
 	if strings.TrimSpace(q.Query) == "" {
 		return nil, Reject(ReasonMissingSQL, "the query job has no configuration.query.query")
 	}
+	if d := q.DestinationTable; d != nil {
+		// "t$20250101" writes one partition of t: refused like a decorated path (the
+		// policy's writeTables and deny lists name base tables).
+		for _, f := range [...]struct{ name, id string }{{"projectId", d.ProjectID}, {"datasetId", d.DatasetID}, {"tableId", d.TableID}} {
+			if Decorated(f.id) {
+				return nil, DecoratorRejection("destinationTable."+f.name, f.id)
+			}
+		}
+	}
 	spec := &QuerySpec{
 		API:                  JobsInsert,
 		SQL:                  q.Query,

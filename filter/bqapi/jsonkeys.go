@@ -11,7 +11,8 @@ import (
 // the gateway reads one way and BigQuery another would let an agent smuggle a setting
 // past the analysis, so before decoding, checkKeys refuses
 //   - keys repeated in one object, also after ignoring case and underscores, and
-//   - keys in a modelled object that are not the exact name of the field they alias.
+//   - keys in a modelled object that are not the exact name of the field they alias, and
+//   - non-ASCII keys in a modelled object (encoding/json folds Unicode: 'ſ' ~ 's').
 // Keys the model does not know pass (they are forwarded untouched).
 
 // keySchema lists the JSON names of a modelled object, by normalised name.
@@ -119,6 +120,12 @@ func (s *keyScanner) object(schema *keySchema, depth int) *Rejection {
 		}
 		seen[norm] = struct{}{}
 		var child *keySchema
+		if schema != nil && !isASCII(key) {
+			// encoding/json folds keys with Unicode case folding ("defaultDataſet", with
+			// U+017F, decodes into defaultDataset), which the normalised names above do
+			// not; BigQuery's field names are ASCII, so such a key is refused.
+			return Reject(ReasonAmbiguousJSON, "the request body has a non-ASCII key "+quoteKey(key)+" where BigQuery's fields are named; use the exact REST name")
+		}
 		if schema != nil {
 			if exact, known := schema.names[norm]; known {
 				if exact != key {
@@ -183,6 +190,15 @@ func (s *keyScanner) skipSpace() {
 			return
 		}
 	}
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 func tooDeep() *Rejection {

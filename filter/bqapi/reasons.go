@@ -66,6 +66,23 @@ const (
 // gateway knows (formatOptions.useInt64Timestamp / timestampOutputFormat). 403.
 const ReasonUnsupportedFormat Reason = "unsupported-format"
 
+// Request-path refusals: what a call names or carries besides its body.
+const (
+	// ReasonTableDecorator: a table id with a partition ("$20250101") or snapshot
+	// ("@-3600000") decorator, in the path or in destinationTable. Policies and masking
+	// judge base tables, so a decorated id is refused rather than guessed at. 403.
+	ReasonTableDecorator Reason = "table-decorator"
+	// ReasonForbiddenParam: a query-string parameter that moves billing or quota
+	// (userProject, quotaUser) or overrides the content type ($ct). 403.
+	ReasonForbiddenParam Reason = "forbidden-param"
+	// ReasonForbiddenHeader: a request header the gateway never lets an agent send
+	// (x-jitgate-*, upload protocol headers, alternative method overrides). 403.
+	ReasonForbiddenHeader Reason = "forbidden-header"
+	// ReasonAmbiguousHeader: a header the gateway decides on sent more than once (or a
+	// method override sent empty), or a header name with an underscore. 400.
+	ReasonAmbiguousHeader Reason = "ambiguous-header"
+)
+
 // class groups reasons by the HTTP answer they get.
 type class uint8
 
@@ -82,7 +99,7 @@ func (r Reason) class() class {
 	switch r {
 	case ReasonBadQueryString, ReasonBadPath, ReasonUnsupportedEncoding, ReasonBadGzip,
 		ReasonMalformedJSON, ReasonAmbiguousJSON, ReasonMissingBody, ReasonMissingSQL,
-		ReasonUnexpectedTrailers:
+		ReasonUnexpectedTrailers, ReasonAmbiguousHeader:
 		return classInvalid
 	case ReasonBodyTooLarge:
 		return classTooLarge

@@ -158,6 +158,11 @@ func (h *httpContext) onAuthorizeResponse(numHeaders, bodySize, _ int) {
 		return
 	}
 	resp.Credential = nil // the credential now lives only on the upstream request
+	if err := stripAgentHeaders(); err != nil {
+		proxywasm.LogCriticalf("jitgate: could not strip agent headers: %v", err)
+		h.reject(bqapi.Reject(bqapi.ReasonInternal, "the gateway could not prepare the upstream request"))
+		return
+	}
 	if err := h.identityEncoding(); err != nil {
 		proxywasm.LogCriticalf("jitgate: could not remove accept-encoding: %v", err)
 		h.reject(bqapi.Reject(bqapi.ReasonInternal, "the gateway could not prepare the upstream request"))

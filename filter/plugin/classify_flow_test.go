@@ -72,7 +72,7 @@ func TestCallsRefused(t *testing.T) {
 		{"patch override", request{method: "POST", path: "/bigquery/v2/projects/p/datasets/d/tables/t", headers: [][2]string{{"X-HTTP-Method-Override", "PATCH"}}, chunks: withBody("{}")}, bqapi.ReasonUnknownMethod, "PATCH"},
 		{"override on GET", request{method: "GET", path: "/bigquery/v2/projects", headers: [][2]string{{"X-HTTP-Method-Override", "DELETE"}}}, bqapi.ReasonMethodOverride, "only honoured on POST"},
 		// Envoy forwards repeated override headers and its single-value getter returns the first.
-		{"override sent twice", request{method: "POST", path: "/bigquery/v2/projects/p/datasets/d", headers: [][2]string{{"x-http-method-override", "GET"}, {"x-http-method-override", "DELETE"}}}, bqapi.ReasonMethodOverride, "only once"},
+		{"override sent twice", request{method: "POST", path: "/bigquery/v2/projects/p/datasets/d", headers: [][2]string{{"x-http-method-override", "GET"}, {"x-http-method-override", "DELETE"}}}, bqapi.ReasonAmbiguousHeader, "more than once"},
 		{"override JSON body", request{method: "POST", path: "/bigquery/v2/projects/p/jobs/j", headers: [][2]string{{"X-HTTP-Method-Override", "GET"}, {"content-type", "application/json"}}, chunks: withBody("{}")}, bqapi.ReasonMethodOverrideBody, "form-encoded"},
 		{"access_token", request{method: "GET", path: "/bigquery/v2/projects?access_token=abc"}, bqapi.ReasonCredentialInQuery, "Authorization header"},
 		{"oauth_token", request{method: "GET", path: "/projects/p/jobs/j?oauth_token=abc"}, bqapi.ReasonCredentialInQuery, "Authorization header"},

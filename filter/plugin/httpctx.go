@@ -79,23 +79,16 @@ func (h *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) (action type
 		return h.reject(bqapi.Reject(bqapi.ReasonNotConfigured, "filter not configured: the gateway has no valid policy bundle for policy version "+headerSafe(h.cfg.PolicyVersion)))
 	}
 	method := header(":method")
-	// Every X-HTTP-Method-Override counts: the single-value getter returns only the first
-	// of repeated headers, and Envoy forwards them all, so "GET" then "DELETE" was judged
-	// a GET while upstream received both (requestHeaderValues).
-	overrides, err := requestHeaderValues(bqapi.MethodOverrideHeader)
-	if err != nil {
-		return h.reject(bqapi.Reject(bqapi.ReasonInternal, "the gateway could not read the request headers"))
-	}
-	override := ""
-	if len(overrides) > 0 {
-		override = overrides[0]
-	}
-	call, rej := bqapi.Classify(method, override, header(":path"))
+	// A repeated or empty X-HTTP-Method-Override is refused by checkRequestHeaders (the
+	// single-value getter returns only the first of repeated headers, and Envoy forwards
+	// them all).
+	call, rej := bqapi.Classify(method, header(bqapi.MethodOverrideHeader), header(":path"))
 	h.ex.Call = call
-	if rej == nil && len(overrides) > 1 {
-		rej = bqapi.Reject(bqapi.ReasonMethodOverride, "X-HTTP-Method-Override may be sent only once")
-	}
 	if rej != nil {
+		return h.reject(rej)
+	}
+	// After classifying (so the log line names the call), before anything is decided.
+	if rej := checkRequestHeaders(); rej != nil {
 		return h.reject(rej)
 	}
 	h.captureCaller()
