@@ -171,11 +171,12 @@ func (r *recordingAnalyzer) Analyze(ctx context.Context, req authorize.Request) 
 // analysisTimeout bounds the tables.get reads and the analysis of one explain.
 const analysisTimeout = 30 * time.Second
 
-// staticLedger answers every job lookup with the owner given on the command line.
-type staticLedger struct{ owner string }
+// staticLedger answers every job lookup with the owner given on the command line (an
+// agent of the --issuer given).
+type staticLedger struct{ owner, issuer string }
 
 func (s staticLedger) Job(context.Context, string, string) (*policies.Job, error) {
-	return &policies.Job{OwnerAgentID: s.owner}, nil
+	return &policies.Job{OwnerAgentID: s.owner, OwnerIssuer: s.issuer}, nil
 }
 
 func policyExplain(args []string, stdout, stderr io.Writer) int {
@@ -190,7 +191,7 @@ func policyExplain(args []string, stdout, stderr io.Writer) int {
 	dataset := fs.String("dataset", "", "dataset in the call's URL (tables.get, tabledata.list, tables.list, datasets.get)")
 	table := fs.String("table", "", "table in the call's URL (tables.get, tabledata.list)")
 	jobID := fs.String("job-id", "", "job id in the call's URL (jobs.get, jobs.getQueryResults, ...)")
-	jobOwner := fs.String("job-owner", "", "agent that owns --job-id (stands in for the job ledger; empty: unknown)")
+	jobOwner := fs.String("job-owner", "", "agent that owns --job-id, from the --issuer given (stands in for the job ledger; empty: unknown)")
 	sql := fs.String("sql", "", "the query's SQL (analysed with --bigquery-endpoint; otherwise not analysed: give --statement-kind and --tables)")
 	endpoint := fs.String("bigquery-endpoint", "", "analyse --sql as jitgated does, reading table metadata (tables.get) from this BigQuery URL: http://127.0.0.1:9050 (emulator, no credentials) or https://bigquery.googleapis.com")
 	keyFile := fs.String("credentials-key-file", "", "service-account key for an https --bigquery-endpoint (read-only scope)")
@@ -364,7 +365,7 @@ Flags:
 	}
 	var jobs policystep.JobLedger
 	if *jobOwner != "" {
-		jobs = staticLedger{*jobOwner}
+		jobs = staticLedger{*jobOwner, *issuer}
 	}
 	id := identity.Identity{AgentID: *agent, Issuer: *issuer, Groups: splitList(*groups), Subject: *agent,
 		ExpiresAt: time.Now().Add(time.Hour)}

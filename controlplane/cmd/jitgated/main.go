@@ -297,7 +297,7 @@ func run(ctx context.Context, args []string, reload <-chan os.Signal, stdout, st
 			}
 			return 0
 		}
-		res, err := source.Load(cfg.Policies.Dir)
+		res, err := source.LoadWith(cfg.Policies.Dir, source.Options{TrustedIssuers: issuerURLs(cfg.IdentityConfig(cfg.DevIssuer.URL()))})
 		if err != nil {
 			fmt.Fprintf(stderr, "jitgated: policies invalid:\n%v\n", err)
 			return 1
@@ -647,7 +647,10 @@ func openPolicies(cfg *config.Config, log *slog.Logger, reg prometheus.Registere
 		}
 		return nil, nil
 	}
-	store, err := policystore.Open(cfg.Policies.Dir, policystore.Options{Logger: log, Metrics: policystore.NewMetrics(reg)})
+	// An agent id is unique only within its issuer: with several issuers trusted, every
+	// policy must say which one its agents come from.
+	store, err := policystore.Open(cfg.Policies.Dir, policystore.Options{Logger: log, Metrics: policystore.NewMetrics(reg),
+		TrustedIssuers: issuerURLs(cfg.IdentityConfig(cfg.DevIssuer.URL()))})
 	if err != nil {
 		var list source.ErrorList
 		if errors.As(err, &list) {
