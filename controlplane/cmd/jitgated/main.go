@@ -137,6 +137,9 @@ directory before deploying it with: jitgate policy check DIR. Without a policy d
 every call is denied (403 no_policy: "no policy applies to agent X"); --identity-only
 (config policies.identityOnly) instead allows every verified agent what the filter's
 built-in rules allow, for a first setup only (a warning says so at start).
+When several issuers are trusted (identity.issuers plus the development issuer), every
+policy must list who.issuers and every approver group spec.issuers, or the directory does
+not load: an agent id is unique only within its issuer.
 With policies, queries are analysed with GoogleSQL over table metadata read by tables.get
 from the upstream (config analysis.cacheSize, analysis.cacheTTL, analysis.tableMetadataTTL).
 

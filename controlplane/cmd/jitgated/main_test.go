@@ -78,6 +78,8 @@ func TestCheckConfig(t *testing.T) {
 		{"bad policies name file:line:col", []string{"--config", good, "--policies", badPolicies, "--check-config"}, 1,
 			filepath.Join(badPolicies, "p.yaml") + `:10:5: unknown field "apiz" in where (did you mean "apis"?)`},
 		{"bad log format", []string{"--log-format", "xml", "--check-config"}, 2, "--log-format"},
+		{"two issuers need who.issuers", append(append([]string{"--config", good}, dev...), "--policies", goodPolicies, "--check-config"), 1,
+			filepath.Join(goodPolicies, "p.yaml") + `:7:5: policy "etl" has no who.issuers, which is required because the gateway trusts 2 issuers (https://token.actions.githubusercontent.com, http://127.0.0.1:18002)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
