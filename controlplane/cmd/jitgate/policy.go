@@ -55,7 +55,13 @@ func policyCmd(args []string, stdout, stderr io.Writer) int {
 
 // loadDir loads a policy directory, printing every error (file:line:col) to stderr.
 func loadDir(dir string, stderr io.Writer) (*source.Result, bool) {
-	res, err := source.Load(dir)
+	return loadDirWith(dir, source.Options{}, stderr)
+}
+
+// loadDirWith is loadDir checking the directory against the gateway's options (its
+// trusted issuers).
+func loadDirWith(dir string, o source.Options, stderr io.Writer) (*source.Result, bool) {
+	res, err := source.LoadWith(dir, o)
 	if err == nil {
 		return res, true
 	}
@@ -75,16 +81,26 @@ func policyCheck(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("jitgate policy check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	quiet := fs.Bool("q", false, "print nothing on success")
+	var issuers []string
+	fs.Func("issuer", "an OIDC issuer URL the gateway trusts (repeatable); with two or more, every policy must list who.issuers and every approver group spec.issuers, as jitgated requires", func(s string) error {
+		issuers = append(issuers, s)
+		return nil
+	})
 	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: jitgate policy check [-q] DIR
+		fmt.Fprint(stderr, `Usage: jitgate policy check [-q] [--issuer URL ...] DIR
 
 Reads every *.yaml / *.yml file directly in DIR the way jitgated does, validates and
 compiles them. Exit 0 with a summary line (policies, approver groups, bundle version) when
 the directory would load; exit 1 with one "file:line:col: message (hint)" line per error on
 stderr when it would not (jitgated keeps its last good policies on such a change).
 
+Give the gateway's trusted issuers (identity.issuers, plus the development issuer when
+enabled) with --issuer to check what jitgated checks: with several, every document must
+name its issuers, since an agent id is unique only within its issuer.
+
 Example:
   jitgate policy check policies/examples
+  jitgate policy check --issuer https://idp.example.com --issuer http://127.0.0.1:18002 policies/examples
 `)
 		fs.PrintDefaults()
 	}
@@ -92,7 +108,7 @@ Example:
 		return code
 	}
 	dir := fs.Arg(0)
-	res, ok := loadDir(dir, stderr)
+	res, ok := loadDirWith(dir, source.Options{TrustedIssuers: issuers}, stderr)
 	if !ok {
 		return 1
 	}
