@@ -10,7 +10,7 @@ GO ?= go
 # (huge) go-googlesql package, which then compiles once per machine instead of twice.
 export CGO_ENABLED = 0
 DATA ?= tools/demo/bigquery-data.yaml
-POLICIES ?=
+POLICIES ?= tools/demo/policies
 RUN_FLAGS ?=
 UNIT_PKGS = $$($(GO) list ./... | grep -v '/e2e')
 TEST_FLAGS ?=
@@ -68,7 +68,7 @@ fuzz: ## run every fuzz target for FUZZTIME each (not part of make test); failur
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./policies/source
 	$(GO) test -run '^$$' -fuzz '^FuzzAnalyze$$' -fuzztime $(FUZZTIME) ./controlplane/sqlanalysis
 
-run: setup build ## bring up the gateway on embedded defaults (DATA=seed.yaml, POLICIES=dir) and query through it
+run: setup build ## bring up the gateway with the demo data and policy (DATA=seed.yaml, POLICIES=dir) and query through it
 	$(GO) build -o bin/devstack ./tools/devstack
 	bin/devstack --data $(DATA) $(if $(POLICIES),--policies $(POLICIES)) $(RUN_FLAGS)
 

@@ -78,7 +78,7 @@ func withApprovalPolicies(t *testing.T) {
 	t.Helper()
 	approvalsOnce.Lock()
 	path := filepath.Join(policiesDir, "approvals.yaml")
-	if err := os.WriteFile(path, []byte(approvalsPolicy), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(scoped(approvalsPolicy)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	waitPolicies(t, func(st cpStatus) bool {

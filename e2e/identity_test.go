@@ -3,6 +3,9 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -209,5 +212,62 @@ func eventually(t *testing.T, timeout time.Duration, what string, ok func() bool
 			t.Fatalf("not within %s: %s", timeout, what)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestAgentIDsAreIssuerQualified: the gateway trusts two issuers, and the development one
+// mints a token for any agent id. A policy for the corporate issuer's corp-etl must not
+// match the development issuer's corp-etl; a policy that does not name its issuers is
+// refused while two are trusted (the last good policies stay live).
+func TestAgentIDsAreIssuerQualified(t *testing.T) {
+	path := filepath.Join(policiesDir, "corp-etl.yaml")
+	t.Cleanup(func() {
+		os.Remove(path)
+		waitPolicies(t, func(st cpStatus) bool { return len(st.Policies.Policies) == 1 && st.Policies.LastError == "" })
+	})
+	const doc = `apiVersion: jitgate.dev/v1
+kind: AgentPolicy
+metadata: {name: corp-etl}
+spec:
+  who: {%sagents: [corp-etl]}
+  where: {projects: [jitgate-demo], apis: [datasets.list]}
+`
+	before := status(t).Policies.Version
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(doc, "")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitPolicies(t, func(st cpStatus) bool { return st.Policies.LastError != "" })
+	if st := status(t); st.Policies.Version != before || !strings.Contains(st.Policies.LastError, `policy "corp-etl" has no who.issuers`) {
+		t.Fatalf("unscoped policy: version %s (was %s), error %q", st.Policies.Version, before, st.Policies.LastError)
+	}
+
+	if err := os.WriteFile(path, []byte(fmt.Sprintf(doc, "issuers: ["+corpIssuer.URL()+"], ")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var version string
+	waitPolicies(t, func(st cpStatus) bool {
+		version = st.Policies.Version
+		return len(st.Policies.Policies) == 2 && st.Policies.LastError == "" && st.XDS.PolicyVersion == version
+	})
+	waitFor(t, "Envoy holds the bundle", func() bool {
+		dump, err := stack.ConfigDump(t.Context(), gw.Admin)
+		return err == nil && strings.Contains(dump, `\"policyVersion\":\"`+version+`\"`)
+	})
+
+	corp, err := corpIssuer.Mint("corp-etl", nil, 10*time.Minute, corpAudience)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := rawCallAs(t, "Bearer "+corp, "GET", datasetsPath, nil, nil); resp.StatusCode != 200 {
+		t.Fatalf("corp-etl from the corporate issuer: %d %s", resp.StatusCode, body)
+	}
+	before2 := upstreamRequests(t)
+	resp, body := rawCallAs(t, "Bearer "+tokenFor(t, "corp-etl"), "GET", datasetsPath, nil, nil)
+	e := assertBQError(t, resp, body, 403, "accessDenied")
+	if got := resp.Header.Get("x-jitgate-deny-reason"); got != "default_deny" || !strings.Contains(e.Error.Message, "no policy matches agent corp-etl") {
+		t.Fatalf("corp-etl from the development issuer: reason %q, message %q", got, e.Error.Message)
+	}
+	if after := upstreamRequests(t); after != before2 {
+		t.Fatalf("the denied call reached the upstream (%d -> %d)", before2, after)
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,6 +23,7 @@ import (
 	"github.com/jitgate/jitgate/controlplane/approvals"
 	"github.com/jitgate/jitgate/controlplane/devissuer"
 	"github.com/jitgate/jitgate/e2e/stack"
+	"github.com/jitgate/jitgate/tools/freeport"
 )
 
 const project = "jitgate-demo"
@@ -36,7 +39,24 @@ var (
 	// corpIssuer is a second OIDC issuer the gateway trusts (a corporate IdP), run by the
 	// tests so they can mint every kind of bad token and rotate its keys.
 	corpIssuer *devissuer.Issuer
+	// trustedIssuers are the issuers jitgated trusts: its development issuer and
+	// corpIssuer. With two, every policy must name its issuers (scoped).
+	trustedIssuers []string
 )
+
+// scoped makes the policy documents in doc name the gateway's trusted issuers: each
+// AgentPolicy's who gets issuers (block style "  who:" or flow style "  who: {") and each
+// ApproverGroup's spec (written "spec:\n  members:" in these tests) gets issuers. An agent
+// id is unique only within its issuer, so jitgated refuses policies without issuers while
+// it trusts two (policies.CheckIssuers).
+func scoped(doc string) string {
+	list := "[" + strings.Join(trustedIssuers, ", ") + "]"
+	return strings.NewReplacer(
+		"  who:\n", "  who:\n    issuers: "+list+"\n",
+		"  who: {", "  who: {issuers: "+list+", ",
+		"spec:\n  members:", "spec:\n  issuers: "+list+"\n  members:",
+	).Replace(doc)
+}
 
 // corpAudience is the audience the gateway accepts from corpIssuer.
 const corpAudience = "jitgate-e2e"
@@ -75,6 +95,20 @@ func run(m *testing.M) int {
 		}
 	}
 
+	if corpIssuer, err = devissuer.Start(devissuer.Options{Addr: "127.0.0.1:0"}); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: corp issuer: %v\n", err)
+		return 1
+	}
+	defer corpIssuer.Close()
+	// The development issuer's address is chosen here, so the policies can name it.
+	devPort, err := freeport.Get()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	devIssuerAddr := "127.0.0.1:" + strconv.Itoa(devPort)
+	trustedIssuers = []string{"http://" + devIssuerAddr, corpIssuer.URL()}
+
 	policiesDir = filepath.Join(work, "policies")
 	if err := os.MkdirAll(policiesDir, 0o755); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -82,17 +116,12 @@ func run(m *testing.M) int {
 	}
 	demoPolicy, err := os.ReadFile(filepath.Join(root, "tools", "demo", "policies", "demo-analysts.yaml"))
 	if err == nil {
-		err = os.WriteFile(filepath.Join(policiesDir, "demo-analysts.yaml"), demoPolicy, 0o644)
+		err = os.WriteFile(filepath.Join(policiesDir, "demo-analysts.yaml"), []byte(scoped(string(demoPolicy))), 0o644)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if corpIssuer, err = devissuer.Start(devissuer.Options{Addr: "127.0.0.1:0"}); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: corp issuer: %v\n", err)
-		return 1
-	}
-	defer corpIssuer.Close()
 
 	// A webhook receiver for approval notifications (approvals_test.go).
 	hook := httptest.NewServer(http.HandlerFunc(receiveWebhook))
@@ -101,22 +130,28 @@ func run(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	gw, err = stack.Start(ctx, stack.Options{
-		ExtraConfig: "approvals:\n  webhooks:\n  - name: e2e\n    url: " + hook.URL + "/hook\n    maxAttempts: 3\n",
-		Issuers:     []stack.Issuer{{URL: corpIssuer.URL(), Audiences: []string{corpAudience}}},
-		KeyMaxAge:   2 * time.Second,
-		PoliciesDir: policiesDir,
-		Root:        root,
-		Jitgated:    jitgated,
-		CLI:         cli,
-		Wasm:        wasm,
-		Data:        filepath.Join(root, "tools", "demo", "bigquery-data.yaml"),
-		Project:     project,
-		WorkDir:     work,
-		Tap:         true,
-		Progress:    os.Stderr,
+		ExtraConfig:   "approvals:\n  webhooks:\n  - name: e2e\n    url: " + hook.URL + "/hook\n    maxAttempts: 3\n",
+		Issuers:       []stack.Issuer{{URL: corpIssuer.URL(), Audiences: []string{corpAudience}}},
+		KeyMaxAge:     2 * time.Second,
+		PoliciesDir:   policiesDir,
+		DevIssuerAddr: devIssuerAddr,
+		Root:          root,
+		Jitgated:      jitgated,
+		CLI:           cli,
+		Wasm:          wasm,
+		Data:          filepath.Join(root, "tools", "demo", "bigquery-data.yaml"),
+		Project:       project,
+		WorkDir:       work,
+		Tap:           true,
+		Progress:      os.Stderr,
 	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		return 1
+	}
+	if gw.DevIssuer != trustedIssuers[0] {
+		fmt.Fprintf(os.Stderr, "e2e: development issuer %s, want %s\n", gw.DevIssuer, trustedIssuers[0])
+		gw.Close()
 		return 1
 	}
 	if agentToken, err = gw.Token(ctx, agentID, "analysts"); err != nil {

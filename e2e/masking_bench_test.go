@@ -141,7 +141,7 @@ func largePageSetup(b *testing.B) largePage {
 	raw = raw[:strings.Index(raw, "    masking:")]
 	for name, content := range map[string]string{"hr-masked.yaml": string(masked), "hr-raw.yaml": raw} {
 		p := filepath.Join(policiesDir, name)
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		if err := os.WriteFile(p, []byte(scoped(content)), 0o644); err != nil {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { os.Remove(p) })

@@ -149,7 +149,7 @@ func installMaskedPolicy(t *testing.T) string {
 		t.Fatal(err)
 	}
 	dst := filepath.Join(policiesDir, "hr-masked.yaml")
-	if err := os.WriteFile(dst+".tmp", src, 0o644); err != nil {
+	if err := os.WriteFile(dst+".tmp", []byte(scoped(string(src))), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Rename(dst+".tmp", dst); err != nil {

@@ -61,7 +61,7 @@ func Compile(s Set) (*Bundle, []FieldError) {
 	}
 	for _, g := range s.ApproverGroups {
 		cg := CompiledGroup{Name: g.Metadata.Name, Description: g.Metadata.Description,
-			Spec: ApproverGroupSpec{Members: sortedSet(g.Spec.Members), Groups: sortedSet(g.Spec.Groups)}}
+			Spec: ApproverGroupSpec{Issuers: sortedSet(g.Spec.Issuers), Members: sortedSet(g.Spec.Members), Groups: sortedSet(g.Spec.Groups)}}
 		cg.Version = cg.contentVersion()
 		b.ApproverGroups = append(b.ApproverGroups, cg)
 	}

@@ -74,6 +74,9 @@ type Analysis struct {
 // Job is the job ledger's record of a job.
 type Job struct {
 	OwnerAgentID string `json:"ownerAgentId"`
+	// OwnerIssuer is the issuer of the owner's token: an agent id is unique only within
+	// its issuer, so the caller owns the job only when both match.
+	OwnerIssuer string `json:"ownerIssuer"`
 }
 
 // Decision is the evaluator's verdict. Allow with a non-empty Approvals list means: allowed

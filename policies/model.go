@@ -257,6 +257,10 @@ type ApproverGroup struct {
 
 // ApproverGroupSpec lists an approver group's members.
 type ApproverGroupSpec struct {
+	// Issuers are the OIDC issuer URLs the approvers' tokens must come from (compared
+	// exactly); empty: any trusted issuer. Required when the gateway trusts several
+	// issuers (CheckIssuers), since an identity is only unique within its issuer.
+	Issuers []string `json:"issuers,omitempty"`
 	// Members are approver identities (e-mail or subject).
 	Members []string `json:"members,omitempty"`
 	// Groups are OIDC groups whose members may approve.

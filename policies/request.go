@@ -134,7 +134,7 @@ func newRequest(in Input, callOnly bool) (*request, string, string) {
 		switch {
 		case in.Job == nil || in.Job.OwnerAgentID == "":
 			return RuleNotDecidable, fmt.Sprintf("%s: the job's owner is unknown (job ledger)", c.API)
-		case in.Job.OwnerAgentID != in.Identity.AgentID:
+		case in.Job.OwnerAgentID != in.Identity.AgentID || in.Job.OwnerIssuer != in.Identity.Issuer:
 			return RuleJobNotOwned, fmt.Sprintf("job %s belongs to another agent", c.JobID)
 		}
 		return "", ""

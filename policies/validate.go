@@ -106,6 +106,7 @@ func Validate(s Set) []FieldError {
 		}
 		v.nonEmptyStrings("spec.members", g.Spec.Members)
 		v.nonEmptyStrings("spec.groups", g.Spec.Groups)
+		v.issuers("spec.issuers", g.Spec.Issuers)
 	}
 	groupList := make([]string, 0, len(groupNames))
 	for n := range groupNames {
@@ -150,11 +151,7 @@ func (v *validator) spec(s *PolicySpec, groups map[string]int, groupList []strin
 	if len(w.Issuers) == 0 && len(w.Agents) == 0 && len(w.Groups.Any) == 0 && len(w.Groups.All) == 0 {
 		v.add("spec.who", "who selects no agents", `list issuers, agents or groups; to match every agent write agents: ["*"]`)
 	}
-	for i, iss := range w.Issuers {
-		if !strings.HasPrefix(iss, "https://") && !strings.HasPrefix(iss, "http://") {
-			v.add(fmt.Sprintf("spec.who.issuers[%d]", i), fmt.Sprintf("bad issuer %q", iss), "an issuer is the OIDC issuer URL, e.g. https://accounts.google.com")
-		}
-	}
+	v.issuers("spec.who.issuers", w.Issuers)
 	v.patterns("spec.who.agents", w.Agents, AgentPattern)
 	v.nonEmptyStrings("spec.who.groups.any", w.Groups.Any)
 	v.nonEmptyStrings("spec.who.groups.all", w.Groups.All)
@@ -277,6 +274,48 @@ func (v *validator) spec(s *PolicySpec, groups map[string]int, groupList []strin
 	if l.MaxRows < 0 {
 		v.add("spec.limits.maxRows", "maxRows is negative", "use a positive number of rows")
 	}
+}
+
+func (v *validator) issuers(path string, list []string) {
+	for i, iss := range list {
+		if !strings.HasPrefix(iss, "https://") && !strings.HasPrefix(iss, "http://") {
+			v.add(fmt.Sprintf("%s[%d]", path, i), fmt.Sprintf("bad issuer %q", iss), "an issuer is the OIDC issuer URL, e.g. https://accounts.google.com")
+		}
+	}
+}
+
+// CheckIssuers checks a set against the OIDC issuers the gateway trusts. An agent id (and
+// an approver's identity) is unique only within its issuer: with several issuers trusted,
+// a policy without who.issuers would match a token for the same id from any of them (the
+// development issuer mints any id), and an approver group without spec.issuers would let
+// any of them approve. So when more than one issuer is trusted, every AgentPolicy must
+// list who.issuers and every ApproverGroup spec.issuers; with one (or none known) nothing
+// is required. Issuers a document lists that are not trusted are not errors (the
+// document may be shared between gateways); they simply match no token.
+func CheckIssuers(s Set, trusted []string) []FieldError {
+	if len(trusted) < 2 {
+		return nil
+	}
+	list := strings.Join(trusted, ", ")
+	hint := fmt.Sprintf("list the issuers whose identities this document is for, e.g. issuers: [%s]", trusted[0])
+	var errs []FieldError
+	for i := range s.ApproverGroups {
+		g := &s.ApproverGroups[i]
+		if len(g.Spec.Issuers) == 0 {
+			errs = append(errs, FieldError{Doc: DocRef{KindApproverGroup, i}, Path: "spec",
+				Msg: fmt.Sprintf("approver group %q has no spec.issuers, which is required because the gateway trusts %d issuers (%s): "+
+					"without it an approver identity from any of them may approve", g.Metadata.Name, len(trusted), list), Hint: hint})
+		}
+	}
+	for i := range s.Policies {
+		p := &s.Policies[i]
+		if len(p.Spec.Who.Issuers) == 0 {
+			errs = append(errs, FieldError{Doc: DocRef{KindAgentPolicy, i}, Path: "spec.who",
+				Msg: fmt.Sprintf("policy %q has no who.issuers, which is required because the gateway trusts %d issuers (%s): "+
+					"without it the policy matches an agent id from any of them", p.Metadata.Name, len(trusted), list), Hint: hint})
+		}
+	}
+	return errs
 }
 
 func (v *validator) ruleName(path, name string, seen map[string]bool) {

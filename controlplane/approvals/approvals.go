@@ -164,10 +164,35 @@ type Requirement struct {
 	// Members and Groups are the union of the approver groups' members and OIDC groups.
 	Members []string `json:"members,omitempty"`
 	Groups  []string `json:"groups,omitempty"`
+	// Approvers are the approver groups one by one, each with the issuers its approvers'
+	// tokens must come from (an identity is unique only within its issuer). When set,
+	// they decide instead of Members and Groups (kept for display and older records).
+	Approvers []ApproverSet `json:"approvers,omitempty"`
 }
 
-// allows reports whether the approver (agent id and groups) may approve this requirement.
-func (r Requirement) allows(id string, groups []string) bool {
+// ApproverSet is one approver group's members and OIDC groups, valid from Issuers (empty:
+// any trusted issuer).
+type ApproverSet struct {
+	Issuers []string `json:"issuers,omitempty"`
+	Members []string `json:"members,omitempty"`
+	Groups  []string `json:"groups,omitempty"`
+}
+
+// allows reports whether the approver (identity, issuer and groups) may approve this
+// requirement.
+func (r Requirement) allows(who Approver) bool {
+	if len(r.Approvers) > 0 {
+		for _, s := range r.Approvers {
+			if len(s.Issuers) > 0 && !slices.Contains(s.Issuers, who.Issuer) {
+				continue
+			}
+			if (Requirement{Members: s.Members, Groups: s.Groups}).allows(Approver{ID: who.ID, Groups: who.Groups}) {
+				return true
+			}
+		}
+		return false
+	}
+	id, groups := who.ID, who.Groups
 	if slices.Contains(r.Members, id) {
 		return true
 	}
@@ -651,7 +676,7 @@ func (a *Approval) MayDecide(who Approver) error {
 		return ErrSelf
 	}
 	for _, r := range a.Requirements {
-		if !r.allows(who.ID, who.Groups) {
+		if !r.allows(who) {
 			return fmt.Errorf("%w: %s is not in approver groups %s of policy %s rule %s", ErrNotApprover, who.ID,
 				strings.Join(r.ApproverGroups, ", "), r.Policy, r.Rule)
 		}

@@ -256,6 +256,35 @@ func TestStepRejectModeNamesApprovalAndCommand(t *testing.T) {
 	}
 }
 
+// An approver identity is unique only within its issuer: an approver group that names its
+// issuers accepts its members' tokens only from those (the development issuer mints any
+// identity, "dana" included).
+func TestApproverGroupIssuersBindApprovers(t *testing.T) {
+	b := openBroker(t, startNATS(t, ""), nil)
+	set := policies.Set{ApproverGroups: []policies.ApproverGroup{{APIVersion: policies.APIVersion,
+		Kind: policies.KindApproverGroup, Metadata: policies.Metadata{Name: "owners"},
+		Spec: policies.ApproverGroupSpec{Issuers: []string{"https://iss"}, Members: []string{"dana"}, Groups: []string{"oncall"}}}}}
+	bun, errs := policies.Compile(set)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	c := call("agent-1")
+	if d := b.Step(ownersBundle{bun}).Run(t.Context(), c); d == nil || d.Reason != approvals.ReasonRequired {
+		t.Fatalf("denial %+v", d)
+	}
+	for _, who := range []approvals.Approver{
+		{ID: "dana", Issuer: "http://127.0.0.1:18002"},
+		{ID: "erin", Issuer: "http://127.0.0.1:18002", Groups: []string{"oncall"}},
+	} {
+		if _, err := b.Decide(t.Context(), c.ApprovalID, who, approvals.Decision{Approve: true}); !errors.Is(err, approvals.ErrNotApprover) {
+			t.Fatalf("%s from another issuer: %v, want ErrNotApprover", who.ID, err)
+		}
+	}
+	if a, err := b.Decide(t.Context(), c.ApprovalID, dana, approvals.Decision{Approve: true}); err != nil || a.State != approvals.StateApproved {
+		t.Fatalf("dana from the group's issuer: %+v %v", a, err)
+	}
+}
+
 func TestStepHoldTimesOutNamingTheTimeout(t *testing.T) {
 	b := openBroker(t, startNATS(t, ""), nil)
 	st := b.Step(bundle(t))

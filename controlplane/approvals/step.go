@@ -58,6 +58,7 @@ func requestOf(b *policies.Bundle, c *authz.Call) Request {
 				if slices.Contains(req.ApproverGroups, g.Name) {
 					rq.Members = union(rq.Members, g.Spec.Members)
 					rq.Groups = union(rq.Groups, g.Spec.Groups)
+					rq.Approvers = append(rq.Approvers, ApproverSet{Issuers: g.Spec.Issuers, Members: g.Spec.Members, Groups: g.Spec.Groups})
 				}
 			}
 		}

@@ -46,7 +46,7 @@ func BenchmarkAuthorizeAudit(b *testing.B) {
 				}
 				auditor = w
 			}
-			svc, err := authz.New(authz.Options{Verifier: fixedVerifier{}, Minter: mintCounter{&atomic.Int64{}}, CredentialTTL: time.Minute,
+			svc, err := authz.New(authz.Options{Verifier: fixedVerifier{}, Minter: mintCounter{&atomic.Int64{}}, CredentialTTL: time.Minute, IdentityOnly: true, // measures the allow path
 				Logger: slog.New(slog.DiscardHandler), Audit: auditor})
 			if err != nil {
 				b.Fatal(err)

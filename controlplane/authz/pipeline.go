@@ -3,6 +3,7 @@ package authz
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/jitgate/jitgate/controlplane/credentials"
@@ -150,6 +151,30 @@ var identityMessages = map[string]string{
 	identity.ReasonAlgorithmNotAllowed: "The agent identity token is signed with an algorithm this gateway does not accept.",
 	identity.ReasonUnknownKey:          "The agent identity token is signed with a key its issuer does not publish.",
 	identity.ReasonInvalidClaims:       "The agent identity token lacks a required claim or has a claim of the wrong type.",
+}
+
+// ReasonNoPolicy denies a call that no policy decided: the gateway has no policies
+// loaded and is not in identity-only mode (deny by default).
+const ReasonNoPolicy = "no_policy"
+
+// defaultDenyStep runs just before the credential is minted, unless Options.IdentityOnly:
+// a call that reached it without a policy's allow decision (Call.Decision) is denied.
+// It is structural, so a pipeline built without a policy step fails closed.
+type defaultDenyStep struct{}
+
+func (defaultDenyStep) Name() string { return "default_deny" }
+
+func (defaultDenyStep) Run(_ context.Context, c *Call) *Denial {
+	if c.Decision != nil && c.Decision.Allow {
+		return nil
+	}
+	agent, issuer := "(unknown)", "(unknown)"
+	if c.Identity != nil {
+		agent, issuer = c.Identity.AgentID, c.Identity.Issuer
+	}
+	return Forbidden(ReasonNoPolicy, fmt.Sprintf("Denied by default: no policy applies to agent %s (issuer %s). "+
+		"The gateway has no policies loaded; an operator must configure a policy directory that allows this agent.", agent, issuer),
+		errors.New("no policy decided the call and identity-only mode is off"))
 }
 
 // mintStep mints the upstream credential, last, once everything else allowed the call.

@@ -67,6 +67,11 @@ type Options struct {
 	AuditMode AuditMode
 	// Now is the clock for decision ids and latency. Default time.Now.
 	Now func() time.Time
+	// IdentityOnly lets a call through that no policy decided (no step set
+	// Call.Decision, because the pipeline has no policy step): every verified agent gets
+	// a credential. It is jitgated's first-setup switch (policies.identityOnly). Without
+	// it such a call is denied 403 ReasonNoPolicy: deny by default.
+	IdentityOnly bool
 }
 
 // Service serves POST authorize.Path. It is safe for concurrent use.
@@ -104,6 +109,9 @@ func New(o Options) (*Service, error) {
 			return nil, errors.New("authz: nil Step")
 		}
 		pipeline = append(pipeline, st)
+	}
+	if !o.IdentityOnly {
+		pipeline = append(pipeline, defaultDenyStep{})
 	}
 	pipeline = append(pipeline, mintStep{o.Minter, o.Metrics})
 	return &Service{pipeline: pipeline, ttl: o.CredentialTTL, log: o.Logger, metrics: o.Metrics, now: o.Now,

@@ -74,6 +74,10 @@ type options struct {
 	steps     []authz.Step
 	audit     authz.Auditor
 	auditMode authz.AuditMode
+	// defaultDeny builds the service without IdentityOnly, as jitgated runs it. The other
+	// tests here check identity, steps, minting and audit with steps that set no policy
+	// decision, so they run in the explicit identity-only mode.
+	defaultDeny bool
 }
 
 func newGateway(t *testing.T, o options) *gateway {
@@ -107,6 +111,7 @@ func newGateway(t *testing.T, o options) *gateway {
 	svc, err := authz.New(authz.Options{
 		Verifier: verifier, Minter: minter, CredentialTTL: credTTL, Steps: o.steps,
 		Logger: log, Metrics: authz.NewMetrics(reg), Audit: o.audit, AuditMode: o.auditMode,
+		IdentityOnly: !o.defaultDeny,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -338,6 +343,53 @@ func TestStepsRunBetweenIdentityAndMinting(t *testing.T) {
 	resp = g.authorizeCall(t, request(g.mint(t, "etl-bot", nil)))
 	if resp.Decision != authorize.Allow || minted.Load() != 1 || resp.Credential.ExpiresAtUnix-time.Now().Unix() > 30 {
 		t.Errorf("= %+v, minted %d", resp, minted.Load())
+	}
+}
+
+// Deny by default: without a policy's allow decision (no policy step, or one that decided
+// nothing) a verified agent gets 403 no_policy and no credential is minted, unless the
+// service runs in the explicit identity-only mode.
+func TestNoPolicyDeniesByDefault(t *testing.T) {
+	var minted atomic.Int64
+	g := newGateway(t, options{minter: mintCounter{&minted}, defaultDeny: true})
+	for _, req := range []authorize.Request{
+		request(g.mint(t, "etl-agent", []string{"admins"})),
+		{Token: g.mint(t, "etl-agent", nil), Call: authorize.Call{API: "tabledata.list", Method: "GET", Project: "demo-project", Dataset: "crm", Table: "customers"}},
+		{Token: g.mint(t, "etl-agent", nil), Call: authorize.Call{API: "tables.get", Method: "GET", Project: "demo-project", Dataset: "d", Table: "t"}},
+	} {
+		resp := g.authorizeCall(t, req)
+		if resp.Decision != authorize.Deny || resp.Status != 403 || resp.Reason != authz.ReasonNoPolicy || resp.Credential != nil {
+			t.Fatalf("%s without policies = %+v", req.Call.API, resp)
+		}
+		if !strings.Contains(resp.Message, "no policy applies to agent etl-agent (issuer "+g.issuer.URL()+")") {
+			t.Errorf("message %q does not say why", resp.Message)
+		}
+		if line := g.logs.decisionLine(t, resp.DecisionID); line["step"] != "default_deny" {
+			t.Errorf("decision log %v does not name the default_deny step", line)
+		}
+	}
+	if minted.Load() != 0 {
+		t.Fatalf("%d credentials minted without a policy", minted.Load())
+	}
+
+	// A step that records a policy's allow decision lets the call through; one that
+	// records a deny decision without denying (a bug) does not.
+	decide := authz.NewStep("policy", func(_ context.Context, c *authz.Call) *authz.Denial {
+		c.Decision = &policies.Decision{Allow: c.Identity.AgentID == "allowed-agent", Rule: "allow"}
+		return nil
+	})
+	g = newGateway(t, options{minter: mintCounter{&minted}, defaultDeny: true, steps: []authz.Step{decide}})
+	if resp := g.authorizeCall(t, request(g.mint(t, "allowed-agent", nil))); resp.Decision != authorize.Allow || minted.Load() != 1 {
+		t.Fatalf("policy-allowed call = %+v, minted %d", resp, minted.Load())
+	}
+	if resp := g.authorizeCall(t, request(g.mint(t, "other-agent", nil))); resp.Reason != authz.ReasonNoPolicy || minted.Load() != 1 {
+		t.Fatalf("call with a deny decision = %+v, minted %d", resp, minted.Load())
+	}
+
+	// The explicit switch restores identity-only mode.
+	g = newGateway(t, options{minter: mintCounter{&minted}})
+	if resp := g.authorizeCall(t, request(g.mint(t, "etl-agent", nil))); resp.Decision != authorize.Allow || minted.Load() != 2 {
+		t.Fatalf("identity-only call = %+v, minted %d", resp, minted.Load())
 	}
 }
 

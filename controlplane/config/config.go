@@ -117,8 +117,8 @@ type Config struct {
 	// and tests only: anyone who can reach it can mint a token for any agent.
 	DevIssuer DevIssuer `yaml:"devIssuer"`
 	// Policies is the policy directory (policies/README.md) that decides every authorize
-	// call. Empty: no policies, every verified agent is allowed what the filter's built-in
-	// rules allow (jitgated warns at start).
+	// call. Empty: no policies, every call is denied (403 no_policy) unless
+	// policies.identityOnly is set.
 	Policies Policies `yaml:"policies"`
 	// Analysis tunes the SQL analyser that policies decide queries with (used only when
 	// policies.dir is set).
@@ -246,8 +246,21 @@ type Policies struct {
 	// refuses to start if it does not load), watches it for changes and reloads it on
 	// SIGHUP; an invalid change keeps the last good policies live. A relative path in the
 	// file is resolved against the file's directory. Changing dir itself takes a restart.
-	// Default empty (no policies).
+	// Default empty (no policies: every call is denied, see IdentityOnly).
 	Dir string `yaml:"dir"`
+	// IdentityOnly is for a first setup only: without a policy directory, every verified
+	// agent may do whatever the filter's built-in rules and the job ledger allow (DML,
+	// DDL, EXPORT DATA, scripts, legacy SQL, writes, unmasked reads of any table). jitgated
+	// logs a warning at start and on every check. Default false: without policies.dir
+	// every call is denied 403 no_policy. Cannot be combined with dir (--identity-only).
+	IdentityOnly bool `yaml:"identityOnly"`
+}
+
+func (p Policies) checkIdentityOnly() error {
+	if p.IdentityOnly && p.Dir != "" {
+		return errors.New("identity-only mode applies only without a policy directory; unset policies.identityOnly or policies.dir")
+	}
+	return nil
 }
 
 // Analysis configures the GoogleSQL analyser (controlplane/sqlanalysis). It reads table
@@ -622,6 +635,7 @@ func (c *Config) Validate() error {
 		{"devIssuer.keyFile", checkAbs(c.DevIssuer.KeyFile)},
 		{"devIssuer.audience", checkAudience(c.DevIssuer.Audience)},
 		{"policies.dir", checkOptionalAbs(c.Policies.Dir)},
+		{"policies.identityOnly", c.Policies.checkIdentityOnly()},
 		{"analysis.cacheSize", checkRange(int64(c.Analysis.CacheSize), -1, 1<<20)},
 		{"analysis.cacheTTL", checkDuration(c.Analysis.CacheTTL, time.Second, 24*time.Hour)},
 		{"analysis.tableMetadataTTL", checkDuration(c.Analysis.TableMetadataTTL, time.Second, 24*time.Hour)},
@@ -694,6 +708,8 @@ type Overrides struct {
 	CredentialsKeyFile *string
 	PoliciesDir        *string
 	HashKeyFile        *string
+	// IdentityOnly sets policies.identityOnly (--identity-only).
+	IdentityOnly *bool
 }
 
 // Apply overrides c's fields with every non-nil value in o (relative paths against the
@@ -718,6 +734,10 @@ func (c *Config) Apply(o Overrides) error {
 	set(&c.Credentials.KeyFile, o.CredentialsKeyFile, "credentials.keyFile", "--credentials-key-file")
 	set(&c.Policies.Dir, o.PoliciesDir, "policies.dir", "--policies")
 	set(&c.Masking.HashKeyFile, o.HashKeyFile, "masking.hashKeyFile", "--masking-hash-key-file")
+	if o.IdentityOnly != nil {
+		c.Policies.IdentityOnly = *o.IdentityOnly
+		c.sources["policies.identityOnly"] = "--identity-only"
+	}
 	if o.DevIssuer != nil {
 		c.DevIssuer.Enabled = *o.DevIssuer
 		c.sources["devIssuer.enabled"] = "--dev-issuer"

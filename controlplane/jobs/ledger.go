@@ -513,7 +513,7 @@ func PolicyJob(j *Job) *policies.Job {
 	if j == nil {
 		return nil
 	}
-	return &policies.Job{OwnerAgentID: j.Agent}
+	return &policies.Job{OwnerAgentID: j.Agent, OwnerIssuer: j.Issuer}
 }
 
 // KV keys. A key token is the value itself when it is made only of letters, digits, '-'

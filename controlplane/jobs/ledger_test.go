@@ -171,7 +171,7 @@ func TestDecisionReportLookup(t *testing.T) {
 		t.Errorf("base table = %+v, %v", got, err)
 	}
 	pj, err := l.PolicyLedger().ResultTableJob(ctx, project, "_anon0123", "anon_t1")
-	if err != nil || pj == nil || pj.OwnerAgentID != "agent-a" {
+	if err != nil || pj == nil || pj.OwnerAgentID != "agent-a" || pj.OwnerIssuer != issuerA {
 		t.Errorf("policy view = %+v, %v", pj, err)
 	}
 

@@ -107,8 +107,10 @@ func newGateway(t *testing.T, l *testLedger, withPolicies bool) *gateway {
 		steps = append(steps, ps)
 	}
 	steps = append(steps, l.DecisionStep())
+	// Without policies the gateway runs in jitgated's explicit identity-only mode (the
+	// ledger's own checks are what these tests exercise).
 	svc, err := authz.New(authz.Options{Verifier: verifier, Minter: minter, Steps: steps, Logger: log,
-		Metrics: authz.NewMetrics(prometheus.NewRegistry())})
+		Metrics: authz.NewMetrics(prometheus.NewRegistry()), IdentityOnly: !withPolicies})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -381,7 +381,7 @@ spec:
 `)
 	owners := jobLedgerFunc(func(project, dataset, table, jobID string) *policies.Job {
 		if project == "acme" && ((dataset == "_anon" && table == "t1") || jobID == "j1") {
-			return &policies.Job{OwnerAgentID: "a"}
+			return &policies.Job{OwnerAgentID: "a", OwnerIssuer: "https://i"}
 		}
 		return nil
 	})

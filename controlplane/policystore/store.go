@@ -81,6 +81,10 @@ type Options struct {
 	PollInterval time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// TrustedIssuers are the OIDC issuers jitgated trusts: with more than one, a directory
+	// whose policies or approver groups do not name their issuers does not load
+	// (policies.CheckIssuers).
+	TrustedIssuers []string
 }
 
 // Store holds the live bundle of one policy directory. Safe for concurrent use.
@@ -90,6 +94,7 @@ type Store struct {
 	metrics *Metrics
 	poll    time.Duration
 	now     func() time.Time
+	load    source.Options
 
 	live atomic.Pointer[Snapshot]
 
@@ -117,10 +122,11 @@ func Open(dir string, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policies: %w", err)
 	}
-	s := &Store{dir: abs, log: o.Logger, metrics: o.Metrics, poll: o.PollInterval, now: o.Now}
+	s := &Store{dir: abs, log: o.Logger, metrics: o.Metrics, poll: o.PollInterval, now: o.Now,
+		load: source.Options{TrustedIssuers: append([]string(nil), o.TrustedIssuers...)}}
 	s.status = Status{Enforcing: true, Dir: abs, Policies: []string{}}
 	stamp, _ := fingerprint(abs)
-	res, err := source.Load(abs)
+	res, err := source.LoadWith(abs, s.load)
 	if err != nil {
 		return nil, err
 	}
@@ -178,7 +184,7 @@ func (s *Store) Reload(reason string) error {
 	s.stamp = stamp
 	s.mu.Unlock()
 	start := s.now()
-	res, err := source.Load(s.dir)
+	res, err := source.LoadWith(s.dir, s.load)
 	if err != nil {
 		s.fail(reason, err)
 		return err

@@ -144,6 +144,25 @@ func TestOversizedBundleKeepsLastGood(t *testing.T) {
 
 // TestAuthorizeTimeoutFollowsLongestHold: the filter's authorize callout outlasts the
 // longest hold-mode approval of the bundle (plus HoldMargin); other callouts keep theirs.
+// TestIdentityOnlyReachesTheFilter: the filter denies every call without a bundle unless
+// the control plane says it runs in the explicit identity-only mode.
+func TestIdentityOnlyReachesTheFilter(t *testing.T) {
+	cfg := loadGoldenInput(t, "emulator")
+	for _, identityOnly := range []bool{false, true} {
+		cfg.Policies.IdentityOnly = identityOnly
+		fc, err := FilterConfig(cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fc.Marshal(); err != nil || fc.IdentityOnly != identityOnly {
+			t.Fatalf("identityOnly %v: filter config %+v (%v)", identityOnly, fc, err)
+		}
+	}
+	if fc, err := FilterConfig(cfg, examplesBundle(t)); err != nil || fc.IdentityOnly {
+		t.Fatalf("with a bundle: identityOnly %v (%v)", fc.IdentityOnly, err)
+	}
+}
+
 func TestAuthorizeTimeoutFollowsLongestHold(t *testing.T) {
 	cfg := loadGoldenInput(t, "emulator")
 	b := examplesBundle(t) // break-glass holds without holdTimeout: the 2m default

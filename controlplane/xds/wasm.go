@@ -65,6 +65,10 @@ func FilterConfig(cfg *config.Config, bundle *policies.Bundle) (filterconfig.Con
 		}
 		fc.PolicyVersion, fc.PolicyBundle = bundle.Version, raw
 		fc.ControlPlane.AuthorizeTimeoutMillis = AuthorizeTimeoutMillis(cfg.Filter.CalloutTimeoutMillis, bundle.LongestHoldTimeout())
+	} else {
+		// Without a bundle the filter denies every call unless told this is the
+		// operator's explicit identity-only mode.
+		fc.IdentityOnly = cfg.Policies.IdentityOnly
 	}
 	return fc, nil
 }

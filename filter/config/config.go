@@ -64,6 +64,11 @@ type Config struct {
 	// (policies.EvaluateCall). Set exactly when PolicyVersion is; a configuration with a
 	// PolicyVersion but no bundle starts, and fails every request closed.
 	PolicyBundle json.RawMessage `json:"policyBundle,omitempty"`
+	// IdentityOnly is set by the control plane only in its explicit identity-only mode
+	// (policies.identityOnly, no policy directory). Without a PolicyBundle the filter
+	// refuses every call the control plane allows (403 no_policy: deny by default) unless
+	// IdentityOnly is true. It cannot be combined with a PolicyBundle.
+	IdentityOnly bool `json:"identityOnly,omitempty"`
 	// SelfTest is for tests only and never set by the control plane: when true,
 	// OnPluginStart runs the embedded policy conformance vectors (policies/conformance)
 	// through the evaluator compiled into the module, logs "conformance: N vectors
@@ -178,6 +183,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: policyVersion longer than %d bytes", ErrInvalid, maxPolicyVersionLength)
 	case len(c.PolicyBundle) > MaxPolicyBundleBytes:
 		return fmt.Errorf("%w: policyBundle of %d bytes exceeds %d", ErrInvalid, len(c.PolicyBundle), MaxPolicyBundleBytes)
+	case c.IdentityOnly && (len(c.PolicyBundle) > 0 || c.PolicyVersion != ""):
+		return fmt.Errorf("%w: identityOnly with a policy bundle", ErrInvalid)
 	case len(c.PolicyBundle) > 0 && c.PolicyVersion == "":
 		return fmt.Errorf("%w: policyBundle without policyVersion", ErrInvalid)
 	}

@@ -137,7 +137,7 @@ func TestAuthorizeAllow(t *testing.T) {
 // TestAuthorizeCalloutTarget: the callout goes where the configuration says.
 func TestAuthorizeCalloutTarget(t *testing.T) {
 	vmTest(t, func(t *testing.T, vm types.VMContext) {
-		host, status := startHost(t, vm, `{"version":"jitgate.dev/filter/v1","controlPlane":{"cluster":"cp_east","authority":"cp.internal","timeoutMillis":750}}`)
+		host, status := startHost(t, vm, `{"version":"jitgate.dev/filter/v1","identityOnly":true,"controlPlane":{"cluster":"cp_east","authority":"cp.internal","timeoutMillis":750}}`)
 		if status != types.OnPluginStartStatusOK {
 			t.Fatal("plugin did not start")
 		}

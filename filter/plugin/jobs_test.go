@@ -20,7 +20,7 @@ import (
 
 // ledgerConfig has a small response limit so the limit tests stay cheap.
 const (
-	ledgerConfig        = `{"version":"jitgate.dev/filter/v1","maxRequestBodyBytes":65536,"maxResponseBodyBytes":4096}`
+	ledgerConfig        = `{"version":"jitgate.dev/filter/v1","maxRequestBodyBytes":65536,"maxResponseBodyBytes":4096,"identityOnly":true}`
 	ledgerResponseLimit = 4096
 )
 

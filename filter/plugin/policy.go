@@ -121,7 +121,11 @@ func (h *httpContext) checkPolicy(resp *authorize.Response) bool {
 			h.reject(bqapi.Reject(bqapi.ReasonNotConfigured, "filter not configured: the gateway has no valid policy bundle"))
 			return false
 		}
-		return true // no policies anywhere: identity only
+		if h.cfg.IdentityOnly {
+			return true // the operator's explicit identity-only mode (first setup)
+		}
+		h.noPolicy(resp)
+		return false
 	}
 	d := policies.EvaluateCall(h.bundle, policyInput(h.authorizeRequest(), *resp.Identity))
 	check := &PolicyCheck{Allow: d.Allow, Rule: d.Rule, RuleName: d.RuleName}
@@ -140,6 +144,32 @@ func (h *httpContext) checkPolicy(resp *authorize.Response) bool {
 	}
 	return true
 }
+
+// noPolicy answers a call the control plane allowed although the filter has no policy
+// bundle and is not in identity-only mode: deny by default, 403 no_policy, never
+// forwarded. (A control plane without policies denies the call itself; this is the
+// filter's own guard against one that does not.)
+func (h *httpContext) noPolicy(resp *authorize.Response) {
+	agent, issuer := "(unknown)", "(unknown)"
+	if id := resp.Identity; id != nil {
+		agent, issuer = id.AgentID, id.Issuer
+	}
+	line := "jitgate: the control plane allowed decision " + headerSafe(resp.DecisionID) +
+		" but the filter has no policy bundle and identityOnly is not set: denied by default"
+	if h.caller.requestID != "" {
+		line += " request_id=" + strconv.Quote(h.caller.requestID)
+	}
+	proxywasm.LogWarn(line)
+	h.ex.Authz.Status, h.ex.Authz.Reason = 403, reasonNoPolicy
+	h.deny(denial{
+		status: 403, reason: reasonNoPolicy, decisionID: headerSafe(resp.DecisionID),
+		message: "Denied by default: no policy applies to agent " + bounded(agent) + " (issuer " + bounded(issuer) +
+			"). The gateway has no policies loaded.",
+	})
+}
+
+// reasonNoPolicy is the control plane's authz.ReasonNoPolicy (the filter cannot import it).
+const reasonNoPolicy = "no_policy"
 
 // policyDisagreement answers a call the control plane allowed and the filter's check of
 // the same bundle denies: 403 with the filter's rule, never forwarded.

@@ -173,6 +173,49 @@ func TestPolicyVersionWithoutBundle(t *testing.T) {
 	})
 }
 
+// TestNoBundleDeniesByDefault: a configuration without a policy bundle (the control plane
+// has no policies) refuses every call the control plane allows, 403 no_policy, never
+// forwarded, unless identityOnly says the operator chose identity-only mode.
+func TestNoBundleDeniesByDefault(t *testing.T) {
+	calls := []request{
+		{method: "GET", path: "/bigquery/v2/projects/p/datasets/d/tables/t/data"},
+		{method: "POST", path: "/bigquery/v2/projects/p/queries", chunks: withBody(`{"query":"DELETE FROM d.t WHERE true","useLegacySql":false}`)},
+		{method: "POST", path: "/bigquery/v2/projects/p/queries", chunks: withBody(`{"query":"SELECT 1","useLegacySql":true}`)},
+	}
+	vmTest(t, func(t *testing.T, vm types.VMContext) {
+		host, status := startHost(t, vm, `{"version":"jitgate.dev/filter/v1","maxRequestBodyBytes":65536}`)
+		if status != types.OnPluginStartStatusOK {
+			t.Fatalf("plugin did not start: %q", host.GetCriticalLogs())
+		}
+		for _, req := range calls {
+			o := send(t, host, req)
+			if o.callout == nil || o.reply == nil || o.forwarded() {
+				t.Fatalf("%s %s: callout %v, reply %v, forwarded %v", req.method, req.path, o.callout != nil, o.reply, o.forwarded())
+			}
+			var doc bqapi.ErrorDocument
+			if err := json.Unmarshal(o.reply.Data, &doc); err != nil {
+				t.Fatalf("reply is not JSON: %s", o.reply.Data)
+			}
+			if o.reply.StatusCode != 403 || headerValue(o.reply.Headers, DenyReasonHeader) != "no_policy" ||
+				doc.Error.Status != "PERMISSION_DENIED" || !strings.Contains(doc.Error.Message, "no policy applies to agent") {
+				t.Errorf("%s %s: %d %q %s", req.method, req.path, o.reply.StatusCode, headerValue(o.reply.Headers, DenyReasonHeader), o.reply.Data)
+			}
+			if strings.Contains(string(o.reply.Data), agentToken) {
+				t.Error("the reply echoes the agent's token")
+			}
+		}
+	})
+	vmTest(t, func(t *testing.T, vm types.VMContext) {
+		host, status := startHost(t, vm, `{"version":"jitgate.dev/filter/v1","maxRequestBodyBytes":65536,"identityOnly":true}`)
+		if status != types.OnPluginStartStatusOK {
+			t.Fatalf("plugin did not start: %q", host.GetCriticalLogs())
+		}
+		for _, req := range calls {
+			wantAllowed(t, send(t, host, req))
+		}
+	})
+}
+
 // TestPolicyFilterCheck: after the control plane's allow, the filter's evaluation of the
 // same bundle must allow too; when it denies, the call is refused 403 with the filter's
 // rule and never forwarded, and the disagreement is logged.

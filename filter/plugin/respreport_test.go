@@ -133,9 +133,9 @@ func TestResponseReportExcerptSize(t *testing.T) {
 	body := `{"rows":[{"f":[{"v":"ééééé"}]}]}`
 	vmTest(t, func(t *testing.T, vm types.VMContext) {
 		for cfg, want := range map[string]string{
-			`{"version":"jitgate.dev/filter/v1","responseExcerptBytes":22}`: `{"rows":[{"f":[{"v":"`,
-			`{"version":"jitgate.dev/filter/v1","responseExcerptBytes":23}`: `{"rows":[{"f":[{"v":"é`,
-			`{"version":"jitgate.dev/filter/v1","responseExcerptBytes":-1}`: ``,
+			`{"version":"jitgate.dev/filter/v1","responseExcerptBytes":22,"identityOnly":true}`: `{"rows":[{"f":[{"v":"`,
+			`{"version":"jitgate.dev/filter/v1","responseExcerptBytes":23,"identityOnly":true}`: `{"rows":[{"f":[{"v":"é`,
+			`{"version":"jitgate.dev/filter/v1","responseExcerptBytes":-1,"identityOnly":true}`: ``,
 		} {
 			t.Run(cfg, func(t *testing.T) {
 				host, status := startHost(t, vm, cfg)

@@ -104,7 +104,11 @@ func moduleRoot(t *testing.T) string {
 	}
 }
 
-const testConfig = `{"version":"jitgate.dev/filter/v1","maxRequestBodyBytes":65536}`
+// testConfig carries no policy bundle, so it sets the control plane's explicit
+// identity-only mode: the tests built on it exercise classification, bodies, callouts and
+// responses of calls the control plane allows (TestNoBundleDeniesByDefault covers the
+// default without it).
+const testConfig = `{"version":"jitgate.dev/filter/v1","maxRequestBodyBytes":65536,"identityOnly":true}`
 
 // testClientAddress is Envoy's source.address property in every test host.
 const testClientAddress = "192.0.2.7:40000"

@@ -88,9 +88,20 @@ type Result struct {
 // MaxFileBytes bounds one policy file.
 const MaxFileBytes = 4 << 20
 
+// Options are what a directory is checked against beyond its own content.
+type Options struct {
+	// TrustedIssuers are the OIDC issuers the gateway trusts; with more than one, every
+	// policy must list who.issuers and every approver group spec.issuers
+	// (policies.CheckIssuers). Empty: not checked.
+	TrustedIssuers []string
+}
+
 // Load reads every *.yaml and *.yml file directly in dir (sorted by name), validates and
 // compiles them. A non-nil error is an ErrorList (or an I/O error).
-func Load(dir string) (*Result, error) {
+func Load(dir string) (*Result, error) { return LoadWith(dir, Options{}) }
+
+// LoadWith is Load with the gateway's Options.
+func LoadWith(dir string, o Options) (*Result, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("load policies %s: %w", dir, err)
@@ -108,7 +119,7 @@ func Load(dir string) (*Result, error) {
 		}
 		files = append(files, File{Name: path, Data: data})
 	}
-	return Parse(files...)
+	return ParseWith(o, files...)
 }
 
 // docInfo remembers where a decoded document's fields are.
@@ -119,7 +130,10 @@ type docInfo struct {
 }
 
 // Parse decodes, validates and compiles files (in name order). A non-nil error is an ErrorList.
-func Parse(files ...File) (*Result, error) {
+func Parse(files ...File) (*Result, error) { return ParseWith(Options{}, files...) }
+
+// ParseWith is Parse with the gateway's Options.
+func ParseWith(o Options, files ...File) (*Result, error) {
 	var errs ErrorList
 	var set policies.Set
 	var policyDocs, groupDocs []*docInfo
@@ -167,7 +181,7 @@ func Parse(files ...File) (*Result, error) {
 		}
 		return policyDocs[ref.Index]
 	}
-	for _, fe := range policies.Validate(set) {
+	for _, fe := range append(policies.Validate(set), policies.CheckIssuers(set, o.TrustedIssuers)...) {
 		di := info(fe.Doc)
 		if di.underBad(fe.Path) {
 			continue // a consequence of a decode error already reported

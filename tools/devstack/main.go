@@ -40,7 +40,8 @@ func run() error {
 	emu := fs.String("emulator", "127.0.0.1:9050", "the BigQuery emulator's address (the upstream)")
 	issuer := fs.String("dev-issuer", "127.0.0.1:18002", "the development OIDC issuer's address (jitgated serves it; dev only)")
 	agentID := fs.String("agent", "demo-agent", "the agent id the demo query runs as (in group analysts)")
-	policies := fs.String("policies", "", "policy directory to enforce (e.g. tools/demo/policies); empty: no policies, every verified agent is allowed what the filter's built-in rules allow")
+	policies := fs.String("policies", "tools/demo/policies", "policy directory to enforce (the demo's: analysts may SELECT from crm); without policies every call is denied unless --identity-only")
+	identityOnly := fs.Bool("identity-only", false, "run jitgated without policies in identity-only mode (every verified agent may do anything the filter's built-in rules allow; first setup only); excludes --policies")
 	work := fs.String("workdir", ".jitgate/run", "logs, Envoy bootstrap and NATS store")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: devstack [flags]\n\nStarts the BigQuery emulator, jitgated and Envoy, queries through the gateway, serves until Ctrl-C.\n\n")
@@ -69,7 +70,15 @@ func run() error {
 	}
 
 	policyDir := ""
-	if *policies != "" {
+	var jitgatedArgs []string
+	if *identityOnly {
+		explicit := false
+		fs.Visit(func(f *flag.Flag) { explicit = explicit || (f.Name == "policies" && f.Value.String() != "") })
+		if explicit {
+			return fmt.Errorf("--identity-only runs without policies; drop --policies %s", *policies)
+		}
+		jitgatedArgs = append(jitgatedArgs, "--identity-only")
+	} else if *policies != "" {
 		policyDir = abs(*policies)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -80,8 +89,9 @@ func run() error {
 		Root: *root, Jitgated: abs("bin/jitgated"), CLI: abs("bin/jitgate"), Wasm: abs("build/jitgate.wasm"),
 		Data: abs(*data), Project: *project, WorkDir: abs(*work),
 		AgentAddr: *agent, XDSAddr: *xds, APIAddr: *api, AdminAddr: *admin, EmulatorAddr: *emu, DevIssuerAddr: *issuer,
-		Progress:    os.Stdout,
-		PoliciesDir: policyDir,
+		Progress:          os.Stdout,
+		PoliciesDir:       policyDir,
+		ExtraJitgatedArgs: jitgatedArgs,
 	})
 	if err != nil {
 		return err

@@ -55,7 +55,13 @@ func policyCmd(args []string, stdout, stderr io.Writer) int {
 
 // loadDir loads a policy directory, printing every error (file:line:col) to stderr.
 func loadDir(dir string, stderr io.Writer) (*source.Result, bool) {
-	res, err := source.Load(dir)
+	return loadDirWith(dir, source.Options{}, stderr)
+}
+
+// loadDirWith is loadDir checking the directory against the gateway's options (its
+// trusted issuers).
+func loadDirWith(dir string, o source.Options, stderr io.Writer) (*source.Result, bool) {
+	res, err := source.LoadWith(dir, o)
 	if err == nil {
 		return res, true
 	}
@@ -75,16 +81,26 @@ func policyCheck(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("jitgate policy check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	quiet := fs.Bool("q", false, "print nothing on success")
+	var issuers []string
+	fs.Func("issuer", "an OIDC issuer URL the gateway trusts (repeatable); with two or more, every policy must list who.issuers and every approver group spec.issuers, as jitgated requires", func(s string) error {
+		issuers = append(issuers, s)
+		return nil
+	})
 	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: jitgate policy check [-q] DIR
+		fmt.Fprint(stderr, `Usage: jitgate policy check [-q] [--issuer URL ...] DIR
 
 Reads every *.yaml / *.yml file directly in DIR the way jitgated does, validates and
 compiles them. Exit 0 with a summary line (policies, approver groups, bundle version) when
 the directory would load; exit 1 with one "file:line:col: message (hint)" line per error on
 stderr when it would not (jitgated keeps its last good policies on such a change).
 
+Give the gateway's trusted issuers (identity.issuers, plus the development issuer when
+enabled) with --issuer to check what jitgated checks: with several, every document must
+name its issuers, since an agent id is unique only within its issuer.
+
 Example:
   jitgate policy check policies/examples
+  jitgate policy check --issuer https://idp.example.com --issuer http://127.0.0.1:18002 policies/examples
 `)
 		fs.PrintDefaults()
 	}
@@ -92,7 +108,7 @@ Example:
 		return code
 	}
 	dir := fs.Arg(0)
-	res, ok := loadDir(dir, stderr)
+	res, ok := loadDirWith(dir, source.Options{TrustedIssuers: issuers}, stderr)
 	if !ok {
 		return 1
 	}
@@ -171,11 +187,12 @@ func (r *recordingAnalyzer) Analyze(ctx context.Context, req authorize.Request) 
 // analysisTimeout bounds the tables.get reads and the analysis of one explain.
 const analysisTimeout = 30 * time.Second
 
-// staticLedger answers every job lookup with the owner given on the command line.
-type staticLedger struct{ owner string }
+// staticLedger answers every job lookup with the owner given on the command line (an
+// agent of the --issuer given).
+type staticLedger struct{ owner, issuer string }
 
 func (s staticLedger) Job(context.Context, string, string) (*policies.Job, error) {
-	return &policies.Job{OwnerAgentID: s.owner}, nil
+	return &policies.Job{OwnerAgentID: s.owner, OwnerIssuer: s.issuer}, nil
 }
 
 func policyExplain(args []string, stdout, stderr io.Writer) int {
@@ -190,7 +207,7 @@ func policyExplain(args []string, stdout, stderr io.Writer) int {
 	dataset := fs.String("dataset", "", "dataset in the call's URL (tables.get, tabledata.list, tables.list, datasets.get)")
 	table := fs.String("table", "", "table in the call's URL (tables.get, tabledata.list)")
 	jobID := fs.String("job-id", "", "job id in the call's URL (jobs.get, jobs.getQueryResults, ...)")
-	jobOwner := fs.String("job-owner", "", "agent that owns --job-id (stands in for the job ledger; empty: unknown)")
+	jobOwner := fs.String("job-owner", "", "agent that owns --job-id, from the --issuer given (stands in for the job ledger; empty: unknown)")
 	sql := fs.String("sql", "", "the query's SQL (analysed with --bigquery-endpoint; otherwise not analysed: give --statement-kind and --tables)")
 	endpoint := fs.String("bigquery-endpoint", "", "analyse --sql as jitgated does, reading table metadata (tables.get) from this BigQuery URL: http://127.0.0.1:9050 (emulator, no credentials) or https://bigquery.googleapis.com")
 	keyFile := fs.String("credentials-key-file", "", "service-account key for an https --bigquery-endpoint (read-only scope)")
@@ -364,7 +381,7 @@ Flags:
 	}
 	var jobs policystep.JobLedger
 	if *jobOwner != "" {
-		jobs = staticLedger{*jobOwner}
+		jobs = staticLedger{*jobOwner, *issuer}
 	}
 	id := identity.Identity{AgentID: *agent, Issuer: *issuer, Groups: splitList(*groups), Subject: *agent,
 		ExpiresAt: time.Now().Add(time.Hour)}

@@ -125,7 +125,7 @@ func diffBundles(a, b *policies.Bundle) map[string][]string {
 			in := p.in
 			in.Identity = pr.id
 			if in.Job != nil {
-				in.Job = &policies.Job{OwnerAgentID: pr.id.AgentID}
+				in.Job = &policies.Job{OwnerAgentID: pr.id.AgentID, OwnerIssuer: pr.id.Issuer}
 			}
 			da, db := policies.Evaluate(a, in), policies.Evaluate(b, in)
 			var line string

@@ -22,7 +22,8 @@ import (
 )
 
 // TestAuditTrailReadableOverNATSListen starts jitgated with embedded NATS and a loopback
-// client port (nats.listen), authorizes one allowed and one denied call, and reads both
+// client port (nats.listen), in identity-only mode (no policies, so SELECT 1 is allowed
+// without SQL analysis), authorizes one allowed and one denied call, and reads both
 // records back over that port the way `jitgate audit` does; /v1/status and /metrics show
 // the audit trail.
 func TestAuditTrailReadableOverNATSListen(t *testing.T) {
@@ -37,6 +38,7 @@ api: {listen: "127.0.0.1:%d"}
 nats: {storeDir: nats, maxMemoryBytes: 16777216, maxStoreBytes: 67108864, listen: "127.0.0.1:%d"}
 devIssuer: {keyFile: dev/issuer-key.pem}
 audit: {maxAge: 24h, maxBytes: 33554432, maxExcerptBytes: 1024}
+policies: {identityOnly: true}
 `, xdsPort, apiPort, natsPort)
 	if err := os.WriteFile(cfgPath, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)

@@ -134,7 +134,12 @@ under a second) and reloads on SIGHUP; an invalid change keeps the last good pol
 each error as file:line:col and shows it in /v1/status ("policies") and the metrics
 jitgate_policy_reload_total{result="error"} / jitgate_policy_reload_failing. Check a
 directory before deploying it with: jitgate policy check DIR. Without a policy directory
-every verified agent is allowed what the filter's built-in rules allow (a warning says so).
+every call is denied (403 no_policy: "no policy applies to agent X"); --identity-only
+(config policies.identityOnly) instead allows every verified agent what the filter's
+built-in rules allow, for a first setup only (a warning says so at start).
+When several issuers are trusted (identity.issuers plus the development issuer), every
+policy must list who.issuers and every approver group spec.issuers, or the directory does
+not load: an agent id is unique only within its issuer.
 With policies, queries are analysed with GoogleSQL over table metadata read by tables.get
 from the upstream (config analysis.cacheSize, analysis.cacheTTL, analysis.tableMetadataTTL).
 
@@ -172,7 +177,8 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	devIssuer := fs.Bool("dev-issuer", false, "run a development OIDC issuer and trust it; for laptops and tests only, never production (config devIssuer.enabled)")
 	devIssuerListen := fs.String("dev-issuer-listen", config.DefaultDevIssuerListen, "loopback IP:port of the development issuer (config devIssuer.listen)")
 	keyFile := fs.String("credentials-key-file", "", "service-account JSON key that signs upstream credentials (config credentials.keyFile)")
-	policiesDir := fs.String("policies", "", "policy directory (*.yaml AgentPolicy/ApproverGroup documents) deciding every call; watched and reloaded on change and SIGHUP; empty: no policies, identity only (config policies.dir)")
+	policiesDir := fs.String("policies", "", "policy directory (*.yaml AgentPolicy/ApproverGroup documents) deciding every call; watched and reloaded on change and SIGHUP; empty: every call is denied (no_policy) unless --identity-only (config policies.dir)")
+	identityOnly := fs.Bool("identity-only", false, "first setup only, without --policies: every verified agent may do whatever the filter's built-in rules allow (DML, DDL, exports, unmasked reads); logged as a warning (config policies.identityOnly)")
 	hashKeyFile := fs.String("masking-hash-key-file", "", "file holding the HMAC key (>= 32 bytes, raw or base64) of the hash mask action, the same on every replica; empty: hash rules are denied (config masking.hashKeyFile)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -209,6 +215,8 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 			f.overrides.PoliciesDir = policiesDir
 		case "masking-hash-key-file":
 			f.overrides.HashKeyFile = hashKeyFile
+		case "identity-only":
+			f.overrides.IdentityOnly = identityOnly
 		}
 	})
 	return f, nil
@@ -285,10 +293,14 @@ func run(ctx context.Context, args []string, reload <-chan os.Signal, stdout, st
 			fmt.Fprintf(stderr, "warning: filter module %s: %v (Envoy will reject the filter until it exists)\n", cfg.Filter.WasmPath, err)
 		}
 		if cfg.Policies.Dir == "" {
-			fmt.Fprintln(stderr, noPoliciesWarning)
+			if cfg.Policies.IdentityOnly {
+				fmt.Fprintln(stderr, identityOnlyWarning)
+			} else {
+				fmt.Fprintln(stderr, noPoliciesWarning)
+			}
 			return 0
 		}
-		res, err := source.Load(cfg.Policies.Dir)
+		res, err := source.LoadWith(cfg.Policies.Dir, source.Options{TrustedIssuers: issuerURLs(cfg.IdentityConfig(cfg.DevIssuer.URL()))})
 		if err != nil {
 			fmt.Fprintf(stderr, "jitgated: policies invalid:\n%v\n", err)
 			return 1
@@ -316,8 +328,12 @@ func issuerURLs(ic identity.Config) []string {
 }
 
 // noPoliciesWarning is logged (and printed by --check-config) when no policy directory is
-// configured.
-const noPoliciesWarning = "warning: no policies are loaded (policies.dir / --policies is empty): every verified agent is allowed whatever the filter's built-in rules allow; configure a policy directory (policies/README.md) to decide calls by policy"
+// configured: every call is denied.
+const noPoliciesWarning = "warning: no policies are loaded (policies.dir / --policies is empty): every call is denied (403 no_policy); configure a policy directory (policies/README.md), or for a first setup only --identity-only (policies.identityOnly)"
+
+// identityOnlyWarning is logged (and printed by --check-config) in identity-only mode.
+const identityOnlyWarning = "warning: IDENTITY-ONLY MODE (policies.identityOnly / --identity-only): no policies are loaded and every verified agent may do whatever the filter's built-in rules and the job ledger allow: " +
+	"DML, DDL, EXPORT DATA, scripts, legacy SQL, external tables, writes to any table and unmasked reads of every table; for a first setup only, never production; configure a policy directory (policies/README.md)"
 
 // newAuthorizer builds what POST /v1/authorize needs: the development issuer when enabled,
 // the identity verifier, the steps (the job ledger's follow-up check, the policy step with
@@ -403,6 +419,9 @@ func newAuthorizer(ctx context.Context, cfg *config.Config, store *policystore.S
 		Verifier: verifier, Minter: minter, CredentialTTL: cfg.Credentials.TTL,
 		Steps: steps, Logger: log, Metrics: authz.NewMetrics(reg),
 		Audit: auditor, AuditMode: authz.AuditMode(cfg.Audit.Mode),
+		// Without a policy store nothing sets a policy decision: every call is denied
+		// no_policy unless the operator chose identity-only mode.
+		IdentityOnly: store == nil && cfg.Policies.IdentityOnly,
 	})
 	if err != nil {
 		return fail(err)
@@ -623,10 +642,17 @@ func openAudit(ctx context.Context, cfg *config.Config, nc *natsembed.NATS, log 
 // A directory that does not load stops jitgated, every error logged with file:line:col.
 func openPolicies(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*policystore.Store, error) {
 	if cfg.Policies.Dir == "" {
-		log.Warn(strings.TrimPrefix(noPoliciesWarning, "warning: "))
+		if cfg.Policies.IdentityOnly {
+			log.Warn(strings.TrimPrefix(identityOnlyWarning, "warning: "))
+		} else {
+			log.Warn(strings.TrimPrefix(noPoliciesWarning, "warning: "))
+		}
 		return nil, nil
 	}
-	store, err := policystore.Open(cfg.Policies.Dir, policystore.Options{Logger: log, Metrics: policystore.NewMetrics(reg)})
+	// An agent id is unique only within its issuer: with several issuers trusted, every
+	// policy must say which one its agents come from.
+	store, err := policystore.Open(cfg.Policies.Dir, policystore.Options{Logger: log, Metrics: policystore.NewMetrics(reg),
+		TrustedIssuers: issuerURLs(cfg.IdentityConfig(cfg.DevIssuer.URL()))})
 	if err != nil {
 		var list source.ErrorList
 		if errors.As(err, &list) {

@@ -72,11 +72,16 @@ func TestCheckConfig(t *testing.T) {
 		{"dev issuer is announced", append(dev, "--check-config"), 0, "warning: the development issuer is enabled (http://127.0.0.1:18002)"},
 		{"dev issuer off loopback", append(dev, "--dev-issuer-listen", "0.0.0.0:18002", "--check-config"), 1, "--dev-issuer-listen: invalid config value"},
 		{"stray argument", []string{"--check-config", "extra"}, 2, "unexpected arguments"},
-		{"no policies is announced", []string{"--config", good, "--check-config"}, 0, "warning: no policies are loaded"},
+		{"no policies is announced", []string{"--config", good, "--check-config"}, 0, "every call is denied (403 no_policy)"},
+		{"identity-only is announced", []string{"--config", good, "--identity-only", "--check-config"}, 0, "warning: IDENTITY-ONLY MODE"},
+		{"identity-only with policies", []string{"--config", good, "--identity-only", "--policies", goodPolicies, "--check-config"}, 1,
+			"--identity-only: invalid config value: policies.identityOnly: identity-only mode applies only without a policy directory"},
 		{"good policies", []string{"--config", good, "--policies", goodPolicies, "--check-config"}, 0, "policies OK: " + goodPolicies + ", 1 policies, version sha256:"},
 		{"bad policies name file:line:col", []string{"--config", good, "--policies", badPolicies, "--check-config"}, 1,
 			filepath.Join(badPolicies, "p.yaml") + `:10:5: unknown field "apiz" in where (did you mean "apis"?)`},
 		{"bad log format", []string{"--log-format", "xml", "--check-config"}, 2, "--log-format"},
+		{"two issuers need who.issuers", append(append([]string{"--config", good}, dev...), "--policies", goodPolicies, "--check-config"), 1,
+			filepath.Join(goodPolicies, "p.yaml") + `:7:5: policy "etl" has no who.issuers, which is required because the gateway trusts 2 issuers (https://token.actions.githubusercontent.com, http://127.0.0.1:18002)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -95,9 +100,9 @@ func TestCheckConfig(t *testing.T) {
 }
 
 // TestServeAndShutdown starts the whole daemon on free ports with embedded NATS, the
-// development issuer and a generated service-account key, waits for readiness, authorizes a
-// call with a token from `POST /dev/token`, reloads a broken config (the last good snapshot
-// must stay), and shuts down.
+// development issuer and a generated service-account key, in the explicit identity-only
+// mode, waits for readiness, authorizes a call with a token from `POST /dev/token`,
+// reloads a broken config (the last good snapshot must stay), and shuts down.
 func TestServeAndShutdown(t *testing.T) {
 	xdsPort, apiPort, devPort := freeport.For(t), freeport.For(t), freeport.For(t)
 	dir := t.TempDir()
@@ -114,7 +119,7 @@ func TestServeAndShutdown(t *testing.T) {
 	var stderr syncWriter
 	go func() {
 		done <- run(ctx, []string{"--config", cfgPath, "--log-format", "text", "--dev-issuer",
-			"--dev-issuer-listen", fmt.Sprintf("127.0.0.1:%d", devPort), "--credentials-key-file", key}, reload, &bytes.Buffer{}, &stderr)
+			"--dev-issuer-listen", fmt.Sprintf("127.0.0.1:%d", devPort), "--credentials-key-file", key, "--identity-only"}, reload, &bytes.Buffer{}, &stderr)
 	}()
 
 	api := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
@@ -128,8 +133,8 @@ func TestServeAndShutdown(t *testing.T) {
 	if !strings.Contains(stderr.String(), "level=WARN msg=\"DEVELOPMENT ISSUER ENABLED") {
 		t.Errorf("no loud warning about the development issuer:\n%s", stderr.String())
 	}
-	if !strings.Contains(stderr.String(), "level=WARN msg=\"no policies are loaded") {
-		t.Errorf("no warning that no policies are loaded:\n%s", stderr.String())
+	if !strings.Contains(stderr.String(), "level=WARN msg=\"IDENTITY-ONLY MODE") {
+		t.Errorf("no loud warning about identity-only mode:\n%s", stderr.String())
 	}
 
 	// An agent token from the dev issuer's mint endpoint buys an upstream credential.
@@ -202,6 +207,67 @@ func reportResponse(t *testing.T, api string, rep authorize.ResponseReport) (int
 		t.Fatal(err)
 	}
 	return post(api+authorize.ResponsesPath, body)
+}
+
+// TestNoPoliciesDeniesByDefault: jitgated without a policy directory and without
+// --identity-only denies every call 403 no_policy, naming the agent, and mints nothing.
+func TestNoPoliciesDeniesByDefault(t *testing.T) {
+	xdsPort, apiPort, devPort := freeport.For(t), freeport.For(t), freeport.For(t)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "jitgated.yaml")
+	if err := os.WriteFile(cfgPath, []byte("apiVersion: jitgate.dev/v1\nkind: ControlPlaneConfig\ndevIssuer: {keyFile: dev/issuer-key.pem}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan int)
+	var stderr syncWriter
+	go func() {
+		// A config file in the test's directory keeps the dev issuer's key out of the source tree.
+		done <- run(ctx, []string{"--config", cfgPath, "--log-format", "text", "--xds-listen", fmt.Sprintf("127.0.0.1:%d", xdsPort),
+			"--api-listen", fmt.Sprintf("127.0.0.1:%d", apiPort), "--nats-store-dir", filepath.Join(dir, "nats"),
+			"--dev-issuer", "--dev-issuer-listen", fmt.Sprintf("127.0.0.1:%d", devPort), "--credentials-key-file", writeSAKey(t)},
+			nil, &bytes.Buffer{}, &stderr)
+	}()
+	defer func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Error("jitgated did not shut down")
+		}
+	}()
+	api := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
+	waitFor(t, func() bool { code, _ := get(api + "/readyz"); return code == 200 })
+	if !strings.Contains(stderr.String(), "level=WARN msg=\"no policies are loaded (policies.dir / --policies is empty): every call is denied") {
+		t.Errorf("no warning that every call is denied:\n%s", stderr.String())
+	}
+	devURL := fmt.Sprintf("http://127.0.0.1:%d", devPort)
+	resp, err := http.Post(devURL+devissuer.TokenPath, "application/json", strings.NewReader(`{"agent":"etl-bot","groups":["admins"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tr devissuer.TokenResponse
+	if err := json.NewDecoder(resp.Body).Decode(&tr); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("POST /dev/token = %d %v", resp.StatusCode, err)
+	}
+	resp.Body.Close()
+	for _, call := range []authorize.Call{
+		{API: "jobs.query", Method: "POST", Project: "p"},
+		{API: "tabledata.list", Method: "GET", Project: "p", Dataset: "crm", Table: "customers"},
+		{API: "datasets.list", Method: "GET", Project: "p"},
+	} {
+		req := authorize.Request{RequestID: "r-1", Token: tr.Token, Call: call}
+		if call.API == "jobs.query" {
+			req.Query = &authorize.Query{SQL: "DELETE FROM crm.customers WHERE true"}
+		}
+		reqDoc, _ := req.Marshal()
+		code, body := post(api+authorize.Path, reqDoc)
+		d, err := authorize.ParseResponse([]byte(body))
+		if code != 200 || err != nil || d.Decision != authorize.Deny || d.Status != 403 || d.Reason != "no_policy" || d.Credential != nil ||
+			!strings.Contains(d.Message, "no policy applies to agent etl-bot (issuer "+devURL+")") {
+			t.Errorf("%s without policies: %d %s (%v)", call.API, code, body, err)
+		}
+	}
 }
 
 func post(url string, body []byte) (int, string) {
