@@ -129,7 +129,9 @@ func TestLegacySQLDecisions(t *testing.T) {
 		}
 		return r
 	}
-	legacy := func() *authorize.Query { return &authorize.Query{SQL: "SELECT email FROM [acme:hr.people]", LegacySQL: true} }
+	legacy := func() *authorize.Query {
+		return &authorize.Query{SQL: "SELECT email FROM [acme:hr.people]", LegacySQL: true}
+	}
 	for _, c := range []struct {
 		name, token, api string
 		q                *authorize.Query
