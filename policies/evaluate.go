@@ -9,7 +9,9 @@ import (
 //  1. No policy whose who matches the agent: deny (default_deny).
 //  2. The call must be decidable: known API, decoded query, standard SQL, SQL analysis,
 //     known statement kind, fully qualified tables, and for job follow-ups the job's
-//     owner (who must be the agent).
+//     owner (who must be the agent). Legacy SQL is denied unless a matching policy sets
+//     what.legacySql; then it is decided unanalysed, as a SELECT reading unknown tables,
+//     and refused where a rule needs the analysis (legacy_sql_unchecked).
 //  3. Any explicit deny in any matching policy wins: where.datasets.deny,
 //     where.tables.deny, what.denyRules (dry-run rules are only reported).
 //  4. At least one matching policy must grant the whole call on its own: API, project,
@@ -65,6 +67,9 @@ func evaluate(b *Bundle, in Input, callOnly bool) Decision {
 	}
 
 	req, code, why := newRequest(in, callOnly)
+	if req != nil && req.legacy && !grantsLegacySQL(matched) {
+		return deny(d, RuleLegacySQL, "", nil, "legacy SQL cannot be analysed; send useLegacySql: false (no policy matching the agent sets what.legacySql)")
+	}
 	// Dry-run deny rules are reported whatever else happens, so a rollout can be judged.
 	if req != nil {
 		for _, p := range matched {
@@ -140,6 +145,10 @@ func evaluate(b *Bundle, in Input, callOnly bool) Decision {
 	d.Policy = &first
 	d.Credential = cred
 	d.Reasons = []string{fmt.Sprintf("granted by policy %s", first.Name)}
+	if req.legacy {
+		d.NotAnalysed = NotAnalysedLegacySQL
+		d.Reasons = append(d.Reasons, "not analysed: legacy SQL (what.legacySql): the tables it reads, deny rules and masking were not checked")
+	}
 	var plan MaskPlan
 	for _, p := range matched {
 		for _, m := range p.spec.What.Masking {
@@ -166,9 +175,21 @@ func evaluate(b *Bundle, in Input, callOnly bool) Decision {
 	return d
 }
 
+// grantsLegacySQL: some matching policy sets what.legacySql. Without one a legacy query
+// is denied legacy_sql before anything else, as it always was.
+func grantsLegacySQL(matched []*prepPolicy) bool {
+	for _, p := range matched {
+		if p.spec.What.LegacySQL {
+			return true
+		}
+	}
+	return false
+}
+
 func deny(d Decision, code, ruleName string, p *PolicyRef, reasons ...string) Decision {
 	d.Allow, d.Rule, d.RuleName, d.Policy = false, code, ruleName, p
 	d.Reasons = reasons
 	d.MaskPlan, d.Detectors, d.Approvals, d.Credential, d.Limits, d.Granting = nil, nil, nil, nil, Limits{}, nil
+	d.NotAnalysed = ""
 	return d
 }

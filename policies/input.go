@@ -41,7 +41,7 @@ type Call struct {
 // Query is what the evaluator needs from a decoded query body (bqapi.QuerySpec).
 type Query struct {
 	// LegacySQL is the dialect BigQuery would use; legacy SQL cannot be analysed and is
-	// always denied.
+	// denied unless a policy grants it unanalysed (What.LegacySQL).
 	LegacySQL bool `json:"legacySql"`
 	DryRun    bool `json:"dryRun,omitempty"`
 	// Destination is the jobs.insert destination table, "project.dataset.table".
@@ -105,10 +105,16 @@ type Decision struct {
 	Limits     Limits                `json:"limits,omitzero"`
 	// DryRunWouldDeny lists the dry-run deny rules that fired (on allow and deny).
 	DryRunWouldDeny []DryRunHit `json:"dryRunWouldDeny,omitempty"`
+	// NotAnalysed is set on an allow whose SQL was not analysed, saying why
+	// (NotAnalysedLegacySQL): its tables, deny rules and masking were not checked.
+	NotAnalysed string `json:"notAnalysed,omitempty"`
 	// CallOnly marks a decision of EvaluateCall (the filter's part: no SQL analysis, job
 	// ledger, approvals or credential); never a complete decision.
 	CallOnly bool `json:"callOnly,omitempty"`
 }
+
+// NotAnalysedLegacySQL is Decision.NotAnalysed for an allowed legacy-SQL query.
+const NotAnalysedLegacySQL = "legacy SQL"
 
 // ApprovalRequirement is one approval rule that applies to the call.
 type ApprovalRequirement struct {
@@ -141,13 +147,16 @@ type DryRunHit struct {
 
 // Stable decision codes.
 const (
-	RuleAllow                   = "allow"
-	RuleDefaultDeny             = "default_deny"
-	RuleInvalidBundle           = "invalid_bundle"
-	RuleInvalidInput            = "invalid_input"
-	RuleUnknownAPI              = "unknown_api"
-	RuleNotDecidable            = "not_decidable"
-	RuleLegacySQL               = "legacy_sql"
+	RuleAllow         = "allow"
+	RuleDefaultDeny   = "default_deny"
+	RuleInvalidBundle = "invalid_bundle"
+	RuleInvalidInput  = "invalid_input"
+	RuleUnknownAPI    = "unknown_api"
+	RuleNotDecidable  = "not_decidable"
+	RuleLegacySQL     = "legacy_sql"
+	// RuleLegacySQLUnchecked: a policy grants legacy SQL (what.legacySql), but a rule the
+	// call is subject to needs SQL analysis, which legacy SQL cannot have.
+	RuleLegacySQLUnchecked      = "legacy_sql_unchecked"
 	RuleUnknownStatementKind    = "unknown_statement_kind"
 	RuleJobNotOwned             = "job_not_owned"
 	RuleTableDenied             = "table_denied"

@@ -100,6 +100,19 @@ type What struct {
 	// ListAllUsersJobs allows jobs.list with allUsers=true, which lists every user's jobs
 	// (their SQL included). Default false: denied.
 	ListAllUsersJobs bool `json:"listAllUsersJobs,omitempty"`
+	// LegacySQL allows legacy-SQL queries (useLegacySql true or absent, a #legacySQL
+	// prefix) without analysis. Legacy SQL cannot be analysed, so nothing that needs the
+	// analysis can be checked for them: the tables read, deny rules, masking. Such queries
+	// count as SELECT (BigQuery's legacy dialect has no DML, DDL or scripts) and are refused
+	// (RuleLegacySQLUnchecked) when any matching policy has a rule that would be lost:
+	// where.tables.deny / where.datasets.deny, a denyRule that is not a dry run, masking.
+	// Default false: denied legacy_sql.
+	LegacySQL bool `json:"legacySql,omitempty"`
+	// LegacySQLAnyTable accepts, for a policy that lists where.tables.allow or
+	// where.datasets.allow, that those lists cannot bound an unanalysed legacy query: it
+	// reads whatever the upstream credential can read. Without it, such a policy's
+	// legacySql grant is refused (RuleLegacySQLUnchecked). Needs LegacySQL.
+	LegacySQLAnyTable bool `json:"legacySqlAnyTable,omitempty"`
 }
 
 // DenyRule denies a query when SQL analysis reports a finding of Kind.

@@ -173,9 +173,36 @@ func (p *prepPolicy) explicitDeny(r *request) (code, ruleName, why string) {
 			}
 		}
 	}
+	if r.legacy {
+		if code, field, why := p.legacyUnchecked(); code != "" {
+			return code, field, why
+		}
+	}
 	for i, d := range p.spec.What.DenyRules {
 		if !d.DryRun && r.fires(d, p.ruleTables[i]) {
 			return RuleDenyRule, d.Name, fmt.Sprintf("deny rule %s (%s) matched the query", d.Name, d.Kind)
+		}
+	}
+	return "", "", ""
+}
+
+// legacyUnchecked: the rules of this policy an unanalysed legacy query would escape.
+// Explicit denies, deny rules and masking bind every matching policy (overlays too), so a
+// legacy grant elsewhere cannot lift them: the query is refused.
+func (p *prepPolicy) legacyUnchecked() (code, field, why string) {
+	const tail = "; send standard SQL (useLegacySql: false)"
+	w := &p.spec.What
+	switch {
+	case len(p.tDeny) > 0:
+		return RuleLegacySQLUnchecked, "where.tables.deny", "legacy SQL is not analysed, so where.tables.deny cannot be checked" + tail
+	case len(p.dsDeny) > 0:
+		return RuleLegacySQLUnchecked, "where.datasets.deny", "legacy SQL is not analysed, so where.datasets.deny cannot be checked" + tail
+	case len(w.Masking) > 0:
+		return RuleLegacySQLUnchecked, "what.masking", "legacy SQL is not analysed, so masking rules cannot follow its columns (no lineage)" + tail
+	}
+	for _, d := range w.DenyRules {
+		if !d.DryRun {
+			return RuleLegacySQLUnchecked, "what.denyRules", fmt.Sprintf("legacy SQL is not analysed, so deny rule %s (%s) cannot be checked", d.Name, d.Kind) + tail
 		}
 	}
 	return "", "", ""
@@ -206,6 +233,9 @@ func (p *prepPolicy) grant(r *request) *refusal {
 	if r.allUsers && !p.spec.What.ListAllUsersJobs {
 		return &refusal{3, RuleAllUsersNotAllowed, "what.listAllUsersJobs", "jobs.list with allUsers=true lists every user's jobs, and what.listAllUsersJobs is not true"}
 	}
+	if r.legacy && !p.spec.What.LegacySQL {
+		return &refusal{3, RuleLegacySQL, "what.legacySql", "the query is legacy SQL, which is not analysed, and what.legacySql is not true"}
+	}
 	if r.jobScoped {
 		return nil
 	}
@@ -214,6 +244,9 @@ func (p *prepPolicy) grant(r *request) *refusal {
 	}
 	if r.destination && !p.kinds[FamilyDML] && !p.kinds["INSERT"] {
 		return &refusal{3, RuleStatementKindNotAllowed, "what.statementKinds", "writing query results to a destination table needs DML in what.statementKinds"}
+	}
+	if r.legacy && !p.spec.What.LegacySQLAnyTable && (len(p.tAllow) > 0 || len(p.dsAllow) > 0) {
+		return &refusal{4, RuleLegacySQLUnchecked, "what.legacySqlAnyTable", "legacy SQL is not analysed, so where.tables.allow and where.datasets.allow cannot bound the tables it reads, and what.legacySqlAnyTable is not true to accept that"}
 	}
 	for _, t := range r.reads {
 		if !p.readable(t) {
@@ -243,7 +276,7 @@ func (a *prepApproval) applies(r *request) bool {
 	if len(w.StatementKinds) > 0 && (r.kind == "" || (!a.kinds[r.kind] && !a.kinds[r.family])) {
 		return false
 	}
-	if len(w.Tables) > 0 {
+	if len(w.Tables) > 0 && !r.legacy { // a legacy query's tables are unknown: it applies
 		hit := false
 		for _, t := range r.tables() {
 			if a.tables.match(t.low, true) {

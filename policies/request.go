@@ -66,6 +66,8 @@ type request struct {
 	// session: the query creates or joins a BigQuery session; allUsers: jobs.list of
 	// every user's jobs.
 	session, allUsers bool
+	// legacy: a legacy-SQL query, not analysed (reads and findings unknown).
+	legacy bool
 }
 
 func (r *request) finding(k DenyRuleKind) bool { return contains(r.findings, k) }
@@ -146,11 +148,14 @@ func newRequest(in Input, callOnly bool) (*request, string, string) {
 		switch {
 		case q == nil:
 			return nil, RuleNotDecidable, "the query body was not decoded"
-		case q.LegacySQL:
-			return nil, RuleLegacySQL, "legacy SQL cannot be analysed; send useLegacySql: false"
 		}
 		r.session = q.Session
-		if !callOnly {
+		if q.LegacySQL {
+			// Not analysed (what.legacySql decides): BigQuery's legacy dialect runs queries
+			// only (no DML, DDL or scripts), so it is a SELECT; the tables it reads are
+			// unknown. Decided from the call alone, so the filter reaches the same decision.
+			r.legacy, r.kind, r.family, r.approvable = true, FamilySelect, FamilySelect, true
+		} else if !callOnly {
 			if r, code, why := r.analysed(in.Analysis); code != "" {
 				return r, code, why
 			}

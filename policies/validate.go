@@ -201,6 +201,7 @@ func (v *validator) spec(s *PolicySpec, groups map[string]int, groupList []strin
 			}
 		}
 	}
+	v.legacySQL(s)
 	for i, d := range wt.Detectors {
 		if !contains(Detectors, d) {
 			v.unknown(fmt.Sprintf("spec.what.detectors[%d]", i), "detector", string(d), strs(Detectors))
@@ -280,6 +281,39 @@ func (v *validator) issuers(path string, list []string) {
 	for i, iss := range list {
 		if !strings.HasPrefix(iss, "https://") && !strings.HasPrefix(iss, "http://") {
 			v.add(fmt.Sprintf("%s[%d]", path, i), fmt.Sprintf("bad issuer %q", iss), "an issuer is the OIDC issuer URL, e.g. https://accounts.google.com")
+		}
+	}
+}
+
+// legacySQL refuses what.legacySql combinations that could never allow a legacy query, so
+// the author hears it at load rather than from a denied agent (the rules of other matching
+// policies are only known when a call is decided: prepPolicy.legacyUnchecked).
+func (v *validator) legacySQL(s *PolicySpec) {
+	wt := &s.What
+	const p = "spec.what.legacySql"
+	if !wt.LegacySQL {
+		if wt.LegacySQLAnyTable {
+			v.add("spec.what.legacySqlAnyTable", "legacySqlAnyTable without legacySql", "set legacySql: true too, or remove legacySqlAnyTable")
+		}
+		return
+	}
+	if !contains(wt.StatementKinds, FamilySelect) {
+		v.add(p, "legacySql grants legacy queries, which are SELECT statements, but statementKinds has no SELECT", "add SELECT to statementKinds")
+	}
+	const why = "legacy SQL is not analysed, so no legacy query can be allowed with "
+	const move = "grant legacy SQL in a separate policy for agents without these rules, or remove legacySql"
+	switch {
+	case len(s.Where.Tables.Deny) > 0:
+		v.add(p, why+"where.tables.deny", move)
+	case len(s.Where.Datasets.Deny) > 0:
+		v.add(p, why+"where.datasets.deny", move)
+	case len(wt.Masking) > 0:
+		v.add(p, why+"masking rules (they need column lineage)", move)
+	}
+	for _, d := range wt.DenyRules {
+		if !d.DryRun {
+			v.add(p, why+"deny rule "+d.Name+" (not a dry run)", "make the rule dryRun: true, or "+move)
+			break
 		}
 	}
 }

@@ -95,6 +95,10 @@ type Analysis struct {
 	StatementKind    string   `json:"statementKind,omitempty"`
 	ReferencedTables []string `json:"referencedTables,omitempty"`
 	WrittenTables    []string `json:"writtenTables,omitempty"`
+	// NotAnalysed says why the SQL of an allowed query was not analysed ("legacy SQL",
+	// granted by a policy's what.legacySql); the other fields are then empty: its tables
+	// are unknown.
+	NotAnalysed string `json:"notAnalysed,omitempty"`
 }
 
 // Masking is the masking instruction an allowed call's response was sent with: which

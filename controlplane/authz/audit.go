@@ -69,6 +69,9 @@ func (s *Service) auditRecord(c *Call, resp authorize.Response, reason, step str
 		rec.Agent = audit.Agent{ID: c.Identity.AgentID, Issuer: c.Identity.Issuer, Groups: c.Identity.Groups}
 	}
 	rec.Analysis = audit.SummaryOf(c.Analysis)
+	if c.NotAnalysed != "" {
+		rec.Analysis = &audit.Analysis{NotAnalysed: c.NotAnalysed}
+	}
 	rec.Decision, rec.Reason, rec.Rule, rec.Step = string(resp.Decision), reason, c.PolicyRule, step
 	if resp.Decision == authorize.Deny {
 		rec.Status = resp.Status

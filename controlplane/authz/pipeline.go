@@ -36,6 +36,10 @@ type Call struct {
 	// Analysis is the SQL analysis of a query call, set by the policy step when it
 	// analysed one; the job ledger records its summary with the decision.
 	Analysis *policies.Analysis
+	// NotAnalysed says why an allowed query's SQL was not analysed (policies.Decision's
+	// NotAnalysed: "legacy SQL" under what.legacySql), set by the policy step. The audit
+	// record, the decision log, the job ledger and the allow response say so.
+	NotAnalysed string
 	// Job is the job ledger's owner of the job (or result table) a follow-up call names,
 	// set by the job step once it has checked that the verified agent owns it; the policy
 	// step passes it to the evaluator instead of asking the ledger again.

@@ -211,6 +211,7 @@ func (s *Service) decide(ctx context.Context, c *Call) (resp authorize.Response,
 		ExpiresAtUnix: c.credential.ExpiresAt.Unix(),
 	}
 	resp.Masking = c.Masking
+	resp.NotAnalysed = c.NotAnalysed
 	return resp, "", nil
 }
 
@@ -254,6 +255,9 @@ func (s *Service) logDecision(r *http.Request, c *Call, resp authorize.Response,
 		if len(c.DryRunWouldDeny) > 0 {
 			attrs = append(attrs, slog.Any("policy_would_deny", c.DryRunWouldDeny))
 		}
+	}
+	if c.NotAnalysed != "" {
+		attrs = append(attrs, slog.String("analysis", "not analysed: "+c.NotAnalysed))
 	}
 	if c.ApprovalID != "" {
 		attrs = append(attrs, slog.String("approval_id", c.ApprovalID), slog.String("approver", c.Approver))

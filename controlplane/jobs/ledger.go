@@ -80,6 +80,8 @@ type Decision struct {
 	ClientJobID      string   `json:"clientJobId,omitempty"`
 	StatementKind    string   `json:"statementKind,omitempty"`
 	ReferencedTables []string `json:"referencedTables,omitempty"`
+	// NotAnalysed says why the query's SQL was not analysed ("legacy SQL").
+	NotAnalysed string `json:"notAnalysed,omitempty"`
 	// Masking is the masking plan of the call (rules and detectors, never the hash key)
 	// and the basis it was built from; nil when the agent's rules mask nothing.
 	Masking   *Masking  `json:"masking,omitempty"`
@@ -112,6 +114,8 @@ type Job struct {
 	API              string    `json:"api"`
 	StatementKind    string    `json:"statementKind,omitempty"`
 	ReferencedTables []string  `json:"referencedTables,omitempty"`
+	// NotAnalysed says why the job's SQL was not analysed ("legacy SQL").
+	NotAnalysed string `json:"notAnalysed,omitempty"`
 	// ResultTable is "project.dataset.table" once a response named it.
 	ResultTable string `json:"resultTable,omitempty"`
 	Project     string `json:"project"`
@@ -357,7 +361,7 @@ func (l *Ledger) record(ctx context.Context, r Report) (Outcome, error) {
 	job := &Job{
 		Agent: dec.Agent, Issuer: dec.Issuer, DecisionID: dec.DecisionID, Policy: dec.Policy,
 		CreatedAt: l.now().UTC(), API: dec.API, StatementKind: dec.StatementKind,
-		ReferencedTables: dec.ReferencedTables, Project: dec.Project, QueryID: r.QueryID, Masking: dec.Masking,
+		ReferencedTables: dec.ReferencedTables, NotAnalysed: dec.NotAnalysed, Project: dec.Project, QueryID: r.QueryID, Masking: dec.Masking,
 	}
 	if ref := r.Job; ref != nil {
 		job.JobID, job.Location = ref.JobID, ref.Location
@@ -396,6 +400,7 @@ func (l *Ledger) record(ctx context.Context, r Report) (Outcome, error) {
 				}
 			}
 			fill(&job.StatementKind, prev.StatementKind)
+			fill(&job.NotAnalysed, prev.NotAnalysed)
 			fill(&job.Policy, prev.Policy)
 			if len(job.ReferencedTables) == 0 {
 				job.ReferencedTables = prev.ReferencedTables
@@ -490,13 +495,14 @@ func merge(cur, next Job) (Job, bool) {
 	fill(&out.JobID, next.JobID)
 	fill(&out.Location, next.Location)
 	fill(&out.StatementKind, next.StatementKind)
+	fill(&out.NotAnalysed, next.NotAnalysed)
 	if len(out.ReferencedTables) == 0 && len(next.ReferencedTables) > 0 {
 		out.ReferencedTables = slices.Clone(next.ReferencedTables)
 	}
 	// The first record's masking stays: a job's pages are masked by the plan of the call
 	// that created it.
 	changed := out.ResultTable != cur.ResultTable || out.QueryID != cur.QueryID || out.JobID != cur.JobID ||
-		out.Location != cur.Location || out.StatementKind != cur.StatementKind || len(out.ReferencedTables) != len(cur.ReferencedTables)
+		out.Location != cur.Location || out.StatementKind != cur.StatementKind || out.NotAnalysed != cur.NotAnalysed || len(out.ReferencedTables) != len(cur.ReferencedTables)
 	return out, changed
 }
 

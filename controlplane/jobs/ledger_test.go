@@ -434,3 +434,28 @@ func TestMaskingPlanKeptWithJob(t *testing.T) {
 		}
 	}
 }
+
+// TestLedgerKeepsNotAnalysed: a legacy query allowed unanalysed is recorded as such, and a
+// later jobs.get report (whose decision has no analysis) keeps it.
+func TestLedgerKeepsNotAnalysed(t *testing.T) {
+	l := openLedger(t, startNATS(t, "", ""))
+	ctx := t.Context()
+	d := decision("dec_l", "agent-a", "jobs.insert")
+	d.StatementKind, d.ReferencedTables, d.NotAnalysed = "", nil, "legacy SQL"
+	_ = l.RecordDecision(ctx, d)
+	if out := mustRecord(t, l, report("dec_l", "jobs.insert", "job_l")); !out.Recorded {
+		t.Fatalf("%+v", out)
+	}
+	get := decision("dec_lg", "agent-a", "jobs.get")
+	get.JobID, get.StatementKind, get.ReferencedTables = "job_l", "", nil
+	_ = l.RecordDecision(ctx, get)
+	r := report("dec_lg", "jobs.get", "job_l")
+	r.ResultTable = &bqapi.TableReference{DatasetID: "_anon1", TableID: "anon_l"}
+	if out := mustRecord(t, l, r); !out.Recorded {
+		t.Fatalf("%+v", out)
+	}
+	j, err := l.Job(ctx, project, "job_l")
+	if err != nil || j.NotAnalysed != "legacy SQL" || j.StatementKind != "" || j.ResultTable == "" {
+		t.Errorf("job = %+v, %v; want notAnalysed legacy SQL kept with the result table", j, err)
+	}
+}

@@ -164,6 +164,7 @@ func (l *Ledger) DecisionStep() authz.Step {
 		if a := c.Analysis; a != nil {
 			d.StatementKind, d.ReferencedTables = a.StatementKind, a.ReferencedTables
 		}
+		d.NotAnalysed = c.NotAnalysed
 		if c.MaskingBasis != "" {
 			d.Masking = &Masking{Basis: c.MaskingBasis, Schema: c.ResultSchema}
 			if m := c.Masking; m != nil { // never the key

@@ -102,7 +102,9 @@ func (o StepOptions) run(ctx context.Context, c *authz.Call) *authz.Denial {
 			return nil // not a query job: no rows (load, extract and copy are refused earlier)
 		}
 		var a *sqlanalysis.Analysis
-		if o.Lineage != nil { // also for detectors only: the result schema goes with the job
+		// An unanalysed query (legacy SQL under what.legacySql; the evaluator refuses it
+		// when masking rules apply) gets detectors only, and Builder.Query refuses any rule.
+		if o.Lineage != nil && c.NotAnalysed == "" { // also for detectors only: the result schema goes with the job
 			if a, err = o.Lineage.AnalyzeRequest(ctx, c.Request); err != nil {
 				return analysisDenial(err)
 			}

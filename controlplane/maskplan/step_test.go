@@ -7,6 +7,7 @@ import (
 
 	"github.com/jitgate/jitgate/controlplane/authz"
 	"github.com/jitgate/jitgate/controlplane/jobs"
+	"github.com/jitgate/jitgate/controlplane/policystep"
 	"github.com/jitgate/jitgate/controlplane/sqlanalysis"
 	"github.com/jitgate/jitgate/filter/authorize"
 	"github.com/jitgate/jitgate/filter/masking"
@@ -151,5 +152,45 @@ func TestStepTabledataListReadsFreshSchema(t *testing.T) {
 	// the cached metadata is used (a stale one fails closed there).
 	if f := run("tables.get").Masking.Schema.Fields; len(f) != 8 || f[1].Name != "name" {
 		t.Errorf("tables.get schema = %+v", f)
+	}
+}
+
+// lineageFunc is a LineageAnalyzer counting its calls.
+type lineageFunc func(context.Context, authorize.Request) (*sqlanalysis.Analysis, error)
+
+func (f lineageFunc) AnalyzeRequest(ctx context.Context, r authorize.Request) (*sqlanalysis.Analysis, error) {
+	return f(ctx, r)
+}
+
+// TestStepUnanalysedLegacySQL: a legacy query allowed unanalysed (what.legacySql) gets
+// the detectors without asking for lineage (which legacy SQL cannot have); a mask rule
+// that reached the step anyway is refused, never dropped.
+func TestStepUnanalysedLegacySQL(t *testing.T) {
+	asked := 0
+	lin := lineageFunc(func(context.Context, authorize.Request) (*sqlanalysis.Analysis, error) {
+		asked++
+		return nil, &policystep.AnalysisError{Reason: policies.RuleLegacySQL, Message: "legacy"}
+	})
+	step, err := Step(StepOptions{Builder: NewBuilder(testKey), Lineage: lin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(plan policies.MaskPlan) (*authz.Call, *authz.Denial) {
+		c := &authz.Call{
+			Request:     authorize.Request{Call: authorize.Call{API: "jobs.query", Project: "acme"}, Query: &authorize.Query{SQL: "SELECT x FROM [acme:crm.users]", LegacySQL: true}},
+			Decision:    &policies.Decision{Allow: true, MaskPlan: plan, Detectors: []policies.Detector{policies.DetectEmail}, NotAnalysed: policies.NotAnalysedLegacySQL},
+			NotAnalysed: policies.NotAnalysedLegacySQL,
+		}
+		return c, step.Run(context.Background(), c)
+	}
+	c, d := run(nil)
+	if d != nil || c.Masking == nil || len(c.Masking.Rules) != 0 || !reflect.DeepEqual(c.Masking.Detectors, []string{"email"}) {
+		t.Errorf("detectors only: %+v %+v", c.Masking, d)
+	}
+	if _, d := run(rules); d == nil || d.Status != 403 || d.Reason != ReasonUnresolvable {
+		t.Errorf("mask rules on an unanalysed query: %+v, want 403 %s", d, ReasonUnresolvable)
+	}
+	if asked != 0 {
+		t.Errorf("lineage asked %d times for an unanalysed legacy query", asked)
 	}
 }

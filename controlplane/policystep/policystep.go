@@ -130,6 +130,7 @@ func run(ctx context.Context, o Options, c *authz.Call) *authz.Denial {
 		return out.Denial
 	}
 	c.Decision = out.Decision
+	c.NotAnalysed = out.Decision.NotAnalysed
 	// Allowed once approved: the approval step (controlplane/approvals) must run next.
 	c.Approvals = out.Decision.Approvals
 	return narrowMint(b, out.Decision, o.MinterMode, &c.Mint)
@@ -235,8 +236,8 @@ func Input(req authorize.Request, id identity.Identity, analysis *policies.Analy
 	return in
 }
 
-// needsAnalysis: query calls in standard SQL (legacy SQL is denied by the evaluator
-// without asking the analyser).
+// needsAnalysis: query calls in standard SQL (legacy SQL is never analysed: the evaluator
+// denies it, or allows it unanalysed under what.legacySql).
 func needsAnalysis(req authorize.Request) bool {
 	switch req.Call.API {
 	case "jobs.query", "jobs.insert":

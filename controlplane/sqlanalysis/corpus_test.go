@@ -14,6 +14,7 @@ import (
 	"github.com/jitgate/jitgate/controlplane/policystep"
 	"github.com/jitgate/jitgate/e2e/sqlcorpus"
 	"github.com/jitgate/jitgate/filter/authorize"
+	"github.com/jitgate/jitgate/policies"
 	"github.com/jitgate/jitgate/policies/source"
 )
 
@@ -49,8 +50,9 @@ func corpusRequest(t testing.TB, c sqlcorpus.Case) authorize.Request {
 }
 
 // TestSQLCorpus decides every corpus query with the control plane's policy step
-// (policystep.Decide) and analyser over the emulator, and checks the decision, the rule
-// and that the agent's message names the rule.
+// (policystep.Decide) and analyser over the emulator, as an agent in the case's groups,
+// and checks the decision, the rule and that the agent's message names the rule; an
+// allowed legacy query must be allowed unanalysed and say so.
 func TestSQLCorpus(t *testing.T) {
 	cases, err := sqlcorpus.Load()
 	if err != nil {
@@ -72,10 +74,10 @@ func TestSQLCorpus(t *testing.T) {
 		t.Fatal(err)
 	}
 	pa := corpusAnalyzer(t, UpstreamOptions{})
-	id := identity.Identity{AgentID: "corpus-agent", Issuer: "https://issuer.test", Groups: []string{sqlcorpus.Group}}
-	tally := sqlcorpus.Tally{}
+	tally := sqlcorpus.Tallies{}
 	for _, c := range cases {
 		t.Run(c.Name, func(t *testing.T) {
+			id := identity.Identity{AgentID: "corpus-agent", Issuer: "https://issuer.test", Groups: c.Groups}
 			out := policystep.Decide(context.Background(), set.Bundle, corpusRequest(t, c), id, pa, nil)
 			allowed := out.Denial == nil
 			rule, ruleName, msg := "", "", ""
@@ -85,11 +87,18 @@ func TestSQLCorpus(t *testing.T) {
 			if out.Decision != nil {
 				ruleName = out.Decision.RuleName
 			}
-			tally.Add(allowed, rule, ruleName)
+			tally.Add(c, allowed, rule, ruleName)
 			if allowed != c.Allowed() {
 				t.Fatalf("allowed = %v (%s %s: %s), want %s", allowed, rule, ruleName, msg, c.Expect)
 			}
 			if allowed {
+				notAnalysed := out.Decision.NotAnalysed
+				switch {
+				case c.Legacy() && (notAnalysed != policies.NotAnalysedLegacySQL || out.Input.Analysis != nil):
+					t.Errorf("legacy query allowed with notAnalysed %q and analysis %+v, want it unanalysed and said so", notAnalysed, out.Input.Analysis)
+				case !c.Legacy() && (notAnalysed != "" || out.Input.Analysis == nil):
+					t.Errorf("standard query allowed with notAnalysed %q and analysis %+v, want it analysed", notAnalysed, out.Input.Analysis)
+				}
 				return
 			}
 			t.Logf("%s: %s", rule, msg)
@@ -121,7 +130,7 @@ func TestSQLCorpusLatency(t *testing.T) {
 	corpusAnalyzer(t, UpstreamOptions{}) // seed
 	var reqs []authorize.Request
 	for _, c := range cases {
-		if c.UseLegacySQL == "" || c.UseLegacySQL == "false" {
+		if !c.Legacy() { // never analysed
 			reqs = append(reqs, corpusRequest(t, c))
 		}
 	}

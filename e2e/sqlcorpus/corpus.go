@@ -31,6 +31,8 @@ import (
 const Project = "jitgate-demo"
 
 // Group is the OIDC group the corpus policy grants; agents running the corpus need it.
+// Cases with groups of their own run as an agent in those groups instead (the legacy-SQL
+// policies of testdata/policies/sql-corpus-legacy.yaml).
 const Group = "sql-corpus"
 
 //go:embed testdata/sql_corpus.yaml testdata/policies/*.yaml
@@ -51,6 +53,8 @@ type Case struct {
 	// CreateSession and SessionID (connectionProperties session_id) make it a session query.
 	CreateSession bool   `yaml:"createSession"`
 	SessionID     string `yaml:"sessionId"`
+	// Groups are the OIDC groups of the agent that sends the query (default [Group]).
+	Groups []string `yaml:"groups"`
 	// Raw: the e2e test sends Body itself rather than through the Go client (which cannot
 	// send every body: no useLegacySql, connectionProperties on jobs.query).
 	Raw bool `yaml:"raw"`
@@ -70,6 +74,24 @@ type Param struct {
 
 // Allowed says whether the case expects an allow.
 func (c Case) Allowed() bool { return c.Expect == "allow" }
+
+// Legacy says whether BigQuery reads the case as legacy SQL (the flag, its absence, or a
+// #legacySQL prefix), as the filter decides it.
+func (c Case) Legacy() bool {
+	var use *bool
+	switch c.UseLegacySQL {
+	case "", "false":
+		f := false
+		use = &f
+	case "true":
+		t := true
+		use = &t
+	}
+	return bqapi.LegacyDialect(c.SQL, use)
+}
+
+// GroupKey names the case's agent groups, for tallies per policy set.
+func (c Case) GroupKey() string { return strings.Join(c.Groups, ",") }
 
 // Load reads and checks the corpus.
 func Load() ([]Case, error) {
@@ -107,6 +129,9 @@ func Load() ([]Case, error) {
 		names[c.Name] = true
 		if doc.Cases[i].API == "" {
 			doc.Cases[i].API = "jobs.query"
+		}
+		if len(c.Groups) == 0 {
+			doc.Cases[i].Groups = []string{Group}
 		}
 	}
 	return doc.Cases, nil
@@ -327,6 +352,38 @@ func exists(err error) bool {
 
 // Tally counts decisions by outcome and rule, for the note.
 type Tally map[string]int
+
+// Tallies are Tally per agent group set (Case.GroupKey), so the counts of the main corpus
+// policy stay comparable as cases under other policies are added.
+type Tallies map[string]Tally
+
+// Add counts one decision of c.
+func (ts Tallies) Add(c Case, allowed bool, rule, ruleName string) {
+	k := c.GroupKey()
+	if ts[k] == nil {
+		ts[k] = Tally{}
+	}
+	ts[k].Add(allowed, rule, ruleName)
+}
+
+// String renders every tally, the main group first.
+func (ts Tallies) String() string {
+	keys := make([]string, 0, len(ts))
+	for k := range ts {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if (keys[i] == Group) != (keys[j] == Group) {
+			return keys[i] == Group
+		}
+		return keys[i] < keys[j]
+	})
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "agents in %s: %s", k, ts[k])
+	}
+	return b.String()
+}
 
 // Add counts one decision.
 func (t Tally) Add(allowed bool, rule, ruleName string) {

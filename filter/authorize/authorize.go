@@ -140,6 +140,10 @@ type Response struct {
 	// Absent: the rows go back as they are. Present: the filter masks every page with it
 	// or, when it cannot, answers with an error instead of the rows (fail closed).
 	Masking *Masking `json:"masking,omitempty"`
+	// NotAnalysed is set on an allow whose SQL the control plane did not analyse, saying
+	// why ("legacy SQL": a policy grants legacy SQL unanalysed). The filter tells the agent
+	// (header x-jitgate-analysis).
+	NotAnalysed string `json:"notAnalysed,omitempty"`
 }
 
 // Masking is the control plane's masking instruction for one call's response: the

@@ -100,7 +100,7 @@ func DecodeQueryRequest(body []byte) (*QuerySpec, *Rejection) {
 		JobCreationMode:      req.JobCreationMode,
 		QueryRequest:         &req,
 	}
-	spec.LegacySQL = legacyDialect(req.Query, req.UseLegacySQL)
+	spec.LegacySQL = LegacyDialect(req.Query, req.UseLegacySQL)
 	return spec, nil
 }
 
@@ -187,7 +187,7 @@ func DecodeJobInsert(body []byte) (*QuerySpec, *Rejection) {
 		spec.ExternalTables = append(spec.ExternalTables, name)
 	}
 	sort.Strings(spec.ExternalTables)
-	spec.LegacySQL = legacyDialect(q.Query, q.UseLegacySQL)
+	spec.LegacySQL = LegacyDialect(q.Query, q.UseLegacySQL)
 	return spec, nil
 }
 
@@ -215,8 +215,9 @@ func decodeStrict(body []byte, v any, schema *keySchema, what string) *Rejection
 	return checkKeys(body, schema)
 }
 
-// legacyDialect applies BigQuery's dialect rules (see QuerySpec.LegacySQL).
-func legacyDialect(sql string, useLegacy *bool) bool {
+// LegacyDialect applies BigQuery's dialect rules (see QuerySpec.LegacySQL) to a query's
+// text and its useLegacySql field (nil: absent). jitgate policy explain uses it too.
+func LegacyDialect(sql string, useLegacy *bool) bool {
 	head := strings.ToLower(strings.TrimLeft(sql, " \t\r\n"))
 	switch {
 	case strings.HasPrefix(head, "#legacysql"):

@@ -45,8 +45,8 @@ func TestDialect(t *testing.T) {
 		{"#standardSQL\nSELECT 1", &tr, true}, // conflict: fail closed as legacy
 	}
 	for _, c := range cases {
-		if got := legacyDialect(c.sql, c.use); got != c.legacy {
-			t.Errorf("legacyDialect(%q, %v) = %v", c.sql, c.use, got)
+		if got := LegacyDialect(c.sql, c.use); got != c.legacy {
+			t.Errorf("LegacyDialect(%q, %v) = %v", c.sql, c.use, got)
 		}
 	}
 }

@@ -136,6 +136,11 @@ func (h *httpContext) onAuthorizeResponse(numHeaders, bodySize, _ int) {
 		resp.Credential = nil // never attached: the call is refused
 		return
 	}
+	// Either side saying the SQL was not analysed is enough to tell the agent.
+	h.ex.Authz.NotAnalysed = phraseSafe(resp.NotAnalysed)
+	if p := h.ex.Policy; p != nil && p.NotAnalysed != "" && h.ex.Authz.NotAnalysed == "" {
+		h.ex.Authz.NotAnalysed = phraseSafe(p.NotAnalysed)
+	}
 	if err := h.takeMasking(&resp); err != nil {
 		resp.Credential = nil
 		proxywasm.LogCriticalf("jitgate: could not read the masking instruction: %v", err)

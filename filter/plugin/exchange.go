@@ -68,4 +68,8 @@ type Authz struct {
 	// Status and Reason are the denial's HTTP status and stable code (deny only).
 	Status int
 	Reason string
+	// NotAnalysed says why an allowed query's SQL was not analysed ("legacy SQL", under
+	// a policy's what.legacySql), from the control plane's answer or the filter's own
+	// policy check; the agent's response says so (AnalysisHeader).
+	NotAnalysed string
 }

@@ -210,6 +210,11 @@ func (h *httpContext) OnHttpResponseHeaders(_ int, endOfStream bool) (action typ
 			proxywasm.LogWarnf("jitgate: could not set %s: %v", DecisionIDHeader, err)
 		}
 	}
+	if a := h.ex.Authz; a != nil && a.NotAnalysed != "" {
+		if err := proxywasm.ReplaceHttpResponseHeader(AnalysisHeader, "not analysed: "+a.NotAnalysed); err != nil {
+			proxywasm.LogWarnf("jitgate: could not set %s: %v", AnalysisHeader, err)
+		}
+	}
 	if h.forwarded && !h.respSeen {
 		h.respSeen = true
 		return h.holdResponse(endOfStream)

@@ -41,6 +41,9 @@ func logLine(ex *Exchange) string {
 		quoted(&b, "decision_id", a.DecisionID)
 		quoted(&b, "agent", a.AgentID)
 		quoted(&b, "credential_id", a.CredentialID)
+		if a.NotAnalysed != "" {
+			quoted(&b, "analysis", "not analysed: "+a.NotAnalysed)
+		}
 	}
 	if p := ex.Policy; p != nil {
 		if p.Allow {

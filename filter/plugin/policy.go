@@ -111,6 +111,8 @@ type PolicyCheck struct {
 	Rule, RuleName string
 	// Policy is the deciding policy as name@version, when one decided.
 	Policy string
+	// NotAnalysed is the decision's notAnalysed ("legacy SQL": allowed unanalysed).
+	NotAnalysed string
 }
 
 // checkPolicy evaluates the filter's part of the policy decision for a call the control
@@ -128,7 +130,7 @@ func (h *httpContext) checkPolicy(resp *authorize.Response) bool {
 		return false
 	}
 	d := policies.EvaluateCall(h.bundle, policyInput(h.authorizeRequest(), *resp.Identity))
-	check := &PolicyCheck{Allow: d.Allow, Rule: d.Rule, RuleName: d.RuleName}
+	check := &PolicyCheck{Allow: d.Allow, Rule: d.Rule, RuleName: d.RuleName, NotAnalysed: d.NotAnalysed}
 	if d.Policy != nil {
 		check.Policy = d.Policy.Name + "@" + d.Policy.Version
 	}

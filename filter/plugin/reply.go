@@ -18,6 +18,10 @@ const DenyReasonHeader = "x-jitgate-deny-reason"
 // (allowed or denied), so support can find it in the audit trail.
 const DecisionIDHeader = "x-jitgate-decision-id"
 
+// AnalysisHeader tells the agent its allowed query's SQL was not analysed ("not analysed:
+// legacy SQL", under a policy's what.legacySql): no table, deny rule or mask was checked.
+const AnalysisHeader = "x-jitgate-analysis"
+
 // wwwAuthenticate is sent with every 401 (RFC 6750).
 const wwwAuthenticate = `Bearer realm="jitgate"`
 
@@ -136,6 +140,20 @@ func headerSafe(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// phraseSafe is headerSafe keeping single inner spaces, for short phrases such as
+// "legacy SQL" that go into a header value and the log line.
+func phraseSafe(s string) string {
+	words := strings.Fields(s)
+	for i, w := range words {
+		words[i] = headerSafe(w)
+	}
+	s = strings.Join(words, " ")
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	return s
 }
 
 func safeByte(c byte) bool {

@@ -207,10 +207,13 @@ func (v Vector) CheckCallOnly(d policies.Decision) error {
 }
 
 // CallDecidable reports whether a call is decided without SQL analysis or the job ledger
-// (not a query, not a follow-up on a job), so that EvaluateCall and Evaluate agree on it.
+// (not a standard-SQL query, not a follow-up on a job), so that EvaluateCall and Evaluate
+// agree on it. Legacy-SQL queries are never analysed (what.legacySql), so they are.
 func CallDecidable(in policies.Input) bool {
 	switch in.Call.API {
-	case "jobs.query", "jobs.insert", "jobs.get", "jobs.getQueryResults", "jobs.cancel", "jobs.delete":
+	case "jobs.query", "jobs.insert":
+		return in.Query != nil && in.Query.LegacySQL
+	case "jobs.get", "jobs.getQueryResults", "jobs.cancel", "jobs.delete":
 		return false
 	case "tabledata.list":
 		return !strings.HasPrefix(in.Call.Dataset, "_")

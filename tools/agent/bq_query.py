@@ -47,6 +47,9 @@ def main() -> int:
                         "result table (tables.get for the schema, then tabledata.list)")
     p.add_argument("--page-size", type=int, default=None, help="rows per page (maxResults)")
     p.add_argument("--default-dataset", default=None, help="dataset for unqualified table names")
+    p.add_argument("--legacy-sql", action="store_true",
+                   help="send useLegacySql: true (the gateway denies legacy SQL unless a policy sets "
+                        "what.legacySql, and then does not analyse it)")
     args = p.parse_args()
 
     creds = Credentials(token=args.token) if args.token else AnonymousCredentials()
@@ -55,7 +58,7 @@ def main() -> int:
         credentials=creds,
         client_options=ClientOptions(api_endpoint=args.endpoint),
     )
-    cfg = bigquery.QueryJobConfig()
+    cfg = bigquery.QueryJobConfig(use_legacy_sql=args.legacy_sql)
     if args.default_dataset:
         cfg.default_dataset = f"{args.project}.{args.default_dataset}"
     try:

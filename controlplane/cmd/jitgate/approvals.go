@@ -177,6 +177,10 @@ func approvalsList(args []string, stdout, stderr io.Writer) int {
 func approvalLine(a *approvals.Approval) string {
 	line := fmt.Sprintf("%s  %-8s  %-6s  agent %s  groups %s  expires %s  %s", a.ID, a.State, a.Mode, a.Agent.ID,
 		strings.Join(a.ApproverGroupNames(), ","), a.ExpiresAt.UTC().Format(time.RFC3339), a.Waiting())
+	if a.Binding.LegacySQL {
+		// Legacy SQL is only ever allowed unanalysed (what.legacySql): the approver is the check.
+		line += "  NOT ANALYSED: legacy SQL (tables, deny rules and masking unchecked)"
+	}
 	if len(a.Binding.Parameters) > 0 {
 		line += "  params " + clip(string(a.Binding.Parameters), 200)
 	}

@@ -514,6 +514,9 @@ func printReplay(w io.Writer, e audit.Entry) {
 	if a := r.Analysis; a != nil && len(a.ReferencedTables) > 0 {
 		fmt.Fprintf(w, "    tables: %s\n", strings.Join(a.ReferencedTables, ", "))
 	}
+	if a := r.Analysis; a != nil && a.NotAnalysed != "" {
+		fmt.Fprintf(w, "    analysis: not analysed: %s\n", a.NotAnalysed)
+	}
 	if r.ApprovalID != "" {
 		fmt.Fprintf(w, "    approval: %s by %s\n", r.ApprovalID, orDash(r.Approver))
 	}
@@ -562,6 +565,9 @@ func printDetail(w io.Writer, e audit.Entry) {
 	row("approver", r.Approver)
 	row("credential id", r.CredentialID)
 	if a := r.Analysis; a != nil {
+		if a.NotAnalysed != "" {
+			row("analysis", "not analysed: "+a.NotAnalysed)
+		}
 		row("statement", a.StatementKind)
 		row("reads", strings.Join(a.ReferencedTables, ", "))
 		row("writes", strings.Join(a.WrittenTables, ", "))

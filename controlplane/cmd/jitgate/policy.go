@@ -212,7 +212,7 @@ func policyExplain(args []string, stdout, stderr io.Writer) int {
 	endpoint := fs.String("bigquery-endpoint", "", "analyse --sql as jitgated does, reading table metadata (tables.get) from this BigQuery URL: http://127.0.0.1:9050 (emulator, no credentials) or https://bigquery.googleapis.com")
 	keyFile := fs.String("credentials-key-file", "", "service-account key for an https --bigquery-endpoint (read-only scope)")
 	defaultDataset := fs.String("default-dataset", "", "the query's defaultDataset, project.dataset (or dataset: in --project)")
-	legacy := fs.Bool("legacy-sql", false, "the query uses legacy SQL (always denied)")
+	legacy := fs.Bool("legacy-sql", false, "the query uses legacy SQL: never analysed; denied unless a policy sets what.legacySql (then allowed unanalysed, and said so)")
 	dryRun := fs.Bool("dry-run", false, "the query is a BigQuery dry run")
 	destination := fs.String("destination", "", "jobs.insert destination table, project.dataset.table")
 	writeDisposition := fs.String("write-disposition", "", "jobs.insert write disposition (WRITE_APPEND, ...)")
@@ -327,7 +327,9 @@ Flags:
 	}
 	isQuery := *api == "jobs.query" || *api == "jobs.insert"
 	if isQuery {
-		q := &authorize.Query{SQL: *sql, LegacySQL: *legacy, DryRun: *dryRun, WriteDisposition: *writeDisposition, DefaultDataset: ddRef}
+		// The dialect as the filter reads it: --legacy-sql is useLegacySql, and a
+		// #legacySQL / #standardSQL prefix overrides it.
+		q := &authorize.Query{SQL: *sql, LegacySQL: bqapi.LegacyDialect(*sql, legacy), DryRun: *dryRun, WriteDisposition: *writeDisposition, DefaultDataset: ddRef}
 		if *destination != "" {
 			parts := strings.Split(*destination, ".")
 			if len(parts) != 3 {
@@ -362,7 +364,7 @@ Flags:
 		defer pa.Close()
 		rec = &recordingAnalyzer{pa: pa}
 		an = rec
-	} else if isQuery && !*legacy {
+	} else if isQuery && !req.Query.LegacySQL {
 		if haveAnalysis {
 			a := policies.Analysis{StatementKind: *kind, ReferencedTables: read, WrittenTables: splitList(*written)}
 			for _, f := range splitList(*findings) {
@@ -453,7 +455,7 @@ func printAnalysis(w io.Writer, rec *recordingAnalyzer, endpoint string) {
 	fmt.Fprintf(w, "analyser:   controlplane/sqlanalysis (as jitgated), table metadata from %s (%s)\n", endpoint, rec.pa.Auth())
 	switch {
 	case !rec.ran:
-		fmt.Fprintln(w, "analysis:   (not run: legacy SQL is denied without analysis)")
+		fmt.Fprintln(w, "analysis:   not analysed: legacy SQL (never analysed; denied unless a policy sets what.legacySql)")
 		return
 	case rec.err != nil:
 		var cause error = rec.err
@@ -556,6 +558,9 @@ func printExplanation(w io.Writer, res *source.Result, out policystep.Outcome, n
 		}
 	}
 	fmt.Fprintf(w, "decision:   %s\n", verdict)
+	if d.Allow && d.NotAnalysed != "" {
+		fmt.Fprintf(w, "analysis:   not analysed: %s (what.legacySql): the tables it reads, deny rules and masking were NOT checked\n", d.NotAnalysed)
+	}
 	rule := d.Rule
 	if d.RuleName != "" {
 		rule += " (" + d.RuleName + ")"

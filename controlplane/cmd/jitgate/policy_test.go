@@ -218,7 +218,8 @@ func TestPolicyExplainAnalysesSQL(t *testing.T) {
 		{"wildcard table", "SELECT name FROM `jitgate-demo.crm.cust*`", []string{
 			"wildcards:  jitgate-demo.crm.cust*", "reads:      jitgate-demo.crm.customers", "decision:   allow"}, nil},
 		{"legacy SQL is not analysed", "#legacySQL\nSELECT name FROM [jitgate-demo:crm.customers]", []string{
-			"decision:   deny (status 403)", "rule:       legacy_sql"}, nil},
+			"analysis:   not analysed: legacy SQL", "decision:   deny", "rule:       legacy_sql",
+			"agent sees: 403 legacy_sql: Denied by policy bundle"}, []string{"decision:   allow", "statement:"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
