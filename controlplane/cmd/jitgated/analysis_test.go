@@ -84,7 +84,7 @@ spec:
 // allowed query creates is recorded through POST /v1/jobs, and only its owner may page it.
 func TestServeAnalysesWithEmulator(t *testing.T) {
 	emulator := startEmulator(t)
-	xdsPort, apiPort, devPort := freeport.For(t), freeport.For(t), freeport.For(t)
+	xdsPort, apiPort, devPort, filterPort := freeport.For(t), freeport.For(t), freeport.For(t), freeport.For(t)
 	dir := t.TempDir()
 	pdir := filepath.Join(dir, "policies")
 	if err := os.Mkdir(pdir, 0o700); err != nil {
@@ -96,13 +96,13 @@ func TestServeAnalysesWithEmulator(t *testing.T) {
 	doc := fmt.Sprintf(`apiVersion: jitgate.dev/v1
 kind: ControlPlaneConfig
 xds: {listen: "127.0.0.1:%d"}
-api: {listen: "127.0.0.1:%d"}
+api: {listen: "127.0.0.1:%d", filterListen: "127.0.0.1:%d"}
 upstream: {bigquery: {url: "%s"}}
 nats: {storeDir: nats, maxMemoryBytes: 16777216, maxStoreBytes: 67108864}
 devIssuer: {keyFile: dev/issuer-key.pem}
 policies: {dir: policies}
 analysis: {cacheSize: 128, cacheTTL: 1m, tableMetadataTTL: 30s}
-`, xdsPort, apiPort, emulator)
+`, xdsPort, apiPort, filterPort, emulator)
 	if err := os.WriteFile(cfgPath, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -116,6 +116,7 @@ analysis: {cacheSize: 128, cacheTTL: 1m, tableMetadataTTL: 30s}
 	}()
 	api := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
 	waitFor(t, func() bool { code, _ := get(api + "/readyz"); return code == 200 })
+	cp := newCallouts(t, dir, filterPort)
 	v := status(t, api).Policies.Policies
 	if len(v) != 1 || !strings.HasPrefix(v[0], "crm-reader@") {
 		t.Fatalf("policies = %v", v)
@@ -140,7 +141,7 @@ analysis: {cacheSize: 128, cacheTTL: 1m, tableMetadataTTL: 30s}
 		t.Helper()
 		call.Project = demoProject
 		reqDoc, _ := authorize.Request{RequestID: "r", Token: tok, Call: call, Query: q}.Marshal()
-		code, body := post(api+authorize.Path, reqDoc)
+		code, body := cp.post(authorize.Path, reqDoc)
 		r, err := authorize.ParseResponse([]byte(body))
 		if code != 200 || err != nil {
 			t.Fatalf("authorize %d %s %v", code, body, err)
@@ -180,7 +181,7 @@ analysis: {cacheSize: 128, cacheTTL: 1m, tableMetadataTTL: 30s}
 	rep, _ := authorize.JobReport{DecisionID: r.DecisionID, API: "jobs.query",
 		Job:         &bqapi.JobReference{ProjectID: demoProject, JobID: "job_emu_1", Location: "US"},
 		ResultTable: &bqapi.TableReference{ProjectID: demoProject, DatasetID: "_anon_emu", TableID: "anon1"}}.Marshal()
-	code, body := post(api+authorize.JobsPath, rep)
+	code, body := cp.post(authorize.JobsPath, rep)
 	ack, err := authorize.ParseJobReportAck([]byte(body))
 	if code != 200 || err != nil || !ack.Recorded {
 		t.Fatalf("job report: %d %s %v", code, body, err)

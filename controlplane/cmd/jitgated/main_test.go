@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/jitgate/jitgate/controlplane/credentials"
 	"github.com/jitgate/jitgate/controlplane/devissuer"
+	"github.com/jitgate/jitgate/controlplane/mtls"
 	"github.com/jitgate/jitgate/filter/authorize"
 	"github.com/jitgate/jitgate/tools/freeport"
 )
@@ -97,12 +99,12 @@ func TestCheckConfig(t *testing.T) {
 // call with a token from `POST /dev/token`, reloads a broken config (the last good snapshot
 // must stay), and shuts down.
 func TestServeAndShutdown(t *testing.T) {
-	xdsPort, apiPort, devPort := freeport.For(t), freeport.For(t), freeport.For(t)
+	xdsPort, apiPort, devPort, filterPort := freeport.For(t), freeport.For(t), freeport.For(t), freeport.For(t)
 	dir := t.TempDir()
 	key := writeSAKey(t)
 	keyJSON, _ := os.ReadFile(key)
 	cfgPath := filepath.Join(dir, "jitgated.yaml")
-	doc := fmt.Sprintf("apiVersion: jitgate.dev/v1\nkind: ControlPlaneConfig\nxds: {listen: \"127.0.0.1:%d\"}\napi: {listen: \"127.0.0.1:%d\"}\nnats: {storeDir: nats, maxMemoryBytes: 16777216, maxStoreBytes: 67108864}\ndevIssuer: {keyFile: dev/issuer-key.pem}\n", xdsPort, apiPort)
+	doc := fmt.Sprintf("apiVersion: jitgate.dev/v1\nkind: ControlPlaneConfig\nxds: {listen: \"127.0.0.1:%d\"}\napi: {listen: \"127.0.0.1:%d\", filterListen: \"127.0.0.1:%d\"}\nnats: {storeDir: nats, maxMemoryBytes: 16777216, maxStoreBytes: 67108864}\ndevIssuer: {keyFile: dev/issuer-key.pem}\n", xdsPort, apiPort, filterPort)
 	if err := os.WriteFile(cfgPath, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -117,6 +119,7 @@ func TestServeAndShutdown(t *testing.T) {
 
 	api := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
 	waitFor(t, func() bool { code, _ := get(api + "/readyz"); return code == 200 })
+	cp := newCallouts(t, dir, filterPort)
 	if _, err := os.Stat(filepath.Join(dir, "nats")); err != nil {
 		t.Errorf("embedded NATS store not created next to the config file: %v", err)
 	}
@@ -142,13 +145,13 @@ func TestServeAndShutdown(t *testing.T) {
 	}
 	resp.Body.Close()
 	reqDoc, _ := authorize.Request{RequestID: "r-1", Token: tr.Token, Call: authorize.Call{API: "jobs.query", Method: "POST", Project: "p"}}.Marshal()
-	code, body := post(api+authorize.Path, reqDoc)
+	code, body := cp.post(authorize.Path, reqDoc)
 	decision, err := authorize.ParseResponse([]byte(body))
 	if code != 200 || err != nil || decision.Decision != authorize.Allow || decision.Identity.AgentID != "etl-bot" || decision.Identity.Issuer != devURL {
 		t.Fatalf("POST %s = %d %s (%v)", authorize.Path, code, body, err)
 	}
 	reqDoc, _ = authorize.Request{RequestID: "r-2", Call: authorize.Call{API: "jobs.query", Method: "POST"}}.Marshal()
-	if code, body := post(api+authorize.Path, reqDoc); code != 200 || !strings.Contains(body, `"status":401`) {
+	if code, body := cp.post(authorize.Path, reqDoc); code != 200 || !strings.Contains(body, `"status":401`) {
 		t.Errorf("no token: %d %s", code, body)
 	}
 	logs := stderr.String()
@@ -186,6 +189,39 @@ func TestServeAndShutdown(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("jitgated did not shut down")
 	}
+}
+
+// callouts posts to jitgated's filter listener as Envoy does: mutual TLS with the client
+// certificate jitgated generated in <dir>/tls (next to the NATS store "nats").
+type callouts struct {
+	base   string
+	client *http.Client
+}
+
+func newCallouts(t *testing.T, dir string, port int) callouts {
+	t.Helper()
+	f := mtls.Paths(filepath.Join(dir, "tls")).Envoy
+	pair, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+	if err != nil {
+		t.Fatalf("envoy client certificate: %v", err)
+	}
+	pool, err := mtls.LoadCAPool(f.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return callouts{base: fmt.Sprintf("https://127.0.0.1:%d", port), client: &http.Client{Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool}}}}
+}
+
+func (c callouts) post(path string, body []byte) (int, string) {
+	resp, err := c.client.Post(c.base+path, "application/json", bytes.NewReader(body))
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	_, _ = b.ReadFrom(resp.Body)
+	return resp.StatusCode, b.String()
 }
 
 func post(url string, body []byte) (int, string) {
@@ -296,7 +332,7 @@ func status(t *testing.T, api string) serveStatus {
 // an edit is picked up by the watcher and pushed to the xDS snapshot, an invalid edit
 // keeps the last good bundle and shows in /v1/status and /metrics, SIGHUP reloads.
 func TestServeWithPolicies(t *testing.T) {
-	xdsPort, apiPort, devPort := freeport.For(t), freeport.For(t), freeport.For(t)
+	xdsPort, apiPort, devPort, filterPort := freeport.For(t), freeport.For(t), freeport.For(t), freeport.For(t)
 	dir := t.TempDir()
 	// policies.dir is relative to the config file.
 	pdir := filepath.Join(dir, "policies")
@@ -306,7 +342,7 @@ func TestServeWithPolicies(t *testing.T) {
 	writePolicies(t, pdir, "datasets.list")
 	key := writeSAKey(t)
 	cfgPath := filepath.Join(dir, "jitgated.yaml")
-	doc := fmt.Sprintf("apiVersion: jitgate.dev/v1\nkind: ControlPlaneConfig\nxds: {listen: \"127.0.0.1:%d\"}\napi: {listen: \"127.0.0.1:%d\"}\nnats: {storeDir: nats, maxMemoryBytes: 16777216, maxStoreBytes: 67108864}\ndevIssuer: {keyFile: dev/issuer-key.pem}\npolicies: {dir: policies}\n", xdsPort, apiPort)
+	doc := fmt.Sprintf("apiVersion: jitgate.dev/v1\nkind: ControlPlaneConfig\nxds: {listen: \"127.0.0.1:%d\"}\napi: {listen: \"127.0.0.1:%d\", filterListen: \"127.0.0.1:%d\"}\nnats: {storeDir: nats, maxMemoryBytes: 16777216, maxStoreBytes: 67108864}\ndevIssuer: {keyFile: dev/issuer-key.pem}\npolicies: {dir: policies}\n", xdsPort, apiPort, filterPort)
 	if err := os.WriteFile(cfgPath, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -321,6 +357,7 @@ func TestServeWithPolicies(t *testing.T) {
 	}()
 	api := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
 	waitFor(t, func() bool { code, _ := get(api + "/readyz"); return code == 200 })
+	cp := newCallouts(t, dir, filterPort)
 
 	st := status(t, api)
 	v1 := st.Policies.Version
@@ -342,7 +379,7 @@ func TestServeWithPolicies(t *testing.T) {
 	decide := func(api2 string) authorize.Response {
 		t.Helper()
 		reqDoc, _ := authorize.Request{RequestID: "r", Token: tr.Token, Call: authorize.Call{API: api2, Method: "GET", Project: "p"}}.Marshal()
-		code, body := post(api+authorize.Path, reqDoc)
+		code, body := cp.post(authorize.Path, reqDoc)
 		r, err := authorize.ParseResponse([]byte(body))
 		if code != 200 || err != nil {
 			t.Fatalf("authorize %d %s %v", code, body, err)
