@@ -729,13 +729,21 @@ func (c *Config) ValidateForServe() error {
 			return fmt.Errorf("%s: %w: masking.hashKeyFile: %v", c.where("masking.hashKeyFile", "config"), ErrInvalid, err)
 		}
 	}
-	if !c.TLSGenerated() {
-		if _, err := mtls.ServerConfig(c.ServerTLS()); err != nil {
-			return fmt.Errorf("%s: %w: tls: %v", c.where("tls", "config"), ErrInvalid, err)
-		}
-		if err := mtls.CheckServerName(c.TLS.ServerCertFile, c.TLSServerName()); err != nil {
-			return fmt.Errorf("%s: %w: tls.serverName: %v", c.where("tls", "config"), ErrInvalid, err)
-		}
+	return c.ValidateTLSFiles()
+}
+
+// ValidateTLSFiles checks operator-provided TLS files (nothing when they are generated):
+// the CA and the server certificate and key load and belong together, and the
+// certificate is valid for the name Envoys check. Errors name files, never contents.
+func (c *Config) ValidateTLSFiles() error {
+	if c.TLSGenerated() {
+		return nil
+	}
+	if _, err := mtls.ServerConfig(c.ServerTLS()); err != nil {
+		return fmt.Errorf("%s: %w: tls: %v", c.where("tls", "config"), ErrInvalid, err)
+	}
+	if err := mtls.CheckServerName(c.TLS.ServerCertFile, c.TLSServerName()); err != nil {
+		return fmt.Errorf("%s: %w: tls.serverName: %v", c.where("tls", "config"), ErrInvalid, err)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -154,6 +155,7 @@ func TestServeAndShutdown(t *testing.T) {
 	if code, body := cp.post(authorize.Path, reqDoc); code != 200 || !strings.Contains(body, `"status":401`) {
 		t.Errorf("no token: %d %s", code, body)
 	}
+	checkOnlyEnvoyGetsCredentials(t, api, cp, fmt.Sprintf("127.0.0.1:%d", xdsPort), filepath.Join(dir, "tls"), tr.Token)
 	logs := stderr.String()
 	for _, secret := range []string{tr.Token, strings.TrimPrefix(decision.Credential.Authorization, "Bearer "), string(keyJSON[len(keyJSON)/2 : len(keyJSON)/2+40])} {
 		if strings.Contains(logs, secret) {
@@ -440,4 +442,74 @@ func TestServeWithPolicies(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("jitgated did not shut down")
 	}
+}
+
+// checkOnlyEnvoyGetsCredentials: an agent with a valid token that calls jitgated itself
+// gets no credential: the plain API refuses the callouts (403), and the filter listener
+// and ADS complete no TLS handshake without a client certificate from Envoy's CA (none,
+// another CA's, or jitgated's own server certificate).
+func checkOnlyEnvoyGetsCredentials(t *testing.T, api string, cp callouts, xdsAddr, tlsDir, token string) {
+	t.Helper()
+	reqDoc, _ := authorize.Request{RequestID: "r-direct", Token: token, Call: authorize.Call{API: "jobs.query", Method: "POST", Project: "p"},
+		Query: &authorize.Query{SQL: "SELECT 1"}}.Marshal()
+	for _, p := range []string{authorize.Path, authorize.ResponsesPath, authorize.JobsPath} {
+		code, body := post(api+p, reqDoc)
+		if code != 403 || strings.Contains(body, "Bearer") || !strings.Contains(body, "api.filterListen") {
+			t.Errorf("plain API POST %s = %d %s, want 403 naming the filter listener", p, code, body)
+		}
+	}
+	foreign, err := mtls.Ensure(t.TempDir(), []string{"127.0.0.1"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := mtls.Paths(tlsDir)
+	pool, err := mtls.LoadCAPool(own.Envoy.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, certs := range map[string][]mtls.Files{"no certificate": nil, "another CA's certificate": {foreign.Envoy},
+		"jitgated's own server certificate": {own.Server}} {
+		cfg := &tls.Config{RootCAs: pool}
+		for _, f := range certs {
+			pair, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Certificates = append(cfg.Certificates, pair)
+		}
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
+		resp, err := c.Post(cp.base+authorize.Path, "application/json", bytes.NewReader(reqDoc))
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			t.Errorf("filter listener with %s: %d %s, want a refused TLS handshake", name, resp.StatusCode, b)
+		}
+		// ADS: the same handshake, refused the same way (h2 as Envoy offers it).
+		adsCfg := cfg.Clone()
+		adsCfg.NextProtos = []string{"h2"}
+		conn, err := tls.Dial("tcp", xdsAddr, adsCfg)
+		if err == nil {
+			// TLS 1.3 reports the server's refusal on the first read.
+			_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, err = conn.Read(make([]byte, 1))
+			conn.Close()
+		}
+		if err == nil || !strings.Contains(err.Error(), "certificate") {
+			t.Errorf("ADS with %s: %v, want the handshake refused for the certificate", name, err)
+		}
+	}
+	// Envoy's certificate opens ADS (the handshake completes; the stream itself is
+	// tested with real Envoy in e2e).
+	pair, err := tls.LoadX509KeyPair(own.Envoy.Cert, own.Envoy.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", xdsAddr, &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatalf("ADS with Envoy's certificate: %v", err)
+	}
+	if p := conn.ConnectionState().NegotiatedProtocol; p != "h2" {
+		t.Errorf("ADS ALPN = %q, want h2", p)
+	}
+	conn.Close()
 }
