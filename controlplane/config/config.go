@@ -9,8 +9,12 @@
 // ValidateForServe): at least one trusted issuer (identity.issuers, or the development
 // issuer) and credentials.keyFile.
 //
+// Envoy and jitgated authenticate each other with mutual TLS (tls: the operator's files or
+// generated material) on ADS and on the filter's callout listener (api.filterListen); the
+// plain API (api.listen) stays on loopback unless explicitly allowed.
+//
 // Relative paths written in the file (filter.wasmPath, nats.storeDir, credentials.keyFile,
-// devIssuer.keyFile, policies.dir) are resolved against the directory of the config file;
+// devIssuer.keyFile, policies.dir, masking.hashKeyFile, tls.*) are resolved against the directory of the config file;
 // defaults and flag values are resolved against the process's working directory.
 package config
 

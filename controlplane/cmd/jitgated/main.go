@@ -1,9 +1,10 @@
 // Command jitgated is the jitgate control plane: it serves Envoy's configuration over ADS
 // (listener, routes, clusters and the jitgate Wasm filter over ECDS), runs or connects to
-// NATS with JetStream, and serves the HTTP API (health, readiness, status, metrics, the
-// filter's POST /v1/authorize, which verifies agents and mints upstream credentials, and
-// POST /v1/jobs, where the filter reports the jobs agents create to the job ledger in
-// JetStream KV), and appends every authorize decision to the hash-chained audit trail in
+// NATS with JetStream, serves the plain HTTP API (health, readiness, status, metrics,
+// approvals) and, on a separate listener only Envoy can use (mutual TLS with Envoy's
+// client certificate, as ADS), the filter's callouts: POST /v1/authorize, which verifies
+// agents and mints upstream credentials, POST /v1/responses and POST /v1/jobs, where the
+// filter reports responses and jobs (audit trail, job ledger in JetStream KV); it appends every authorize decision to the hash-chained audit trail in
 // JetStream (controlplane/audit) before answering it. Calls a policy allows only with a
 // human's approval wait for one (controlplane/approvals: KV state, events, the approvers'
 // API under /v1/approvals, webhooks).
@@ -70,11 +71,12 @@ func main() {
 
 const usageHeader = `jitgated - the jitgate control plane.
 
-Serves Envoy's configuration over ADS (gRPC), the HTTP API (/healthz, /readyz, /v1/status,
-/metrics, and for the filter POST /v1/authorize: verify the agent's OIDC token, mint a
-short-lived upstream credential; POST /v1/responses: before any response of an allowed
-call is released, record the job it names and append its audit record; POST /v1/jobs:
-the job-only report of earlier filters) and
+Serves Envoy's configuration over ADS (gRPC, --xds-listen), the plain HTTP API
+(--api-listen: /healthz, /readyz, /v1/status, /metrics, /v1/approvals), the filter's
+callouts on their own listener (--filter-listen: POST /v1/authorize: verify the agent's
+OIDC token, mint a short-lived upstream credential; POST /v1/responses: before any
+response of an allowed call is released, record the job it names and append its audit
+record; POST /v1/jobs: the job-only report of earlier filters) and
 NATS with JetStream (embedded unless --nats-url), which holds the job ledger (KV buckets
 jitgate_jobs and jitgate_decisions). Follow-up calls on a job (jobs.get, getQueryResults,
 cancel, delete, tabledata.list on its result table) are allowed only to the agent that
@@ -105,6 +107,15 @@ Usage:
   jitgate dev service-account-key --out .jitgate/dev-sa-key.json
   jitgated --dev-issuer --credentials-key-file .jitgate/dev-sa-key.json --upstream http://127.0.0.1:9050
   TOKEN=$(jitgate dev token --agent my-agent)
+
+Envoy <-> jitgated is mutual TLS on both channels: ADS and the filter listener complete a
+TLS handshake only with a client certificate issued by the configured CA (Envoy's); the
+plain API answers the callout paths 403. Without tls.caFile/serverCertFile/serverKeyFile/
+envoyCertFile/envoyKeyFile in the config, jitgated generates a private CA (ECDSA P-256)
+and both certificates into --tls-dir (default: 'tls' next to the NATS store dir, keys
+0600), reuses them while valid, and Envoy's bootstrap points at them:
+  jitgate envoy bootstrap --node-id gw-1 --xds 127.0.0.1:18000 --tls-dir .jitgate/tls > envoy.yaml
+The plain API listens on loopback only unless api.allowNonLoopbackListen: true.
 
 Flags override the config file. Two things have no default: a trusted OIDC issuer
 (identity.issuers, or --dev-issuer) and the service-account key (credentials.keyFile or

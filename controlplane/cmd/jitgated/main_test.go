@@ -53,6 +53,9 @@ func TestCheckConfig(t *testing.T) {
 	noKey := writeConfig(t, identity)
 	bad := writeConfig(t, "upstream:\n  bigquery:\n    url: http://127.0.0.1:9050\n    tls: true\n")
 	dev := []string{"--dev-issuer", "--credentials-key-file", key}
+	tlsFiles := writeConfig(t, "upstream:\n  bigquery:\n    url: http://127.0.0.1:9050\n"+identity+"credentials:\n  keyFile: "+key+"\n"+
+		"tls:\n  caFile: /nonexistent/ca.pem\n  serverCertFile: /nonexistent/s.pem\n  serverKeyFile: /nonexistent/s-key.pem\n"+
+		"  envoyCertFile: /nonexistent/e.pem\n  envoyKeyFile: /nonexistent/e-key.pem\n")
 	goodPolicies := writePolicies(t, t.TempDir(), "datasets.list")
 	badPolicies := writePolicies(t, t.TempDir(), "datasets.list")
 	writePolicyFile(t, badPolicies, strings.Replace(policyDoc("datasets.list"), "apis:", "apiz:", 1))
@@ -78,6 +81,11 @@ func TestCheckConfig(t *testing.T) {
 		{"bad policies name file:line:col", []string{"--config", good, "--policies", badPolicies, "--check-config"}, 1,
 			filepath.Join(badPolicies, "p.yaml") + `:10:5: unknown field "apiz" in where (did you mean "apis"?)`},
 		{"bad log format", []string{"--log-format", "xml", "--check-config"}, 2, "--log-format"},
+		{"listeners and tls are described", []string{"--config", good, "--tls-dir", "/var/lib/jitgate/tls", "--check-config"}, 0,
+			"api 127.0.0.1:18001, filter callouts 127.0.0.1:18003 (mTLS), tls generated in /var/lib/jitgate/tls"},
+		{"plain api off loopback", []string{"--config", good, "--api-listen", "0.0.0.0:18001", "--check-config"}, 1,
+			"--api-listen: invalid config value: api.listen: \"0.0.0.0:18001\" is not a loopback address"},
+		{"tls files missing", []string{"--config", tlsFiles, "--check-config"}, 1, "invalid config value: tls: read ca file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
