@@ -604,9 +604,10 @@ func serve(ctx context.Context, f *flags, cfg *config.Config, reload <-chan os.S
 		Started:   started,
 	}
 	httpSrv := &http.Server{Handler: api.NewHandler(apiOpts), ReadHeaderTimeout: 10 * time.Second}
-	// The callouts: only to clients with a certificate from Envoy's CA (filterTLS).
+	// The callouts: only to clients with a certificate from Envoy's CA (filterTLS). A
+	// refused handshake (someone without Envoy's certificate) is logged as a warning.
 	filterSrv := &http.Server{Handler: api.NewFilterHandler(apiOpts), TLSConfig: filterTLS, ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.With("component", "filter-listener").Handler(), slog.LevelDebug)}
+		ErrorLog: slog.NewLogLogger(log.With("component", "filter-listener").Handler(), slog.LevelWarn)}
 	errc := make(chan error, 3)
 	go func() { errc <- grpcSrv.Serve(xdsLis) }()
 	go func() {
