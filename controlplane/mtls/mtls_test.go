@@ -203,3 +203,48 @@ func read(t *testing.T, p string) string {
 	}
 	return string(b)
 }
+
+// BenchmarkCallout measures a POST to a mutual-TLS listener as Envoy makes it: on a
+// pooled connection (what Envoy's callout cluster reuses) and with a new handshake each
+// time (the cost of a new connection).
+func BenchmarkCallout(b *testing.B) {
+	g, err := Ensure(b.TempDir(), hosts, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg, err := ServerConfig(g.Server, "http/1.1")
+	if err != nil {
+		b.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "{}") })}
+	go func() { _ = srv.Serve(tls.NewListener(lis, cfg)) }()
+	defer srv.Close()
+	pool, err := LoadCAPool(g.Envoy.CA)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pair, err := tls.LoadX509KeyPair(g.Envoy.Cert, g.Envoy.Key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, pooled := range []bool{true, false} {
+		name := map[bool]string{true: "pooled", false: "new-handshake"}[pooled]
+		b.Run(name, func(b *testing.B) {
+			tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}}, DisableKeepAlives: !pooled}
+			defer tr.CloseIdleConnections()
+			c := &http.Client{Transport: tr}
+			for b.Loop() {
+				resp, err := c.Post("https://"+lis.Addr().String()+"/v1/authorize", "application/json", strings.NewReader("{}"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	}
+}
