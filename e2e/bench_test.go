@@ -47,6 +47,10 @@ func benchCalls(b *testing.B, do func() (int, error)) {
 var benchClient = &http.Client{Timeout: 30 * time.Second}
 
 func post(url, authorization string, body []byte) (int, error) {
+	return postWith(benchClient, url, authorization, body)
+}
+
+func postWith(c *http.Client, url, authorization string, body []byte) (int, error) {
 	req, err := http.NewRequest("POST", url, bytes.NewReader(body))
 	if err != nil {
 		return 0, err
@@ -55,7 +59,7 @@ func post(url, authorization string, body []byte) (int, error) {
 	if authorization != "" {
 		req.Header.Set("Authorization", authorization)
 	}
-	resp, err := benchClient.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return 0, err
 	}
@@ -180,8 +184,13 @@ func BenchmarkResponseReportRoundTrip(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	url := gw.API + authorize.ResponsesPath
-	benchCalls(b, func() (int, error) { return post(url, "", doc) })
+	// Envoy's callout: mutual TLS on the filter listener, as Envoy makes it.
+	envoy, err := gw.EnvoyClient()
+	if err != nil {
+		b.Fatal(err)
+	}
+	url := gw.FilterAPI + authorize.ResponsesPath
+	benchCalls(b, func() (int, error) { return postWith(envoy, url, "", doc) })
 }
 
 func BenchmarkAuthorizeRoundTrip(b *testing.B) {
@@ -193,6 +202,10 @@ func BenchmarkAuthorizeRoundTrip(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	url := gw.API + authorize.Path
-	benchCalls(b, func() (int, error) { return post(url, "", doc) })
+	envoy, err := gw.EnvoyClient()
+	if err != nil {
+		b.Fatal(err)
+	}
+	url := gw.FilterAPI + authorize.Path
+	benchCalls(b, func() (int, error) { return postWith(envoy, url, "", doc) })
 }

@@ -1,10 +1,12 @@
-// Package api owns jitgated's HTTP API: liveness (/healthz), readiness (/readyz), the
-// operator status document (/v1/status: xDS, NATS, identity, the live policies and the
-// audit trail), Prometheus metrics (/metrics) and the filter's
-// callouts (POST /v1/authorize, served by controlplane/authz, and POST /v1/responses, the
-// response reports served by controlplane/responses, which also record jobs in the job
-// ledger), which Envoy reaches through the "jitgate_controlplane" cluster, and the
-// approvers' API (/v1/approvals).
+// Package api owns jitgated's HTTP API on two listeners. The plain one (NewHandler):
+// liveness (/healthz), readiness (/readyz), the operator status document (/v1/status:
+// xDS, NATS, identity, the live policies and the audit trail), Prometheus metrics
+// (/metrics) and the approvers' /v1/approvals. The filter's callouts (POST /v1/authorize,
+// served by controlplane/authz; POST /v1/responses, controlplane/responses, which also
+// records jobs in the job ledger) are served only by NewFilterHandler, which jitgated puts
+// behind mutual TLS (Envoy's client certificate) and Envoy reaches through the
+// "jitgate_controlplane" cluster: an answer to /v1/authorize holds a minted upstream
+// credential, so no other client may ask for one.
 package api
 
 import (
@@ -93,9 +95,20 @@ type Status struct {
 	Audit *AuditStatus `json:"audit,omitempty"`
 }
 
-// NewHandler returns the API's HTTP handler.
+// FilterOnlyMessage is what the plain API answers (403) on the filter's callout paths.
+const FilterOnlyMessage = "this endpoint is served only to Envoy, on jitgated's filter listener (api.filterListen, " +
+	"mutual TLS with Envoy's client certificate); the plain API does not authorize calls or take reports"
+
+// NewHandler returns the plain API's HTTP handler: everything but the filter's callouts,
+// which it refuses with 403 and FilterOnlyMessage.
 func NewHandler(o Options) http.Handler {
 	mux := http.NewServeMux()
+	filterOnly := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": FilterOnlyMessage})
+	})
+	for _, p := range calloutPaths {
+		mux.Handle(p, filterOnly)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -112,6 +125,28 @@ func NewHandler(o Options) http.Handler {
 		writeJSON(w, http.StatusOK, o.status())
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
+	approvalsHandler := o.Approvals
+	if approvalsHandler == nil {
+		approvalsHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "approvals are not configured"})
+		})
+	}
+	mux.Handle("/v1/approvals", approvalsHandler)
+	mux.Handle("/v1/approvals/", approvalsHandler)
+	mux.HandleFunc("/", notFound)
+	return mux
+}
+
+// calloutPaths are the filter's callouts: served by NewFilterHandler only.
+var calloutPaths = []string{authorize.Path, authorize.ResponsesPath}
+
+// NewFilterHandler returns the handler of the filter listener: the filter's callouts and
+// /healthz, nothing else. Serve it only behind mutual TLS (mtls.ServerConfig).
+func NewFilterHandler(o Options) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
 	authorizeHandler := o.Authorize
 	if authorizeHandler == nil {
 		authorizeHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -126,18 +161,12 @@ func NewHandler(o Options) http.Handler {
 		})
 	}
 	mux.Handle(authorize.ResponsesPath, responsesHandler)
-	approvalsHandler := o.Approvals
-	if approvalsHandler == nil {
-		approvalsHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "approvals are not configured"})
-		})
-	}
-	mux.Handle("/v1/approvals", approvalsHandler)
-	mux.Handle("/v1/approvals/", approvalsHandler)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: " + r.Method + " " + r.URL.Path})
-	})
+	mux.HandleFunc("/", notFound)
 	return mux
+}
+
+func notFound(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: " + r.Method + " " + r.URL.Path})
 }
 
 // status is ready once Envoys can be served a snapshot, NATS is reachable and agents can

@@ -68,12 +68,18 @@ func TestEndpoints(t *testing.T) {
 	if code, body := fetch(t, srv.URL+"/metrics"); code != 200 || !strings.Contains(body, "jitgate_xds_translations_total") {
 		t.Errorf("/metrics = %d, missing jitgate metrics", code)
 	}
-	resp, err := http.Post(srv.URL+authorize.Path, "application/json", strings.NewReader("{}"))
-	if err != nil || resp.StatusCode != 299 {
-		t.Errorf("POST %s did not reach the authorize handler: %v %v", authorize.Path, resp, err)
-	}
-	if resp != nil {
+	// The plain API never reaches the callouts: an agent with its own token must not get
+	// a credential (or file a report) by calling jitgated directly.
+	for _, p := range []string{authorize.Path, authorize.ResponsesPath} {
+		resp, err := http.Post(srv.URL+p, "application/json", strings.NewReader("{}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
+		if resp.StatusCode != 403 || !strings.Contains(string(b), "filter listener (api.filterListen, mutual TLS") {
+			t.Errorf("plain POST %s = %d %s, want 403 naming the filter listener", p, resp.StatusCode, b)
+		}
 	}
 	if code, _ := fetch(t, srv.URL+"/nope"); code != 404 {
 		t.Errorf("/nope = %d", code)
@@ -95,7 +101,7 @@ func fetch(t *testing.T, url string) (int, string) {
 // one the endpoint answers 503 (the filter then withholds the response).
 func TestResponsesEndpoint(t *testing.T) {
 	for _, h := range []http.Handler{nil, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(299) })} {
-		srv := httptest.NewServer(NewHandler(Options{Responses: h, Gatherer: prometheus.NewRegistry(), Started: time.Now()}))
+		srv := httptest.NewServer(NewFilterHandler(Options{Responses: h, Gatherer: prometheus.NewRegistry(), Started: time.Now()}))
 		resp, err := http.Post(srv.URL+"/v1/responses", "application/json", strings.NewReader("{}"))
 		if err != nil {
 			t.Fatal(err)
@@ -104,6 +110,33 @@ func TestResponsesEndpoint(t *testing.T) {
 		srv.Close()
 		if want := map[bool]int{true: 503, false: 299}[h == nil]; resp.StatusCode != want {
 			t.Errorf("POST /v1/responses = %d, want %d", resp.StatusCode, want)
+		}
+	}
+}
+
+// TestFilterHandler: the filter listener serves the callouts and /healthz, and nothing
+// an operator or approver uses.
+func TestFilterHandler(t *testing.T) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(299) })
+	srv := httptest.NewServer(NewFilterHandler(Options{Authorize: ok, Responses: ok, Approvals: ok,
+		Gatherer: prometheus.NewRegistry(), Started: time.Now()}))
+	defer srv.Close()
+	for _, p := range []string{authorize.Path, authorize.ResponsesPath} {
+		resp, err := http.Post(srv.URL+p, "application/json", strings.NewReader("{}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 299 {
+			t.Errorf("POST %s = %d, want the handler's 299", p, resp.StatusCode)
+		}
+	}
+	if code, _ := fetch(t, srv.URL+"/healthz"); code != 200 {
+		t.Errorf("/healthz = %d", code)
+	}
+	for _, p := range []string{"/v1/approvals", "/v1/status", "/metrics"} {
+		if code, _ := fetch(t, srv.URL+p); code != 404 {
+			t.Errorf("filter listener GET %s = %d, want 404", p, code)
 		}
 	}
 }

@@ -9,8 +9,12 @@
 // ValidateForServe): at least one trusted issuer (identity.issuers, or the development
 // issuer) and credentials.keyFile.
 //
+// Envoy and jitgated authenticate each other with mutual TLS (tls: the operator's files or
+// generated material) on ADS and on the filter's callout listener (api.filterListen); the
+// plain API (api.listen) stays on loopback unless explicitly allowed.
+//
 // Relative paths written in the file (filter.wasmPath, nats.storeDir, credentials.keyFile,
-// devIssuer.keyFile, policies.dir) are resolved against the directory of the config file;
+// devIssuer.keyFile, policies.dir, masking.hashKeyFile, tls.*) are resolved against the directory of the config file;
 // defaults and flag values are resolved against the process's working directory.
 package config
 
@@ -25,6 +29,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +38,7 @@ import (
 
 	"github.com/jitgate/jitgate/controlplane/credentials"
 	"github.com/jitgate/jitgate/controlplane/identity"
+	"github.com/jitgate/jitgate/controlplane/mtls"
 	filterconfig "github.com/jitgate/jitgate/filter/config"
 )
 
@@ -47,6 +53,7 @@ const (
 const (
 	DefaultXDSListen          = "127.0.0.1:18000"
 	DefaultAPIListen          = "127.0.0.1:18001"
+	DefaultFilterListen       = "127.0.0.1:18003"
 	DefaultAgentListener      = "127.0.0.1:10000"
 	DefaultNodeCluster        = "jitgate"
 	DefaultBigQueryURL        = "https://bigquery.googleapis.com"
@@ -94,8 +101,12 @@ type Config struct {
 	Kind string `yaml:"kind"`
 	// XDS is the Envoy-facing gRPC ADS server.
 	XDS XDS `yaml:"xds"`
-	// API is the control plane's HTTP API (health, status, metrics, filter callouts).
+	// API is the control plane's HTTP API: the plain listener (health, status, metrics,
+	// approvals) and the mutual-TLS filter listener (the filter's callouts).
 	API API `yaml:"api"`
+	// TLS is the mutual TLS between Envoy and jitgated (ADS and the filter's callouts):
+	// the operator's files, or material generated into tls.dir.
+	TLS TLS `yaml:"tls"`
 	// Envoy describes the Envoy fleet this control plane configures.
 	Envoy Envoy `yaml:"envoy"`
 	// Upstream names where Envoy forwards allowed requests.
@@ -138,17 +149,64 @@ type Config struct {
 
 // XDS configures the ADS server.
 type XDS struct {
-	// Listen is the host:port the gRPC ADS server binds. Default 127.0.0.1:18000.
+	// Listen is the host:port the gRPC ADS server binds. Default 127.0.0.1:18000. It
+	// always requires mutual TLS: a client certificate issued by the CA of tls (Envoy's).
 	Listen string `yaml:"listen"`
 }
 
-// API configures the HTTP API.
+// API configures the HTTP API's two listeners.
 type API struct {
-	// Listen is the host:port the HTTP API binds. Default 127.0.0.1:18001.
+	// Listen is the host:port of the plain HTTP API: /healthz, /readyz, /v1/status,
+	// /metrics and the approvers' /v1/approvals (bearer tokens). It does not serve the
+	// filter's callouts. Default 127.0.0.1:18001. Loopback only unless
+	// allowNonLoopbackListen is true.
 	Listen string `yaml:"listen"`
-	// EnvoyAddress is the host:port Envoy uses to reach the API (the "jitgate_controlplane"
-	// cluster). Default: Listen, with an unspecified host (0.0.0.0, ::) replaced by loopback.
+	// AllowNonLoopbackListen permits a plain listen address that is not loopback. Only
+	// behind a TLS-terminating proxy or on a network where approvers' tokens and the
+	// status document may cross in clear text. Default false.
+	AllowNonLoopbackListen bool `yaml:"allowNonLoopbackListen"`
+	// FilterListen is the host:port of the filter's callouts (POST /v1/authorize,
+	// /v1/responses), served only over mutual TLS to clients presenting a
+	// certificate from the CA of tls (Envoy's). Default 127.0.0.1:18003.
+	FilterListen string `yaml:"filterListen"`
+	// EnvoyAddress is the host:port Envoy dials for the callouts (the
+	// "jitgate_controlplane" cluster, with TLS). Default: FilterListen, with an
+	// unspecified host (0.0.0.0, ::) replaced by loopback.
 	EnvoyAddress string `yaml:"envoyAddress"`
+}
+
+// TLS is the mutual TLS between Envoy and jitgated. Either give all of caFile,
+// serverCertFile, serverKeyFile, envoyCertFile and envoyKeyFile, or none: then jitgated
+// generates a private CA (ECDSA P-256), its own server certificate and Envoy's client
+// certificate into dir at start-up, reusing them while they are valid, and Envoy's
+// bootstrap points at the same files (`jitgate envoy bootstrap --tls-dir DIR`).
+// Relative paths in the file are resolved against the file's directory. Changes take
+// effect on restart.
+type TLS struct {
+	// Dir holds generated material (ca.pem, jitgated.pem, envoy.pem and their -key.pem,
+	// keys 0600). Default: "tls" next to nats.storeDir (.jitgate/tls).
+	Dir string `yaml:"dir"`
+	// CAFile verifies Envoy's client certificates (PEM bundle).
+	CAFile string `yaml:"caFile"`
+	// ServerCertFile and ServerKeyFile are jitgated's certificate (chain) and key for
+	// the ADS and filter listeners; the certificate must be valid for serverName.
+	ServerCertFile string `yaml:"serverCertFile"`
+	ServerKeyFile  string `yaml:"serverKeyFile"`
+	// EnvoyCAFile, EnvoyCertFile and EnvoyKeyFile are the paths as Envoy opens them
+	// (sent in CDS for the callout cluster; never the contents): the CA that verifies
+	// jitgated's certificate (default caFile) and Envoy's client certificate and key.
+	EnvoyCAFile   string `yaml:"envoyCAFile"`
+	EnvoyCertFile string `yaml:"envoyCertFile"`
+	EnvoyKeyFile  string `yaml:"envoyKeyFile"`
+	// ServerName is the name (IP address or DNS name) Envoy checks in jitgated's
+	// certificate on the callout cluster (and sends as SNI when it is a DNS name).
+	// Default: the host of api.envoyAddress.
+	ServerName string `yaml:"serverName"`
+	// ServerHosts are extra IP addresses or DNS names the generated server certificate
+	// is valid for (it always names 127.0.0.1, ::1, localhost, serverName and the hosts
+	// of xds.listen, api.filterListen and api.envoyAddress). Add the address Envoys dial
+	// for ADS when xds.listen is 0.0.0.0.
+	ServerHosts []string `yaml:"serverHosts"`
 }
 
 // Envoy describes the Envoys that connect over ADS.
@@ -514,6 +572,9 @@ func (c *Config) finish(fileDir string) error {
 		c.DevIssuer.KeyFile = resolve(fileDir, c.DevIssuer.KeyFile)
 		c.Policies.Dir = resolve(fileDir, c.Policies.Dir)
 		c.Masking.HashKeyFile = resolve(fileDir, c.Masking.HashKeyFile)
+		for _, p := range c.TLS.paths() {
+			*p = resolve(fileDir, *p)
+		}
 	}
 	if err := c.applyDefaults(); err != nil {
 		return err
@@ -532,6 +593,7 @@ func (c *Config) applyDefaults() error {
 	c.Approvals.applyDefaults()
 	setDefault(&c.XDS.Listen, DefaultXDSListen)
 	setDefault(&c.API.Listen, DefaultAPIListen)
+	setDefault(&c.API.FilterListen, DefaultFilterListen)
 	setDefault(&c.Envoy.AgentListener, DefaultAgentListener)
 	setDefault(&c.Envoy.NodeCluster, DefaultNodeCluster)
 	setDefault(&c.Upstream.BigQuery.URL, DefaultBigQueryURL)
@@ -569,7 +631,7 @@ func (c *Config) applyDefaults() error {
 	setDefault(&c.Audit.Mode, DefaultAuditMode)
 	// Remaining relative paths came from defaults or flags: anchor them at the working
 	// directory now, so Envoy (whose cwd may differ) gets an absolute filename.
-	for _, p := range []*string{&c.Filter.WasmPath, &c.NATS.StoreDir, &c.Credentials.KeyFile, &c.DevIssuer.KeyFile, &c.Policies.Dir, &c.Masking.HashKeyFile} {
+	for _, p := range append([]*string{&c.Filter.WasmPath, &c.NATS.StoreDir, &c.Credentials.KeyFile, &c.DevIssuer.KeyFile, &c.Policies.Dir, &c.Masking.HashKeyFile}, c.TLS.paths()...) {
 		if *p != "" && !filepath.IsAbs(*p) {
 			abs, err := filepath.Abs(*p)
 			if err != nil {
@@ -579,7 +641,7 @@ func (c *Config) applyDefaults() error {
 		}
 	}
 	if c.API.EnvoyAddress == "" {
-		c.API.EnvoyAddress = loopbackIfUnspecified(c.API.Listen)
+		c.API.EnvoyAddress = loopbackIfUnspecified(c.API.FilterListen)
 	}
 	return nil
 }
@@ -614,8 +676,12 @@ func (c *Config) Validate() error {
 		err   error
 	}{
 		{"xds.listen", checkListen(c.XDS.Listen, false)},
-		{"api.listen", checkListen(c.API.Listen, false)},
+		{"api.listen", checkPlainListen(c.API.Listen, c.API.AllowNonLoopbackListen, "api.allowNonLoopbackListen",
+			"the plain API carries approvers' tokens and the status document in clear text")},
+		{"api.filterListen", checkListen(c.API.FilterListen, false)},
 		{"api.envoyAddress", checkListen(c.API.EnvoyAddress, true)},
+		{"tls", c.TLS.check()},
+		{"tls.serverName", checkServerName(c.TLSServerName())},
 		{"envoy.agentListener", checkListen(c.Envoy.AgentListener, true)},
 		{"envoy.nodeCluster", checkName(c.Envoy.NodeCluster)},
 		{"upstream.bigquery.url", checkUpstreamURL(c.Upstream.BigQuery.URL)},
@@ -681,7 +747,144 @@ func (c *Config) ValidateForServe() error {
 			return fmt.Errorf("%s: %w: masking.hashKeyFile: %v", c.where("masking.hashKeyFile", "config"), ErrInvalid, err)
 		}
 	}
+	return c.ValidateTLSFiles()
+}
+
+// ValidateTLSFiles checks operator-provided TLS files (nothing when they are generated):
+// the CA and the server certificate and key load and belong together, and the
+// certificate is valid for the name Envoys check. Errors name files, never contents.
+func (c *Config) ValidateTLSFiles() error {
+	if c.TLSGenerated() {
+		return nil
+	}
+	if _, err := mtls.ServerConfig(c.ServerTLS()); err != nil {
+		return fmt.Errorf("%s: %w: tls: %v", c.where("tls", "config"), ErrInvalid, err)
+	}
+	if err := mtls.CheckServerName(c.TLS.ServerCertFile, c.TLSServerName()); err != nil {
+		return fmt.Errorf("%s: %w: tls.serverName: %v", c.where("tls", "config"), ErrInvalid, err)
+	}
 	return nil
+}
+
+// paths are the TLS fields holding file names.
+func (t *TLS) paths() []*string {
+	return []*string{&t.Dir, &t.CAFile, &t.ServerCertFile, &t.ServerKeyFile, &t.EnvoyCAFile, &t.EnvoyCertFile, &t.EnvoyKeyFile}
+}
+
+// check accepts all five files or none of them (then material is generated).
+func (t TLS) check() error {
+	given := 0
+	for _, p := range []string{t.CAFile, t.ServerCertFile, t.ServerKeyFile, t.EnvoyCertFile, t.EnvoyKeyFile} {
+		if p != "" {
+			given++
+		}
+	}
+	if given != 0 && given != 5 {
+		return errors.New("give all of caFile, serverCertFile, serverKeyFile, envoyCertFile and envoyKeyFile, " +
+			"or none of them (then jitgated generates a private CA and both certificates into tls.dir)")
+	}
+	if given == 0 && t.EnvoyCAFile != "" {
+		return errors.New("envoyCAFile is only used with operator-provided files (caFile, serverCertFile, ...)")
+	}
+	for _, h := range t.ServerHosts {
+		if err := checkServerName(h); err != nil {
+			return fmt.Errorf("serverHosts: %v", err)
+		}
+	}
+	for _, p := range t.paths() {
+		if err := checkOptionalAbs(*p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TLSGenerated reports whether jitgated generates the TLS material (no files given).
+func (c *Config) TLSGenerated() bool { return c.TLS.CAFile == "" }
+
+// TLSDir is where generated TLS material lives: tls.dir, or "tls" next to nats.storeDir.
+func (c *Config) TLSDir() string {
+	if c.TLS.Dir != "" {
+		return c.TLS.Dir
+	}
+	return filepath.Join(filepath.Dir(c.NATS.StoreDir), "tls")
+}
+
+// ServerTLS is jitgated's side of the mutual TLS: the CA verifying Envoy and its own
+// certificate and key.
+func (c *Config) ServerTLS() mtls.Files {
+	if c.TLSGenerated() {
+		return mtls.Paths(c.TLSDir()).Server
+	}
+	return mtls.Files{CA: c.TLS.CAFile, Cert: c.TLS.ServerCertFile, Key: c.TLS.ServerKeyFile}
+}
+
+// EnvoyTLS is Envoy's side, as paths Envoy opens: the CA verifying jitgated and Envoy's
+// client certificate and key.
+func (c *Config) EnvoyTLS() mtls.Files {
+	if c.TLSGenerated() {
+		return mtls.Paths(c.TLSDir()).Envoy
+	}
+	ca := c.TLS.EnvoyCAFile
+	if ca == "" {
+		ca = c.TLS.CAFile
+	}
+	return mtls.Files{CA: ca, Cert: c.TLS.EnvoyCertFile, Key: c.TLS.EnvoyKeyFile}
+}
+
+// TLSServerName is the name Envoy verifies jitgated's certificate against on the
+// callout cluster: tls.serverName, or the host of api.envoyAddress.
+func (c *Config) TLSServerName() string {
+	if c.TLS.ServerName != "" {
+		return c.TLS.ServerName
+	}
+	host, _, _ := net.SplitHostPort(c.API.EnvoyAddress)
+	return host
+}
+
+// TLSServerHosts are the names a generated server certificate is issued for.
+func (c *Config) TLSServerHosts() []string {
+	hosts := []string{"127.0.0.1", "::1", "localhost", c.TLSServerName()}
+	for _, hp := range []string{c.XDS.Listen, c.API.FilterListen, c.API.EnvoyAddress} {
+		host, _, err := net.SplitHostPort(hp)
+		if ip := net.ParseIP(host); err == nil && host != "" && (ip == nil || !ip.IsUnspecified()) {
+			hosts = append(hosts, host)
+		}
+	}
+	hosts = append(hosts, c.TLS.ServerHosts...)
+	var out []string
+	for _, h := range hosts {
+		if h != "" && !slices.Contains(out, h) {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+var dnsNameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$`)
+
+// checkServerName accepts an IP address or a DNS name (no wildcard).
+func checkServerName(s string) error {
+	if net.ParseIP(s) != nil || (len(s) <= 253 && dnsNameRE.MatchString(s)) {
+		return nil
+	}
+	return fmt.Errorf("%q: want an IP address or a DNS name", s)
+}
+
+// checkPlainListen accepts host:port on loopback, or anywhere when allowed.
+func checkPlainListen(hostport string, allowed bool, allowField, why string) error {
+	if err := checkListen(hostport, false); err != nil {
+		return err
+	}
+	if allowed {
+		return nil
+	}
+	host, _, _ := net.SplitHostPort(hostport)
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return nil
+	}
+	return fmt.Errorf("%q is not a loopback address: %s; listen on 127.0.0.1 or [::1], or set %s: true to expose it anyway",
+		hostport, why, allowField)
 }
 
 // where names the origin of field, or fallback when it was defaulted.
@@ -696,6 +899,8 @@ func (c *Config) where(field, fallback string) string {
 type Overrides struct {
 	XDSListen     *string
 	APIListen     *string
+	FilterListen  *string
+	TLSDir        *string
 	AgentListener *string
 	UpstreamURL   *string
 	WasmPath      *string
@@ -724,6 +929,8 @@ func (c *Config) Apply(o Overrides) error {
 	}
 	set(&c.XDS.Listen, o.XDSListen, "xds.listen", "--xds-listen")
 	set(&c.API.Listen, o.APIListen, "api.listen", "--api-listen")
+	set(&c.API.FilterListen, o.FilterListen, "api.filterListen", "--filter-listen")
+	set(&c.TLS.Dir, o.TLSDir, "tls.dir", "--tls-dir")
 	set(&c.Envoy.AgentListener, o.AgentListener, "envoy.agentListener", "--agent-listen")
 	set(&c.Upstream.BigQuery.URL, o.UpstreamURL, "upstream.bigquery.url", "--upstream")
 	set(&c.Filter.WasmPath, o.WasmPath, "filter.wasmPath", "--wasm")
@@ -742,7 +949,7 @@ func (c *Config) Apply(o Overrides) error {
 		c.DevIssuer.Enabled = *o.DevIssuer
 		c.sources["devIssuer.enabled"] = "--dev-issuer"
 	}
-	if o.APIListen != nil && c.sources["api.envoyAddress"] == "" {
+	if o.FilterListen != nil && c.sources["api.envoyAddress"] == "" {
 		c.API.EnvoyAddress = "" // follow the new listen address unless set explicitly
 	}
 	if err := c.applyDefaults(); err != nil {
@@ -805,8 +1012,9 @@ func checkName(s string) error {
 func checkUpstreamURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return err
+		return urlError(raw, err)
 	}
+	raw = credentials.RedactURL(raw) // every message below quotes it
 	switch {
 	case u.Scheme != "http" && u.Scheme != "https":
 		return fmt.Errorf("%q: scheme must be http or https", raw)
@@ -837,8 +1045,9 @@ func checkNATSURL(raw string) error {
 	for _, one := range strings.Split(raw, ",") {
 		u, err := url.Parse(strings.TrimSpace(one))
 		if err != nil {
-			return err
+			return urlError(one, err)
 		}
+		one = credentials.RedactURL(one) // the messages below quote it
 		switch u.Scheme {
 		case "nats", "tls", "ws", "wss":
 		default:
@@ -849,6 +1058,16 @@ func checkNATSURL(raw string) error {
 		}
 	}
 	return nil
+}
+
+// urlError is url.Parse's error without the URL it quotes (which may hold a password),
+// quoting the redacted URL instead.
+func urlError(raw string, err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("%q: %v", credentials.RedactURL(raw), ue.Err)
+	}
+	return fmt.Errorf("%q: invalid URL", credentials.RedactURL(raw))
 }
 
 // checkListen accepts an empty address, or an IP:port (port 0: any free port) for an

@@ -2,12 +2,17 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jitgate/jitgate/controlplane/credentials"
+	"github.com/jitgate/jitgate/controlplane/mtls"
 )
 
 const header = "apiVersion: jitgate.dev/v1\nkind: ControlPlaneConfig\n"
@@ -82,7 +87,10 @@ func TestDefaults(t *testing.T) {
 	checks := map[string][2]string{
 		"xds.listen":          {c.XDS.Listen, DefaultXDSListen},
 		"api.listen":          {c.API.Listen, DefaultAPIListen},
-		"api.envoyAddress":    {c.API.EnvoyAddress, DefaultAPIListen},
+		"api.filterListen":    {c.API.FilterListen, DefaultFilterListen},
+		"api.envoyAddress":    {c.API.EnvoyAddress, DefaultFilterListen},
+		"tls dir":             {c.TLSDir(), filepath.Join(cwd, ".jitgate", "tls")},
+		"tls server name":     {c.TLSServerName(), "127.0.0.1"},
 		"envoy.agentListener": {c.Envoy.AgentListener, DefaultAgentListener},
 		"envoy.nodeCluster":   {c.Envoy.NodeCluster, DefaultNodeCluster},
 		"upstream url":        {c.Upstream.BigQuery.URL, DefaultBigQueryURL},
@@ -105,6 +113,9 @@ func TestDefaults(t *testing.T) {
 	}
 	if !c.UpstreamTLS() {
 		t.Error("default upstream is not TLS")
+	}
+	if !c.TLSGenerated() || c.ServerTLS() != mtls.Paths(c.TLSDir()).Server || c.EnvoyTLS() != mtls.Paths(c.TLSDir()).Envoy {
+		t.Errorf("default tls = generated %v, server %+v, envoy %+v", c.TLSGenerated(), c.ServerTLS(), c.EnvoyTLS())
 	}
 	if h, p := c.UpstreamHostPort(); h != "bigquery.googleapis.com" || p != 443 {
 		t.Errorf("upstream = %s:%d", h, p)
@@ -129,19 +140,19 @@ func TestRelativePathsFollowTheFile(t *testing.T) {
 }
 
 func TestOverrides(t *testing.T) {
-	c, err := Parse("jitgated.yaml", []byte(header+"api:\n  listen: 0.0.0.0:18001\n"))
+	c, err := Parse("jitgated.yaml", []byte(header+"api:\n  filterListen: 0.0.0.0:18003\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.API.EnvoyAddress != "127.0.0.1:18001" {
-		t.Errorf("envoyAddress = %q, want loopback for an unspecified listen host", c.API.EnvoyAddress)
+	if c.API.EnvoyAddress != "127.0.0.1:18003" {
+		t.Errorf("envoyAddress = %q, want loopback for an unspecified filter listen host", c.API.EnvoyAddress)
 	}
-	api, up := "127.0.0.1:28001", "http://127.0.0.1:9050"
-	if err := c.Apply(Overrides{APIListen: &api, UpstreamURL: &up}); err != nil {
+	api, filter, up, tlsDir := "127.0.0.1:28001", "127.0.0.1:28003", "http://127.0.0.1:9050", "/var/lib/jitgate/tls"
+	if err := c.Apply(Overrides{APIListen: &api, FilterListen: &filter, UpstreamURL: &up, TLSDir: &tlsDir}); err != nil {
 		t.Fatal(err)
 	}
-	if c.API.Listen != api || c.API.EnvoyAddress != api || c.Upstream.BigQuery.URL != up {
-		t.Errorf("after overrides: %+v %+v", c.API, c.Upstream)
+	if c.API.Listen != api || c.API.FilterListen != filter || c.API.EnvoyAddress != filter || c.Upstream.BigQuery.URL != up || c.TLSDir() != tlsDir {
+		t.Errorf("after overrides: %+v %+v %s", c.API, c.Upstream, c.TLSDir())
 	}
 	bad := "gateway:1"
 	err = c.Apply(Overrides{AgentListener: &bad})
@@ -220,5 +231,123 @@ func TestApprovalWebhooks(t *testing.T) {
 		if !errors.Is(err, ErrInvalid) || strings.Contains(err.Error(), "supersecret") {
 			t.Errorf("%q: %v", bad, err)
 		}
+	}
+}
+
+// TestPlainListenersStayOnLoopback: the plain API (approvers' tokens, status) is refused
+// off loopback unless explicitly allowed; the mTLS listeners may listen anywhere.
+func TestPlainListenersStayOnLoopback(t *testing.T) {
+	for _, doc := range []string{"api:\n  listen: 0.0.0.0:18001\n", "api:\n  listen: 10.0.0.5:18001\n", "api:\n  listen: \"[::]:18001\"\n", "api:\n  listen: gateway.internal:18001\n"} {
+		_, err := Parse("jitgated.yaml", []byte(header+doc))
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "jitgated.yaml:4: invalid config value: api.listen") ||
+			!strings.Contains(err.Error(), "api.allowNonLoopbackListen: true") {
+			t.Errorf("%q: %v", doc, err)
+		}
+	}
+	for _, doc := range []string{"api:\n  listen: 0.0.0.0:18001\n  allowNonLoopbackListen: true\n", "api:\n  listen: localhost:18001\n",
+		"api:\n  listen: \"[::1]:18001\"\n", "xds:\n  listen: 0.0.0.0:18000\napi:\n  filterListen: 0.0.0.0:18003\n  envoyAddress: 10.0.0.5:18003\n"} {
+		if _, err := Parse("jitgated.yaml", []byte(header+doc)); err != nil {
+			t.Errorf("%q: %v", doc, err)
+		}
+	}
+	c, err := Parse("jitgated.yaml", []byte(header))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := "0.0.0.0:18001"
+	if err := c.Apply(Overrides{APIListen: &bad}); err == nil || !strings.HasPrefix(err.Error(), "--api-listen: ") {
+		t.Errorf("--api-listen off loopback = %v", err)
+	}
+}
+
+func TestTLSConfig(t *testing.T) {
+	dir := t.TempDir()
+	g, err := mtls.Ensure(dir, []string{"127.0.0.1", "jitgated.internal"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := fmt.Sprintf("tls:\n  caFile: %s\n  serverCertFile: %s\n  serverKeyFile: %s\n  envoyCertFile: /etc/envoy/client.pem\n  envoyKeyFile: /etc/envoy/client-key.pem\n",
+		g.Server.CA, g.Server.Cert, g.Server.Key)
+	c, err := Parse("jitgated.yaml", []byte(header+files+"  serverName: jitgated.internal\n  envoyCAFile: /etc/envoy/ca.pem\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TLSGenerated() || c.ServerTLS() != g.Server || c.EnvoyTLS() != (mtls.Files{CA: "/etc/envoy/ca.pem", Cert: "/etc/envoy/client.pem", Key: "/etc/envoy/client-key.pem"}) {
+		t.Errorf("given files: generated %v server %+v envoy %+v", c.TLSGenerated(), c.ServerTLS(), c.EnvoyTLS())
+	}
+	if err := c.ValidateTLSFiles(); err != nil {
+		t.Errorf("valid files: %v", err)
+	}
+	// The name Envoy checks must be in the operator's certificate.
+	c, err = Parse("jitgated.yaml", []byte(header+files+"  serverName: other.internal\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ValidateTLSFiles(); err == nil || !strings.Contains(err.Error(), `not valid for "other.internal"`) {
+		t.Errorf("server name not in the certificate: %v", err)
+	}
+	// A key that does not belong to the certificate.
+	other, err := mtls.Ensure(t.TempDir(), []string{"127.0.0.1"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err = Parse("jitgated.yaml", []byte(header+strings.Replace(files, g.Server.Key, other.Server.Key, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ValidateTLSFiles(); err == nil || !strings.Contains(err.Error(), "tls: server certificate") {
+		t.Errorf("mismatched key: %v", err)
+	}
+	// Relative paths follow the file; defaults follow nats.storeDir.
+	c, err = Parse("/etc/jitgate/jitgated.yaml", []byte(header+"nats:\n  storeDir: /var/lib/jitgate/nats\ntls:\n  serverHosts: [10.0.0.5, gw.internal]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TLSDir() != "/var/lib/jitgate/tls" || !slices.Contains(c.TLSServerHosts(), "10.0.0.5") || !slices.Contains(c.TLSServerHosts(), "localhost") {
+		t.Errorf("dir %s hosts %v", c.TLSDir(), c.TLSServerHosts())
+	}
+	c, err = Parse("/etc/jitgate/jitgated.yaml", []byte(header+"tls:\n  dir: certs\n"))
+	if err != nil || c.TLSDir() != "/etc/jitgate/certs" {
+		t.Errorf("relative tls.dir = %v, %v", c, err)
+	}
+	for _, bad := range []string{
+		"tls:\n  caFile: /x/ca.pem\n",
+		"tls:\n  envoyCAFile: /x/ca.pem\n",
+		"tls:\n  serverName: \"*.example\"\n",
+		"tls:\n  serverHosts: [\"a b\"]\n",
+	} {
+		if _, err := Parse("jitgated.yaml", []byte(header+bad)); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "invalid config value: tls") {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+}
+
+// TestURLErrorsRedactUserInfo: a URL with user:password (or a token as user) never shows
+// its secret in a validation error.
+func TestURLErrorsRedactUserInfo(t *testing.T) {
+	for _, doc := range []string{
+		"nats:\n  url: http://admin:hunter2secret@10.0.0.1:4222\n",
+		"nats:\n  url: nats://10.0.0.1:4222,http://hunter2secret@10.0.0.2:4222\n",
+		"nats:\n  url: \"nats://admin:hunter2secret@10.0.0.1:42x22\"\n",
+		"nats:\n  url: \"nats://admin:hunter2secret@\"\n",
+		"nats:\n  url: \"nats://admin:hunter2secret@10.0.0.1:4222\"\n  listen: 127.0.0.1:4222\n",
+		"upstream:\n  bigquery:\n    url: https://admin:hunter2secret@bigquery.googleapis.com\n",
+		"upstream:\n  bigquery:\n    url: \"https://admin:hunter2secret@bigquery.googleapis.com:99999\"\n",
+		"upstream:\n  bigquery:\n    url: \"http://admin:hunter2secret@[::1\"\n",
+		"identity:\n  issuers:\n  - issuer: http://admin:hunter2secret@idp.example\n    audiences: [x]\n",
+		"identity:\n  issuers:\n  - issuer: \"https://hunter2secret@idp.example/%zz\"\n    audiences: [x]\n",
+		"credentials:\n  mode: impersonate\n  impersonation:\n    serviceAccount: sa@p.iam.gserviceaccount.com\n    endpoint: \"https://u:hunter2secret@iam.example/%zz\"\n",
+	} {
+		_, err := Parse("jitgated.yaml", []byte(header+doc))
+		if err == nil {
+			t.Errorf("%q: accepted", doc)
+			continue
+		}
+		if strings.Contains(err.Error(), "hunter2secret") {
+			t.Errorf("%q: the error quotes the secret: %v", doc, err)
+		}
+	}
+	if got := credentials.RedactURL("nats://tok@h:1/x?y"); got != "nats://redacted@h:1/x?y" {
+		t.Errorf("redact = %q", got)
 	}
 }

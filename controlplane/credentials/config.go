@@ -176,11 +176,12 @@ func checkTTL(ttl time.Duration) error {
 // allowLoopbackHTTP, plain http to a loopback address too (tests, a local fake).
 func checkURL(raw string, allowLoopbackHTTP bool) error {
 	u, err := url.Parse(raw)
+	raw = RedactURL(raw) // every message quotes it
 	if err != nil {
 		return fmt.Errorf("%q is not a URL", raw)
 	}
 	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("%q must be an absolute URL without credentials, query or fragment", u.Redacted())
+		return fmt.Errorf("%q must be an absolute URL without credentials, query or fragment", raw)
 	}
 	switch u.Scheme {
 	case "https":

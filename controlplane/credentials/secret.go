@@ -4,6 +4,8 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"strings"
 )
 
 // Redacted is what a Secret prints instead of its value.
@@ -65,3 +67,29 @@ func (s Secret) MarshalText() ([]byte, error) { return []byte(Redacted), nil }
 
 // LogValue implements slog.LogValuer.
 func (s Secret) LogValue() slog.Value { return slog.StringValue(Redacted) }
+
+// RedactURL replaces the user info of a URL (user:password, a token) with "redacted", for
+// error messages and logs; it does so even when raw does not parse.
+func RedactURL(raw string) string {
+	if u, err := url.Parse(strings.TrimSpace(raw)); err == nil {
+		if u.User == nil {
+			return raw
+		}
+		u.User = url.User("redacted")
+		return u.String()
+	}
+	// Unparseable: drop everything between "//" and the last "@" of the authority.
+	start := strings.Index(raw, "//")
+	if start < 0 {
+		start = -2
+	}
+	rest := raw[start+2:]
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	if at := strings.LastIndex(rest[:end], "@"); at >= 0 {
+		return raw[:start+2] + "redacted" + rest[at:]
+	}
+	return raw
+}

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/jitgate/jitgate/controlplane/credentials"
 )
 
 // Defaults and limits for IssuerConfig.
@@ -218,6 +220,7 @@ func (ic IssuerConfig) problems() []error {
 // while a production config can never fetch keys in the clear.
 func checkURL(raw string) error {
 	u, err := url.Parse(raw)
+	raw = credentials.RedactURL(raw) // every message quotes it
 	if err != nil {
 		return fmt.Errorf("%q is not a URL", raw)
 	}
@@ -227,7 +230,7 @@ func checkURL(raw string) error {
 	case u.Scheme == "http" && !isLoopback(u.Hostname()):
 		return fmt.Errorf("%q must use https (http is allowed on loopback only)", raw)
 	case u.User != nil:
-		return fmt.Errorf("%q must not contain credentials", u.Redacted())
+		return fmt.Errorf("%q must not contain credentials", raw)
 	case u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(raw, "?") || strings.HasSuffix(raw, "#"):
 		return fmt.Errorf("%q must not have a query or fragment", raw)
 	}

@@ -44,7 +44,8 @@ func addClusters(cfg *config.Config, rs Resources) error {
 		return err
 	}
 
-	// Plain HTTP/1.1 on loopback (or the operator's chosen address): the filter's callouts.
+	// The filter's callouts: HTTP/1.1 over mutual TLS to jitgated's filter listener, the
+	// only listener that serves them.
 	apiHost, apiPort := config.SplitHostPort(cfg.API.EnvoyAddress)
 	cp := &clusterv3.Cluster{
 		Name:           ControlPlaneCluster,
@@ -52,7 +53,53 @@ func addClusters(cfg *config.Config, rs Resources) error {
 		LoadAssignment: singleEndpoint(ControlPlaneCluster, apiHost, apiPort),
 	}
 	setDiscoveryType(cp, apiHost)
+	ts, err := controlPlaneTLS(cfg)
+	if err != nil {
+		return err
+	}
+	cp.TransportSocket = ts
 	return rs.add(resourcev3.ClusterType, ControlPlaneCluster, cp)
+}
+
+// controlPlaneTLS presents Envoy's client certificate to jitgated and verifies
+// jitgated's certificate against the CA and tls.serverName. Only file names go into the
+// cluster, never key material: Envoy's /config_dump shows whatever xDS sends.
+func controlPlaneTLS(cfg *config.Config) (*corev3.TransportSocket, error) {
+	files := cfg.EnvoyTLS()
+	name := cfg.TLSServerName()
+	san := &tlsv3.SubjectAltNameMatcher{
+		SanType: tlsv3.SubjectAltNameMatcher_DNS,
+		Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: name}},
+	}
+	sni := name
+	if net.ParseIP(name) != nil {
+		san.SanType, sni = tlsv3.SubjectAltNameMatcher_IP_ADDRESS, "" // SNI carries host names only
+	}
+	tlsCtx := &tlsv3.UpstreamTlsContext{
+		Sni: sni,
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			TlsParams:     &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
+			AlpnProtocols: []string{"http/1.1"},
+			TlsCertificates: []*tlsv3.TlsCertificate{{
+				CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: files.Cert}},
+				PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: files.Key}},
+			}},
+			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{
+				ValidationContext: &tlsv3.CertificateValidationContext{
+					TrustedCa:                 &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: files.CA}},
+					MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{san},
+				},
+			},
+		},
+	}
+	a, err := anypb.New(tlsCtx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: control-plane tls: %v", ErrTranslate, err)
+	}
+	return &corev3.TransportSocket{
+		Name:       "envoy.transport_sockets.tls",
+		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a},
+	}, nil
 }
 
 // setDiscoveryType uses STATIC for an IP literal and LOGICAL_DNS (one connection pool

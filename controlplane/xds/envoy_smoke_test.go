@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/jitgate/jitgate/controlplane/config"
+	"github.com/jitgate/jitgate/controlplane/mtls"
 	"github.com/jitgate/jitgate/controlplane/policystore"
 	"github.com/jitgate/jitgate/tools/freeport"
 )
@@ -56,13 +57,15 @@ func TestEnvoySmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	agentPort, apiPort, deadPort := freeport.For(t), freeport.For(t), freeport.For(t)
+	tlsDir := filepath.Join(dir, "tls")
 	cfgDoc := fmt.Sprintf(`apiVersion: jitgate.dev/v1
 kind: ControlPlaneConfig
-api: {listen: "127.0.0.1:%d"}
+api: {filterListen: "127.0.0.1:%d"}
 envoy: {agentListener: "127.0.0.1:%d"}
 upstream: {bigquery: {url: "http://127.0.0.1:%d"}}
 filter: {wasmPath: %q}
-`, apiPort, agentPort, deadPort, wasm)
+tls: {dir: %q}
+`, apiPort, agentPort, deadPort, wasm, tlsDir)
 	cfg, err := config.Parse(filepath.Join(dir, "jitgated.yaml"), []byte(cfgDoc))
 	if err != nil {
 		t.Fatal(err)
@@ -85,7 +88,19 @@ filter: {wasmPath: %q}
 		t.Fatal(err)
 	}
 	go store.Watch(ctx)
-	srv := NewGRPCServer(ctx, cache, quietLogger(), metrics)
+	// ADS over mutual TLS, as jitgated serves it.
+	tlsFiles, err := mtls.Ensure(cfg.TLSDir(), cfg.TLSServerHosts(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverTLS, err := mtls.ServerConfig(tlsFiles.Server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := NewGRPCServer(ctx, cache, serverTLS, quietLogger(), metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
 	go srv.Serve(xdsLis)
 	defer srv.Stop()
 
@@ -113,7 +128,17 @@ static_resources:
     load_assignment:
       cluster_name: jitgate_xds
       endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: %s, port_value: %d}}}}]}]
-`, xdsHost, xdsPort)), 0o600); err != nil {
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        common_tls_context:
+          alpn_protocols: [h2]
+          tls_certificates: [{certificate_chain: {filename: %q}, private_key: {filename: %q}}]
+          validation_context:
+            trusted_ca: {filename: %q}
+            match_typed_subject_alt_names: [{san_type: IP_ADDRESS, matcher: {exact: %s}}]
+`, xdsHost, xdsPort, tlsFiles.Envoy.Cert, tlsFiles.Envoy.Key, tlsFiles.Envoy.CA, xdsHost)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	adminFile := filepath.Join(dir, "admin-address")
@@ -146,6 +171,18 @@ static_resources:
 
 	agent := fmt.Sprintf("http://127.0.0.1:%d", agentPort)
 	client := &http.Client{Timeout: 10 * time.Second}
+
+	// The callout cluster carries file names only: Envoy's config_dump shows whatever xDS
+	// sends (Envoy 1.40 prints a private_key DataSource as "[redacted]", even a filename).
+	_, _, dump := get(t, client, "http://"+admin+"/config_dump", "")
+	key, err := os.ReadFile(tlsFiles.Envoy.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(dump, `"filename": "`+tlsFiles.Envoy.Cert+`"`) || strings.Contains(dump, "PRIVATE KEY") || strings.Contains(dump, string(key[40:80])) {
+		i := max(strings.Index(dump, "tls_certificates"), 0)
+		t.Errorf("config_dump lacks the callout cluster's client certificate file, or holds key material: %s", dump[i:min(i+600, len(dump))])
+	}
 
 	// The filter's own reply (a token in the query string is refused): Envoy must not
 	// rewrite it, and the access log must not show the token.

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -17,10 +18,11 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/jitgate/jitgate/controlplane/config"
+	"github.com/jitgate/jitgate/controlplane/mtls"
 	filterconfig "github.com/jitgate/jitgate/filter/config"
 )
 
@@ -101,11 +103,45 @@ func TestADSServesListenerAndFilterConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewGRPCServer(ctx, cache, quietLogger(), NewMetrics(prometheus.NewRegistry()))
+	g, err := mtls.Ensure(t.TempDir(), []string{"127.0.0.1"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverTLS, err := mtls.ServerConfig(g.Server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewGRPCServer(ctx, cache, nil, quietLogger(), nil); err == nil {
+		t.Fatal("an ADS server without TLS was created")
+	}
+	srv, err := NewGRPCServer(ctx, cache, serverTLS, quietLogger(), NewMetrics(prometheus.NewRegistry()))
+	if err != nil {
+		t.Fatal(err)
+	}
 	go srv.Serve(lis)
 	defer srv.Stop()
 
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	pair, err := tls.LoadX509KeyPair(g.Envoy.Cert, g.Envoy.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := mtls.LoadCAPool(g.Envoy.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Without a client certificate the stream never opens.
+	noCert, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer noCert.Close()
+	if s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(noCert).StreamAggregatedResources(ctx); err == nil {
+		if _, err := s.Recv(); err == nil {
+			t.Fatal("ADS stream without a client certificate")
+		}
+	}
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		RootCAs: pool, Certificates: []tls.Certificate{pair}})))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 )
 
@@ -24,7 +26,14 @@ func NewCache(key string, log *slog.Logger) cachev3.SnapshotCache {
 // cache. Stream opens and closes are logged, and every NACK is logged with Envoy's reason
 // and counted, since a NACKed ECDS update (for example a missing .wasm) otherwise leaves
 // the listener silently warming.
-func NewGRPCServer(ctx context.Context, cache cachev3.SnapshotCache, log *slog.Logger, metrics *Metrics) *grpc.Server {
+//
+// Every connection must be mutual TLS (tlsConfig, from mtls.ServerConfig: Envoy's client
+// certificate is required and verified); a nil tlsConfig is refused, there is no
+// plaintext mode.
+func NewGRPCServer(ctx context.Context, cache cachev3.SnapshotCache, tlsConfig *tls.Config, log *slog.Logger, metrics *Metrics) (*grpc.Server, error) {
+	if tlsConfig == nil || tlsConfig.ClientAuth != tls.RequireAndVerifyClientCert {
+		return nil, fmt.Errorf("xds: the ADS server needs a TLS config that requires and verifies client certificates")
+	}
 	cb := &callbacks{log: log, metrics: metrics, nodes: map[int64]string{}}
 	srv := serverv3.NewServer(ctx, cache, serverv3.CallbackFuncs{
 		StreamOpenFunc:    cb.open,
@@ -32,11 +41,12 @@ func NewGRPCServer(ctx context.Context, cache cachev3.SnapshotCache, log *slog.L
 		StreamRequestFunc: cb.request,
 	})
 	g := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(tlsConfig)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 5 * time.Second}),
 	)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, srv)
-	return g
+	return g, nil
 }
 
 type callbacks struct {

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jitgate/jitgate/controlplane/mtls"
 	"github.com/jitgate/jitgate/envoy"
 	"github.com/jitgate/jitgate/tools/freeport"
 )
@@ -39,7 +41,7 @@ type Options struct {
 	// WorkDir holds logs, the bootstrap and NATS' store.
 	WorkDir string
 	// Addresses (host:port). Empty: a free loopback port.
-	AgentAddr, XDSAddr, APIAddr, AdminAddr, EmulatorAddr, DevIssuerAddr string
+	AgentAddr, XDSAddr, APIAddr, FilterAddr, AdminAddr, EmulatorAddr, DevIssuerAddr string
 	// Issuers are trusted by jitgated besides its development issuer.
 	Issuers []Issuer
 	// PoliciesDir, when set, is the policy directory jitgated loads, watches and enforces.
@@ -75,9 +77,14 @@ type Stack struct {
 	// NATS is the client URL of jitgated's embedded NATS (--nats-listen), for the CLI's
 	// audit and approvals commands.
 	NATS string
-	// Admin is Envoy's admin base URL; API is jitgated's HTTP API base URL; DevIssuer is
-	// the development OIDC issuer jitgated runs for local agents.
+	// Admin is Envoy's admin base URL; API is jitgated's plain HTTP API base URL; DevIssuer
+	// is the development OIDC issuer jitgated runs for local agents.
 	Admin, API, DevIssuer string
+	// FilterAPI is jitgated's filter listener (https://, mutual TLS: EnvoyClient), XDS its
+	// ADS address (mutual TLS too).
+	FilterAPI, XDS string
+	// TLSDir holds the private CA and certificates jitgated generated (mtls.Paths).
+	TLSDir string
 	// ServiceAccountKey is the throwaway upstream key jitgated mints credentials with.
 	ServiceAccountKey string
 	// Tap records what reached the upstream (nil unless Options.Tap).
@@ -101,7 +108,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	if err := os.MkdirAll(o.WorkDir, 0o755); err != nil {
 		return nil, err
 	}
-	for _, a := range []*string{&o.AgentAddr, &o.XDSAddr, &o.APIAddr, &o.AdminAddr, &o.EmulatorAddr, &o.DevIssuerAddr} {
+	for _, a := range []*string{&o.AgentAddr, &o.XDSAddr, &o.APIAddr, &o.FilterAddr, &o.AdminAddr, &o.EmulatorAddr, &o.DevIssuerAddr} {
 		if *a == "" {
 			p, err := freeport.Get()
 			if err != nil {
@@ -111,12 +118,15 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		}
 	}
 	s := &Stack{
-		opts:     o,
-		procs:    map[string]*proc{},
-		Gateway:  "http://" + o.AgentAddr,
-		Emulator: "http://" + o.EmulatorAddr,
-		Admin:    "http://" + o.AdminAddr,
-		API:      "http://" + o.APIAddr,
+		opts:      o,
+		procs:     map[string]*proc{},
+		Gateway:   "http://" + o.AgentAddr,
+		Emulator:  "http://" + o.EmulatorAddr,
+		Admin:     "http://" + o.AdminAddr,
+		API:       "http://" + o.APIAddr,
+		FilterAPI: "https://" + o.FilterAddr,
+		XDS:       o.XDSAddr,
+		TLSDir:    filepath.Join(o.WorkDir, "tls"),
 		// The issuer URL is what tokens carry as iss; jitgated serves it on loopback.
 		DevIssuer:         "http://" + o.DevIssuerAddr,
 		ServiceAccountKey: filepath.Join(o.WorkDir, "dev-service-account-key.json"),
@@ -171,7 +181,8 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	s.progress("starting jitgated (ADS %s, API %s, development OIDC issuer %s)", o.XDSAddr, o.APIAddr, s.DevIssuer)
 	args := []string{"--config=" + cfgFile,
 		"--dev-issuer", "--dev-issuer-listen=" + o.DevIssuerAddr, "--credentials-key-file=" + s.ServiceAccountKey,
-		"--xds-listen=" + o.XDSAddr, "--api-listen=" + o.APIAddr, "--agent-listen=" + o.AgentAddr,
+		"--xds-listen=" + o.XDSAddr, "--api-listen=" + o.APIAddr, "--filter-listen=" + o.FilterAddr, "--tls-dir=" + s.TLSDir,
+		"--agent-listen=" + o.AgentAddr,
 		"--upstream=" + upstream, "--wasm=" + o.Wasm,
 		"--nats-store-dir=" + filepath.Join(o.WorkDir, "nats"), "--nats-listen=" + natsAddr, "--log-format=json",
 	}
@@ -180,7 +191,7 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 		return nil, err
 	}
 
-	boot, err := envoy.Render(envoy.Params{NodeID: "jitgate-e2e", XDS: o.XDSAddr, Admin: o.AdminAddr})
+	boot, err := s.renderBootstrap("jitgate-e2e", o.AdminAddr)
 	if err != nil {
 		return nil, err
 	}
@@ -193,6 +204,29 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	}
 	ok = true
 	return s, nil
+}
+
+// renderBootstrap is an Envoy bootstrap with ADS over mutual TLS, using the client
+// certificate jitgated generated in TLSDir (as `jitgate envoy bootstrap --tls-dir`).
+func (s *Stack) renderBootstrap(node, admin string) ([]byte, error) {
+	f := mtls.Paths(s.TLSDir).Envoy
+	return envoy.Render(envoy.Params{NodeID: node, XDS: s.opts.XDSAddr, Admin: admin, CAFile: f.CA, CertFile: f.Cert, KeyFile: f.Key})
+}
+
+// EnvoyClient is an HTTP client holding Envoy's client certificate: what Envoy presents
+// to FilterAPI (benchmarks of the callouts use it; an agent has no such certificate).
+func (s *Stack) EnvoyClient() (*http.Client, error) {
+	f := mtls.Paths(s.TLSDir).Envoy
+	pair, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := mtls.LoadCAPool(f.CA)
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		Certificates: []tls.Certificate{pair}, RootCAs: pool, MinVersion: tls.VersionTLS12}}}, nil
 }
 
 // writeConfig writes jitgated's config file: the development issuer keeps its signing key
@@ -299,7 +333,7 @@ func (s *Stack) StartExtraEnvoy(ctx context.Context, name string) (string, error
 		return "", err
 	}
 	admin := "127.0.0.1:" + strconv.Itoa(port)
-	boot, err := envoy.Render(envoy.Params{NodeID: name, XDS: s.opts.XDSAddr, Admin: admin})
+	boot, err := s.renderBootstrap(name, admin)
 	if err != nil {
 		return "", err
 	}

@@ -35,7 +35,8 @@ func run() error {
 	sql := fs.String("sql", "", "query sent through the gateway once it is up (default: the demo customers table)")
 	agent := fs.String("agent-listen", "127.0.0.1:10000", "the agents' endpoint (Envoy listener)")
 	xds := fs.String("xds-listen", "127.0.0.1:18000", "jitgated's ADS address")
-	api := fs.String("api-listen", "127.0.0.1:18001", "jitgated's HTTP API address")
+	api := fs.String("api-listen", "127.0.0.1:18001", "jitgated's plain HTTP API address (status, metrics, approvals)")
+	filter := fs.String("filter-listen", "127.0.0.1:18003", "jitgated's filter callout address (mutual TLS, Envoy only)")
 	admin := fs.String("admin", "127.0.0.1:9901", "Envoy's admin address")
 	emu := fs.String("emulator", "127.0.0.1:9050", "the BigQuery emulator's address (the upstream)")
 	issuer := fs.String("dev-issuer", "127.0.0.1:18002", "the development OIDC issuer's address (jitgated serves it; dev only)")
@@ -88,7 +89,7 @@ func run() error {
 	s, err := stack.Start(startCtx, stack.Options{
 		Root: *root, Jitgated: abs("bin/jitgated"), CLI: abs("bin/jitgate"), Wasm: abs("build/jitgate.wasm"),
 		Data: abs(*data), Project: *project, WorkDir: abs(*work),
-		AgentAddr: *agent, XDSAddr: *xds, APIAddr: *api, AdminAddr: *admin, EmulatorAddr: *emu, DevIssuerAddr: *issuer,
+		AgentAddr: *agent, XDSAddr: *xds, APIAddr: *api, FilterAddr: *filter, AdminAddr: *admin, EmulatorAddr: *emu, DevIssuerAddr: *issuer,
 		Progress:          os.Stdout,
 		PoliciesDir:       policyDir,
 		ExtraJitgatedArgs: jitgatedArgs,
@@ -117,9 +118,10 @@ jitgate is up. Point any standard BigQuery client at the gateway:
   token      TOKEN=$(%[8]s dev token --issuer %[9]s --agent my-agent --groups analysts)
   try        %[3]s %[4]s --endpoint %[1]s --project %[2]s --token "$TOKEN" --default-dataset crm "SELECT COUNT(*) FROM customers"
 Envoy admin %[5]s, control plane %[6]s/v1/status, logs in %[7]s.
+ADS (%[10]s) and the filter's callouts (%[11]s) are mutual TLS with the certificates in %[12]s.
 The development issuer is for local use only; production configs name real issuers (README).
 Press Ctrl-C to stop.
-`, s.Gateway, *project, agentCmd[0], agentCmd[1], s.Admin, s.API, abs(*work), abs("bin/jitgate"), s.DevIssuer)
+`, s.Gateway, *project, agentCmd[0], agentCmd[1], s.Admin, s.API, abs(*work), abs("bin/jitgate"), s.DevIssuer, s.XDS, s.FilterAPI, s.TLSDir)
 	<-ctx.Done()
 	fmt.Println("\n[jitgate] stopping Envoy, jitgated and the emulator")
 	return nil

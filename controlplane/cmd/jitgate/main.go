@@ -10,14 +10,17 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
+	"github.com/jitgate/jitgate/controlplane/mtls"
 	"github.com/jitgate/jitgate/envoy"
 )
 
 const usage = `Usage: jitgate <command> [flags]
 
 Commands:
-  envoy bootstrap          print the Envoy bootstrap for a gateway (node id, admin, ADS cluster)
+  envoy bootstrap          print the Envoy bootstrap for a gateway (node id, admin, ADS cluster
+                           over mutual TLS: --tls-dir or --tls-ca/--tls-cert/--tls-key)
   dev token                print an agent token minted by jitgated's development issuer
                            (jitgated --dev-issuer); TOKEN=$(jitgate dev token --agent NAME)
   dev service-account-key  write a throwaway service-account JSON key for local runs
@@ -82,9 +85,17 @@ func envoyBootstrap(args []string, stdout, stderr io.Writer) int {
 	node := fs.String("node-id", "jitgate-envoy", "this Envoy's node id (unique per Envoy; shown in jitgated's logs)")
 	cluster := fs.String("node-cluster", "jitgate", "node cluster; every jitgate Envoy gets the same configuration")
 	xds := fs.String("xds", "127.0.0.1:18000", "jitgated's ADS address (literal IP:port)")
-	admin := fs.String("admin", "127.0.0.1:9901", "Envoy's admin address; keep it on loopback")
+	xdsName := fs.String("xds-server-name", "", "the name (IP or DNS) jitgated's certificate must be valid for; default the --xds IP")
+	tlsDir := fs.String("tls-dir", ".jitgate/tls", "jitgated's generated TLS material (its tls.dir, as this Envoy sees it): ca.pem, envoy.pem, envoy-key.pem; --tls-ca/--tls-cert/--tls-key override single files")
+	ca := fs.String("tls-ca", "", "CA file that verifies jitgated's certificate (default TLS-DIR/ca.pem)")
+	cert := fs.String("tls-cert", "", "Envoy's client certificate file (default TLS-DIR/envoy.pem)")
+	key := fs.String("tls-key", "", "Envoy's client key file (default TLS-DIR/envoy-key.pem); only its path goes into the bootstrap")
+	admin := fs.String("admin", "127.0.0.1:9901", "Envoy's admin address; loopback only unless --allow-non-loopback-admin")
+	allowAdmin := fs.Bool("allow-non-loopback-admin", false, "permit a non-loopback --admin (the admin API has no authentication)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: jitgate envoy bootstrap [flags] > envoy.yaml\n\nThen: envoy -c envoy.yaml\n\n")
+		fmt.Fprintf(stderr, "Usage: jitgate envoy bootstrap [flags] > envoy.yaml\n\nThen: envoy -c envoy.yaml\n\n"+
+			"ADS is mutual TLS: Envoy presents the client certificate and verifies jitgated's certificate.\n"+
+			"The same files are named in CDS for the filter's callouts (jitgated's tls.envoy*File).\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -93,7 +104,22 @@ func envoyBootstrap(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
-	y, err := envoy.Render(envoy.Params{NodeID: *node, NodeCluster: *cluster, XDS: *xds, Admin: *admin})
+	dir, err := filepath.Abs(*tlsDir)
+	if err != nil {
+		fmt.Fprintf(stderr, "jitgate: %v\n", err)
+		return 1
+	}
+	files := mtls.Paths(dir).Envoy
+	for _, o := range []struct{ flag, dst *string }{{ca, &files.CA}, {cert, &files.Cert}, {key, &files.Key}} {
+		if *o.flag != "" {
+			if *o.dst, err = filepath.Abs(*o.flag); err != nil {
+				fmt.Fprintf(stderr, "jitgate: %v\n", err)
+				return 1
+			}
+		}
+	}
+	y, err := envoy.Render(envoy.Params{NodeID: *node, NodeCluster: *cluster, XDS: *xds, XDSServerName: *xdsName,
+		CAFile: files.CA, CertFile: files.Cert, KeyFile: files.Key, Admin: *admin, AllowNonLoopbackAdmin: *allowAdmin})
 	if err != nil {
 		fmt.Fprintf(stderr, "jitgate: %v\n", err)
 		return 1

@@ -85,7 +85,7 @@ spec:
 // and only its owner may page it; the retired job-report endpoint POST /v1/jobs is gone.
 func TestServeAnalysesWithEmulator(t *testing.T) {
 	emulator := startEmulator(t)
-	xdsPort, apiPort, devPort := freeport.For(t), freeport.For(t), freeport.For(t)
+	xdsPort, apiPort, devPort, filterPort := freeport.For(t), freeport.For(t), freeport.For(t), freeport.For(t)
 	dir := t.TempDir()
 	pdir := filepath.Join(dir, "policies")
 	if err := os.Mkdir(pdir, 0o700); err != nil {
@@ -97,13 +97,13 @@ func TestServeAnalysesWithEmulator(t *testing.T) {
 	doc := fmt.Sprintf(`apiVersion: jitgate.dev/v1
 kind: ControlPlaneConfig
 xds: {listen: "127.0.0.1:%d"}
-api: {listen: "127.0.0.1:%d"}
+api: {listen: "127.0.0.1:%d", filterListen: "127.0.0.1:%d"}
 upstream: {bigquery: {url: "%s"}}
 nats: {storeDir: nats, maxMemoryBytes: 16777216, maxStoreBytes: 67108864}
 devIssuer: {keyFile: dev/issuer-key.pem}
 policies: {dir: policies}
 analysis: {cacheSize: 128, cacheTTL: 1m, tableMetadataTTL: 30s}
-`, xdsPort, apiPort, emulator)
+`, xdsPort, apiPort, filterPort, emulator)
 	if err := os.WriteFile(cfgPath, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -117,6 +117,7 @@ analysis: {cacheSize: 128, cacheTTL: 1m, tableMetadataTTL: 30s}
 	}()
 	api := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
 	waitFor(t, func() bool { code, _ := get(api + "/readyz"); return code == 200 })
+	cp := newCallouts(t, dir, filterPort)
 	v := status(t, api).Policies.Policies
 	if len(v) != 1 || !strings.HasPrefix(v[0], "crm-reader@") {
 		t.Fatalf("policies = %v", v)
@@ -141,7 +142,7 @@ analysis: {cacheSize: 128, cacheTTL: 1m, tableMetadataTTL: 30s}
 		t.Helper()
 		call.Project = demoProject
 		reqDoc, _ := authorize.Request{RequestID: "r", Token: tok, Call: call, Query: q}.Marshal()
-		code, body := post(api+authorize.Path, reqDoc)
+		code, body := cp.post(authorize.Path, reqDoc)
 		r, err := authorize.ParseResponse([]byte(body))
 		if code != 200 || err != nil {
 			t.Fatalf("authorize %d %s %v", code, body, err)
@@ -181,7 +182,7 @@ analysis: {cacheSize: 128, cacheTTL: 1m, tableMetadataTTL: 30s}
 	rep := authorize.ResponseReport{DecisionID: r.DecisionID, API: "jobs.query",
 		Job:         &bqapi.JobReference{ProjectID: demoProject, JobID: "job_emu_1", Location: "US"},
 		ResultTable: &bqapi.TableReference{ProjectID: demoProject, DatasetID: "_anon_emu", TableID: "anon1"}}
-	code, body := reportResponse(t, api, rep)
+	code, body := cp.reportResponse(t, rep)
 	ack, err := authorize.ParseResponseReportAck([]byte(body))
 	if code != 200 || err != nil || !ack.Recorded {
 		t.Fatalf("response report: %d %s %v", code, body, err)
@@ -189,7 +190,7 @@ analysis: {cacheSize: 128, cacheTTL: 1m, tableMetadataTTL: 30s}
 	// The job-only report of earlier filters is retired: nothing serves it.
 	old, _ := json.Marshal(map[string]any{"version": authorize.Version, "decisionId": r.DecisionID, "api": "jobs.query",
 		"job": map[string]string{"projectId": demoProject, "jobId": "job_emu_2"}})
-	if code, body := post(api+"/v1/jobs", old); code != http.StatusNotFound {
+	if code, body := cp.post("/v1/jobs", old); code != http.StatusNotFound {
 		t.Errorf("POST /v1/jobs: %d %s, want 404", code, body)
 	}
 	page := authorize.Call{API: "jobs.getQueryResults", Method: "GET", JobID: "job_emu_1"}

@@ -27,19 +27,19 @@ import (
 // records back over that port the way `jitgate audit` does; /v1/status and /metrics show
 // the audit trail.
 func TestAuditTrailReadableOverNATSListen(t *testing.T) {
-	xdsPort, apiPort, devPort, natsPort := freeport.For(t), freeport.For(t), freeport.For(t), freeport.For(t)
+	xdsPort, apiPort, devPort, natsPort, filterPort := freeport.For(t), freeport.For(t), freeport.For(t), freeport.For(t), freeport.For(t)
 	dir := t.TempDir()
 	key := writeSAKey(t)
 	cfgPath := filepath.Join(dir, "jitgated.yaml")
 	doc := fmt.Sprintf(`apiVersion: jitgate.dev/v1
 kind: ControlPlaneConfig
 xds: {listen: "127.0.0.1:%d"}
-api: {listen: "127.0.0.1:%d"}
+api: {listen: "127.0.0.1:%d", filterListen: "127.0.0.1:%d"}
 nats: {storeDir: nats, maxMemoryBytes: 16777216, maxStoreBytes: 67108864, listen: "127.0.0.1:%d"}
 devIssuer: {keyFile: dev/issuer-key.pem}
 audit: {maxAge: 24h, maxBytes: 33554432, maxExcerptBytes: 1024}
 policies: {identityOnly: true}
-`, xdsPort, apiPort, natsPort)
+`, xdsPort, apiPort, filterPort, natsPort)
 	if err := os.WriteFile(cfgPath, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -63,6 +63,7 @@ policies: {identityOnly: true}
 	}()
 	api := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
 	waitFor(t, func() bool { code, _ := get(api + "/readyz"); return code == 200 })
+	cp := newCallouts(t, dir, filterPort)
 	if !strings.Contains(stderr.String(), fmt.Sprintf("client_url=nats://127.0.0.1:%d", natsPort)) ||
 		!strings.Contains(stderr.String(), `msg="audit trail ready" stream=JITGATE_AUDIT last_seq=0 mode=strict`) {
 		t.Errorf("start-up log does not announce the NATS client port and the audit trail:\n%s", stderr.String())
@@ -82,13 +83,13 @@ policies: {identityOnly: true}
 	client := authorize.Client{Address: "10.1.2.3:4567", UserAgent: "audit-test/1"}
 	query := &authorize.Query{SQL: "SELECT 1 AS audited"}
 	reqDoc, _ := authorize.Request{RequestID: "r-audit-1", Token: tr.Token, Client: client, Call: call, Query: query}.Marshal()
-	code, body := post(api+authorize.Path, reqDoc)
+	code, body := cp.post(authorize.Path, reqDoc)
 	allow, err := authorize.ParseResponse([]byte(body))
 	if code != 200 || err != nil || allow.Decision != authorize.Allow {
 		t.Fatalf("allow: %d %s (%v)", code, body, err)
 	}
 	reqDoc, _ = authorize.Request{RequestID: "r-audit-2", Client: client, Call: call, Query: query}.Marshal()
-	code, body = post(api+authorize.Path, reqDoc)
+	code, body = cp.post(authorize.Path, reqDoc)
 	deny, err := authorize.ParseResponse([]byte(body))
 	if code != 200 || err != nil || deny.Status != 401 {
 		t.Fatalf("deny: %d %s (%v)", code, body, err)

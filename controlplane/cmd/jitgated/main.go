@@ -1,12 +1,14 @@
 // Command jitgated is the jitgate control plane: it serves Envoy's configuration over ADS
 // (listener, routes, clusters and the jitgate Wasm filter over ECDS), runs or connects to
-// NATS with JetStream, and serves the HTTP API (health, readiness, status, metrics, the
-// filter's POST /v1/authorize, which verifies agents and mints upstream credentials, and
-// POST /v1/responses, where the filter reports every response of an allowed call before
-// releasing it: the job it names goes to the job ledger in JetStream KV and the response
-// to the audit trail), and appends every authorize decision to the hash-chained audit trail in
-// JetStream (controlplane/audit) before answering it. Calls a policy allows only with a
-// human's approval wait for one (controlplane/approvals: KV state, events, the approvers'
+// NATS with JetStream, serves the plain HTTP API (health, readiness, status, metrics,
+// approvals) and, on a separate listener only Envoy can use (mutual TLS with Envoy's
+// client certificate, as ADS), the filter's callouts: POST /v1/authorize, which verifies
+// agents and mints upstream credentials, POST /v1/responses, where the
+// filter reports every response of an allowed call before releasing it (the job it
+// names goes to the job ledger in JetStream KV, the response to the audit trail); it
+// appends every authorize decision to the hash-chained audit trail in JetStream
+// (controlplane/audit) before answering it. Calls a policy allows only with a human's
+// approval wait for one (controlplane/approvals: KV state, events, the approvers'
 // API under /v1/approvals, webhooks).
 //
 // See --help for flags; the configuration file format is documented in
@@ -15,6 +17,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -42,6 +45,7 @@ import (
 	"github.com/jitgate/jitgate/controlplane/identity"
 	"github.com/jitgate/jitgate/controlplane/jobs"
 	"github.com/jitgate/jitgate/controlplane/maskplan"
+	"github.com/jitgate/jitgate/controlplane/mtls"
 	"github.com/jitgate/jitgate/controlplane/natsembed"
 	"github.com/jitgate/jitgate/controlplane/policystep"
 	"github.com/jitgate/jitgate/controlplane/policystore"
@@ -69,10 +73,12 @@ func main() {
 
 const usageHeader = `jitgated - the jitgate control plane.
 
-Serves Envoy's configuration over ADS (gRPC), the HTTP API (/healthz, /readyz, /v1/status,
-/metrics, and for the filter POST /v1/authorize: verify the agent's OIDC token, mint a
-short-lived upstream credential; POST /v1/responses: before any response of an allowed
-call is released, record the job it names and append its audit record) and
+Serves Envoy's configuration over ADS (gRPC, --xds-listen), the plain HTTP API
+(--api-listen: /healthz, /readyz, /v1/status, /metrics, /v1/approvals), the filter's
+callouts on their own listener (--filter-listen: POST /v1/authorize: verify the agent's
+OIDC token, mint a short-lived upstream credential; POST /v1/responses: before any
+response of an allowed call is released, record the job it names and append its audit
+record) and
 NATS with JetStream (embedded unless --nats-url), which holds the job ledger (KV buckets
 jitgate_jobs and jitgate_decisions). Follow-up calls on a job (jobs.get, getQueryResults,
 cancel, delete, tabledata.list on its result table) are allowed only to the agent that
@@ -103,6 +109,15 @@ Usage:
   jitgate dev service-account-key --out .jitgate/dev-sa-key.json
   jitgated --dev-issuer --credentials-key-file .jitgate/dev-sa-key.json --upstream http://127.0.0.1:9050
   TOKEN=$(jitgate dev token --agent my-agent)
+
+Envoy <-> jitgated is mutual TLS on both channels: ADS and the filter listener complete a
+TLS handshake only with a client certificate issued by the configured CA (Envoy's); the
+plain API answers the callout paths 403. Without tls.caFile/serverCertFile/serverKeyFile/
+envoyCertFile/envoyKeyFile in the config, jitgated generates a private CA (ECDSA P-256)
+and both certificates into --tls-dir (default: 'tls' next to the NATS store dir, keys
+0600), reuses them while valid, and Envoy's bootstrap points at them:
+  jitgate envoy bootstrap --node-id gw-1 --xds 127.0.0.1:18000 --tls-dir .jitgate/tls > envoy.yaml
+The plain API listens on loopback only unless api.allowNonLoopbackListen: true.
 
 Flags override the config file. Two things have no default: a trusted OIDC issuer
 (identity.issuers, or --dev-issuer) and the service-account key (credentials.keyFile or
@@ -167,7 +182,9 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	xdsListen := fs.String("xds-listen", config.DefaultXDSListen, "host:port for the gRPC ADS server (config xds.listen)")
-	apiListen := fs.String("api-listen", config.DefaultAPIListen, "host:port for the HTTP API (config api.listen)")
+	apiListen := fs.String("api-listen", config.DefaultAPIListen, "host:port for the plain HTTP API: health, status, metrics, approvals; loopback only unless api.allowNonLoopbackListen (config api.listen)")
+	filterListen := fs.String("filter-listen", config.DefaultFilterListen, "host:port for the filter's callouts (/v1/authorize, /v1/responses), mutual TLS with Envoy's client certificate only (config api.filterListen)")
+	tlsDir := fs.String("tls-dir", "", "directory of the generated mutual-TLS material (private CA, jitgated's and Envoy's certificates) when tls.caFile etc. are not configured; default 'tls' next to the NATS store dir (config tls.dir)")
 	agentListen := fs.String("agent-listen", config.DefaultAgentListener, "IP:port of Envoy's listener for agents (config envoy.agentListener)")
 	upstream := fs.String("upstream", config.DefaultBigQueryURL, "BigQuery base URL: https://... (TLS) or http://IP:port such as the emulator (config upstream.bigquery.url)")
 	wasm := fs.String("wasm", config.DefaultWasmPath, "path of the compiled filter module, as Envoy opens it (config filter.wasmPath)")
@@ -193,6 +210,10 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 			f.overrides.XDSListen = xdsListen
 		case "api-listen":
 			f.overrides.APIListen = apiListen
+		case "filter-listen":
+			f.overrides.FilterListen = filterListen
+		case "tls-dir":
+			f.overrides.TLSDir = tlsDir
 		case "agent-listen":
 			f.overrides.AgentListener = agentListen
 		case "upstream":
@@ -279,8 +300,8 @@ func run(ctx context.Context, args []string, reload <-chan os.Signal, stdout, st
 			fmt.Fprintln(stderr, "jitgated: config invalid:", err)
 			return 1
 		}
-		fmt.Fprintf(stdout, "config OK: xds %s, api %s, agents %s, upstream %s, wasm %s, nats %s, issuers %s, credentials %s (key loaded, ttl %s)\n",
-			cfg.XDS.Listen, cfg.API.Listen, cfg.Envoy.AgentListener, cfg.Upstream.BigQuery.URL,
+		fmt.Fprintf(stdout, "config OK: xds %s (mTLS), api %s, filter callouts %s (mTLS), tls %s, agents %s, upstream %s, wasm %s, nats %s, issuers %s, credentials %s (key loaded, ttl %s)\n",
+			cfg.XDS.Listen, cfg.API.Listen, cfg.API.FilterListen, tlsDescription(cfg), cfg.Envoy.AgentListener, cfg.Upstream.BigQuery.URL,
 			cfg.Filter.WasmPath, natsDescription(cfg), strings.Join(issuerURLs(cfg.IdentityConfig(cfg.DevIssuer.URL())), " "),
 			cfg.Credentials.Mode, cfg.Credentials.TTL)
 		if cfg.DevIssuer.Enabled {
@@ -431,6 +452,31 @@ func newAuthorizer(ctx context.Context, cfg *config.Config, store *policystore.S
 	return svc, verifier, st, stop, nil
 }
 
+func tlsDescription(cfg *config.Config) string {
+	if cfg.TLSGenerated() {
+		return "generated in " + cfg.TLSDir()
+	}
+	return "files (ca " + cfg.TLS.CAFile + ")"
+}
+
+// serverTLS returns the tls.Config of the ADS and filter listeners, generating (or
+// reusing) the private CA and both certificates first when no files are configured.
+func serverTLS(cfg *config.Config, log *slog.Logger, nextProtos ...string) (*tls.Config, error) {
+	if cfg.TLSGenerated() {
+		g, err := mtls.Ensure(cfg.TLSDir(), cfg.TLSServerHosts(), time.Now())
+		if err != nil {
+			return nil, fmt.Errorf("tls material: %w", err)
+		}
+		if g.Created {
+			log.Warn("generated a new private CA and certificates for Envoy <-> jitgated mutual TLS; Envoys using older files must be restarted with these",
+				"dir", g.Dir, "ca", g.Server.CA, "envoy_cert", g.Envoy.Cert, "envoy_key", g.Envoy.Key, "server_names", cfg.TLSServerHosts())
+		} else {
+			log.Info("reusing mutual TLS material", "dir", g.Dir)
+		}
+	}
+	return mtls.ServerConfig(cfg.ServerTLS(), nextProtos...)
+}
+
 func natsDescription(cfg *config.Config) string {
 	if cfg.NATS.URL == "" {
 		if cfg.NATS.Listen != "" {
@@ -452,7 +498,16 @@ func serve(ctx context.Context, f *flags, cfg *config.Config, reload <-chan os.S
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := xds.NewMetrics(reg)
 
-	// Bind both ports before anything else so a port clash fails fast.
+	// Envoy <-> jitgated is mutual TLS on both channels (ADS and the filter's callouts):
+	// the material exists before anything listens.
+	xdsTLS, err := serverTLS(cfg, log)
+	if err != nil {
+		return err
+	}
+	filterTLS := xdsTLS.Clone()
+	filterTLS.NextProtos = []string{"http/1.1"}
+
+	// Bind every port before anything else so a port clash fails fast.
 	xdsLis, err := net.Listen("tcp", cfg.XDS.Listen)
 	if err != nil {
 		return fmt.Errorf("xds listen: %w", err)
@@ -462,6 +517,13 @@ func serve(ctx context.Context, f *flags, cfg *config.Config, reload <-chan os.S
 		xdsLis.Close()
 		return fmt.Errorf("api listen: %w", err)
 	}
+	filterLis, err := net.Listen("tcp", cfg.API.FilterListen)
+	if err != nil {
+		xdsLis.Close()
+		apiLis.Close()
+		return fmt.Errorf("filter listen: %w", err)
+	}
+	defer filterLis.Close()
 
 	store, err := openPolicies(cfg, log, reg)
 	if err != nil {
@@ -539,34 +601,47 @@ func serve(ctx context.Context, f *flags, cfg *config.Config, reload <-chan os.S
 		return fmt.Errorf("initial snapshot: %w", err)
 	}
 
-	grpcSrv := xds.NewGRPCServer(ctx, cache, log, metrics)
-	httpSrv := &http.Server{
-		Handler: api.NewHandler(api.Options{
-			XDSStatus: publisher.Status,
-			NATS: func() api.NATSStatus {
-				return api.NATSStatus{Embedded: nc.Embedded(), Connected: nc.Healthy(), URL: natsURL}
-			},
-			Identity:  func() api.IdentityStatus { return identityStatus },
-			Policies:  policyStatus,
-			Audit:     auditStatus,
-			Authorize: authorizer,
-			Responses: responses.NewHandler(responses.Options{Trail: auditor, Ledger: ledger,
-				Relaxed: cfg.Audit.Mode == config.AuditRelaxed, MaxExcerptBytes: cfg.Audit.MaxExcerptBytes,
-				Logger: log, Registerer: reg}),
-			Approvals: broker.Handler(verifier, log),
-			Gatherer:  reg,
-			Started:   started,
-		}),
-		ReadHeaderTimeout: 10 * time.Second,
+	grpcSrv, err := xds.NewGRPCServer(ctx, cache, xdsTLS, log, metrics)
+	if err != nil {
+		xdsLis.Close()
+		apiLis.Close()
+		return err
 	}
-	errc := make(chan error, 2)
+	apiOpts := api.Options{
+		XDSStatus: publisher.Status,
+		NATS: func() api.NATSStatus {
+			return api.NATSStatus{Embedded: nc.Embedded(), Connected: nc.Healthy(), URL: natsURL}
+		},
+		Identity:  func() api.IdentityStatus { return identityStatus },
+		Policies:  policyStatus,
+		Audit:     auditStatus,
+		Authorize: authorizer,
+		Responses: responses.NewHandler(responses.Options{Trail: auditor, Ledger: ledger,
+			Relaxed: cfg.Audit.Mode == config.AuditRelaxed, MaxExcerptBytes: cfg.Audit.MaxExcerptBytes,
+			Logger: log, Registerer: reg}),
+		Approvals: broker.Handler(verifier, log),
+		Gatherer:  reg,
+		Started:   started,
+	}
+	httpSrv := &http.Server{Handler: api.NewHandler(apiOpts), ReadHeaderTimeout: 10 * time.Second}
+	// The callouts: only to clients with a certificate from Envoy's CA (filterTLS). A
+	// refused handshake (someone without Envoy's certificate) is logged as a warning.
+	filterSrv := &http.Server{Handler: api.NewFilterHandler(apiOpts), TLSConfig: filterTLS, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.With("component", "filter-listener").Handler(), slog.LevelWarn)}
+	errc := make(chan error, 3)
 	go func() { errc <- grpcSrv.Serve(xdsLis) }()
 	go func() {
 		if err := httpSrv.Serve(apiLis); !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 		}
 	}()
-	log.Info("jitgated serving", "xds", xdsLis.Addr().String(), "api", apiLis.Addr().String(),
+	go func() {
+		if err := filterSrv.Serve(tls.NewListener(filterLis, filterTLS)); !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}()
+	log.Info("jitgated serving", "xds", xdsLis.Addr().String(), "api", apiLis.Addr().String(), "filter_callouts", filterLis.Addr().String(),
+		"tls", tlsDescription(cfg),
 		"agent_listener", cfg.Envoy.AgentListener, "upstream", cfg.Upstream.BigQuery.URL,
 		"nats", natsDescription(cfg))
 
@@ -592,6 +667,9 @@ loop:
 	defer cancel()
 	if err := httpSrv.Shutdown(shutdownCtx); err != nil {
 		httpSrv.Close()
+	}
+	if err := filterSrv.Shutdown(shutdownCtx); err != nil {
+		filterSrv.Close()
 	}
 	stopped := make(chan struct{})
 	go func() { grpcSrv.GracefulStop(); close(stopped) }()

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/jitgate/jitgate/controlplane/credentials"
 	"github.com/jitgate/jitgate/controlplane/devissuer"
+	"github.com/jitgate/jitgate/controlplane/mtls"
 	"github.com/jitgate/jitgate/filter/authorize"
 	"github.com/jitgate/jitgate/tools/freeport"
 )
@@ -52,6 +55,9 @@ func TestCheckConfig(t *testing.T) {
 	noKey := writeConfig(t, identity)
 	bad := writeConfig(t, "upstream:\n  bigquery:\n    url: http://127.0.0.1:9050\n    tls: true\n")
 	dev := []string{"--dev-issuer", "--credentials-key-file", key}
+	tlsFiles := writeConfig(t, "upstream:\n  bigquery:\n    url: http://127.0.0.1:9050\n"+identity+"credentials:\n  keyFile: "+key+"\n"+
+		"tls:\n  caFile: /nonexistent/ca.pem\n  serverCertFile: /nonexistent/s.pem\n  serverKeyFile: /nonexistent/s-key.pem\n"+
+		"  envoyCertFile: /nonexistent/e.pem\n  envoyKeyFile: /nonexistent/e-key.pem\n")
 	goodPolicies := writePolicies(t, t.TempDir(), "datasets.list")
 	badPolicies := writePolicies(t, t.TempDir(), "datasets.list")
 	writePolicyFile(t, badPolicies, strings.Replace(policyDoc("datasets.list"), "apis:", "apiz:", 1))
@@ -82,6 +88,11 @@ func TestCheckConfig(t *testing.T) {
 		{"bad log format", []string{"--log-format", "xml", "--check-config"}, 2, "--log-format"},
 		{"two issuers need who.issuers", append(append([]string{"--config", good}, dev...), "--policies", goodPolicies, "--check-config"), 1,
 			filepath.Join(goodPolicies, "p.yaml") + `:7:5: policy "etl" has no who.issuers, which is required because the gateway trusts 2 issuers (https://token.actions.githubusercontent.com, http://127.0.0.1:18002)`},
+		{"listeners and tls are described", []string{"--config", good, "--tls-dir", "/var/lib/jitgate/tls", "--check-config"}, 0,
+			"api 127.0.0.1:18001, filter callouts 127.0.0.1:18003 (mTLS), tls generated in /var/lib/jitgate/tls"},
+		{"plain api off loopback", []string{"--config", good, "--api-listen", "0.0.0.0:18001", "--check-config"}, 1,
+			"--api-listen: invalid config value: api.listen: \"0.0.0.0:18001\" is not a loopback address"},
+		{"tls files missing", []string{"--config", tlsFiles, "--check-config"}, 1, "invalid config value: tls: read ca file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -104,12 +115,12 @@ func TestCheckConfig(t *testing.T) {
 // mode, waits for readiness, authorizes a call with a token from `POST /dev/token`,
 // reloads a broken config (the last good snapshot must stay), and shuts down.
 func TestServeAndShutdown(t *testing.T) {
-	xdsPort, apiPort, devPort := freeport.For(t), freeport.For(t), freeport.For(t)
+	xdsPort, apiPort, devPort, filterPort := freeport.For(t), freeport.For(t), freeport.For(t), freeport.For(t)
 	dir := t.TempDir()
 	key := writeSAKey(t)
 	keyJSON, _ := os.ReadFile(key)
 	cfgPath := filepath.Join(dir, "jitgated.yaml")
-	doc := fmt.Sprintf("apiVersion: jitgate.dev/v1\nkind: ControlPlaneConfig\nxds: {listen: \"127.0.0.1:%d\"}\napi: {listen: \"127.0.0.1:%d\"}\nnats: {storeDir: nats, maxMemoryBytes: 16777216, maxStoreBytes: 67108864}\ndevIssuer: {keyFile: dev/issuer-key.pem}\n", xdsPort, apiPort)
+	doc := fmt.Sprintf("apiVersion: jitgate.dev/v1\nkind: ControlPlaneConfig\nxds: {listen: \"127.0.0.1:%d\"}\napi: {listen: \"127.0.0.1:%d\", filterListen: \"127.0.0.1:%d\"}\nnats: {storeDir: nats, maxMemoryBytes: 16777216, maxStoreBytes: 67108864}\ndevIssuer: {keyFile: dev/issuer-key.pem}\n", xdsPort, apiPort, filterPort)
 	if err := os.WriteFile(cfgPath, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -124,6 +135,7 @@ func TestServeAndShutdown(t *testing.T) {
 
 	api := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
 	waitFor(t, func() bool { code, _ := get(api + "/readyz"); return code == 200 })
+	cp := newCallouts(t, dir, filterPort)
 	if _, err := os.Stat(filepath.Join(dir, "nats")); err != nil {
 		t.Errorf("embedded NATS store not created next to the config file: %v", err)
 	}
@@ -149,15 +161,16 @@ func TestServeAndShutdown(t *testing.T) {
 	}
 	resp.Body.Close()
 	reqDoc, _ := authorize.Request{RequestID: "r-1", Token: tr.Token, Call: authorize.Call{API: "jobs.query", Method: "POST", Project: "p"}}.Marshal()
-	code, body := post(api+authorize.Path, reqDoc)
+	code, body := cp.post(authorize.Path, reqDoc)
 	decision, err := authorize.ParseResponse([]byte(body))
 	if code != 200 || err != nil || decision.Decision != authorize.Allow || decision.Identity.AgentID != "etl-bot" || decision.Identity.Issuer != devURL {
 		t.Fatalf("POST %s = %d %s (%v)", authorize.Path, code, body, err)
 	}
 	reqDoc, _ = authorize.Request{RequestID: "r-2", Call: authorize.Call{API: "jobs.query", Method: "POST"}}.Marshal()
-	if code, body := post(api+authorize.Path, reqDoc); code != 200 || !strings.Contains(body, `"status":401`) {
+	if code, body := cp.post(authorize.Path, reqDoc); code != 200 || !strings.Contains(body, `"status":401`) {
 		t.Errorf("no token: %d %s", code, body)
 	}
+	checkOnlyEnvoyGetsCredentials(t, api, cp, fmt.Sprintf("127.0.0.1:%d", xdsPort), filepath.Join(dir, "tls"), tr.Token)
 	logs := stderr.String()
 	for _, secret := range []string{tr.Token, strings.TrimPrefix(decision.Credential.Authorization, "Bearer "), string(keyJSON[len(keyJSON)/2 : len(keyJSON)/2+40])} {
 		if strings.Contains(logs, secret) {
@@ -198,7 +211,7 @@ func TestServeAndShutdown(t *testing.T) {
 // reportResponse posts the filter's report of a response naming a job (POST
 // /v1/responses, as the filter sends it before releasing an empty 200) and returns the
 // answer.
-func reportResponse(t *testing.T, api string, rep authorize.ResponseReport) (int, string) {
+func (c callouts) reportResponse(t *testing.T, rep authorize.ResponseReport) (int, string) {
 	t.Helper()
 	empty := sha256.Sum256(nil)
 	rep.Response = authorize.ResponseSummary{Status: 200, Digest: "sha256:" + hex.EncodeToString(empty[:])}
@@ -206,13 +219,13 @@ func reportResponse(t *testing.T, api string, rep authorize.ResponseReport) (int
 	if err != nil {
 		t.Fatal(err)
 	}
-	return post(api+authorize.ResponsesPath, body)
+	return c.post(authorize.ResponsesPath, body)
 }
 
 // TestNoPoliciesDeniesByDefault: jitgated without a policy directory and without
 // --identity-only denies every call 403 no_policy, naming the agent, and mints nothing.
 func TestNoPoliciesDeniesByDefault(t *testing.T) {
-	xdsPort, apiPort, devPort := freeport.For(t), freeport.For(t), freeport.For(t)
+	xdsPort, apiPort, filterPort, devPort := freeport.For(t), freeport.For(t), freeport.For(t), freeport.For(t)
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "jitgated.yaml")
 	if err := os.WriteFile(cfgPath, []byte("apiVersion: jitgate.dev/v1\nkind: ControlPlaneConfig\ndevIssuer: {keyFile: dev/issuer-key.pem}\n"), 0o600); err != nil {
@@ -224,8 +237,8 @@ func TestNoPoliciesDeniesByDefault(t *testing.T) {
 	go func() {
 		// A config file in the test's directory keeps the dev issuer's key out of the source tree.
 		done <- run(ctx, []string{"--config", cfgPath, "--log-format", "text", "--xds-listen", fmt.Sprintf("127.0.0.1:%d", xdsPort),
-			"--api-listen", fmt.Sprintf("127.0.0.1:%d", apiPort), "--nats-store-dir", filepath.Join(dir, "nats"),
-			"--dev-issuer", "--dev-issuer-listen", fmt.Sprintf("127.0.0.1:%d", devPort), "--credentials-key-file", writeSAKey(t)},
+			"--api-listen", fmt.Sprintf("127.0.0.1:%d", apiPort), "--filter-listen", fmt.Sprintf("127.0.0.1:%d", filterPort),
+			"--nats-store-dir", filepath.Join(dir, "nats"), "--dev-issuer", "--dev-issuer-listen", fmt.Sprintf("127.0.0.1:%d", devPort), "--credentials-key-file", writeSAKey(t)},
 			nil, &bytes.Buffer{}, &stderr)
 	}()
 	defer func() {
@@ -241,6 +254,7 @@ func TestNoPoliciesDeniesByDefault(t *testing.T) {
 	if !strings.Contains(stderr.String(), "level=WARN msg=\"no policies are loaded (policies.dir / --policies is empty): every call is denied") {
 		t.Errorf("no warning that every call is denied:\n%s", stderr.String())
 	}
+	cp := newCallouts(t, dir, filterPort)
 	devURL := fmt.Sprintf("http://127.0.0.1:%d", devPort)
 	resp, err := http.Post(devURL+devissuer.TokenPath, "application/json", strings.NewReader(`{"agent":"etl-bot","groups":["admins"]}`))
 	if err != nil {
@@ -261,13 +275,46 @@ func TestNoPoliciesDeniesByDefault(t *testing.T) {
 			req.Query = &authorize.Query{SQL: "DELETE FROM crm.customers WHERE true"}
 		}
 		reqDoc, _ := req.Marshal()
-		code, body := post(api+authorize.Path, reqDoc)
+		code, body := cp.post(authorize.Path, reqDoc)
 		d, err := authorize.ParseResponse([]byte(body))
 		if code != 200 || err != nil || d.Decision != authorize.Deny || d.Status != 403 || d.Reason != "no_policy" || d.Credential != nil ||
 			!strings.Contains(d.Message, "no policy applies to agent etl-bot (issuer "+devURL+")") {
 			t.Errorf("%s without policies: %d %s (%v)", call.API, code, body, err)
 		}
 	}
+}
+
+// callouts posts to jitgated's filter listener as Envoy does: mutual TLS with the client
+// certificate jitgated generated in <dir>/tls (next to the NATS store "nats").
+type callouts struct {
+	base   string
+	client *http.Client
+}
+
+func newCallouts(t *testing.T, dir string, port int) callouts {
+	t.Helper()
+	f := mtls.Paths(filepath.Join(dir, "tls")).Envoy
+	pair, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+	if err != nil {
+		t.Fatalf("envoy client certificate: %v", err)
+	}
+	pool, err := mtls.LoadCAPool(f.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return callouts{base: fmt.Sprintf("https://127.0.0.1:%d", port), client: &http.Client{Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: pool}}}}
+}
+
+func (c callouts) post(path string, body []byte) (int, string) {
+	resp, err := c.client.Post(c.base+path, "application/json", bytes.NewReader(body))
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	_, _ = b.ReadFrom(resp.Body)
+	return resp.StatusCode, b.String()
 }
 
 func post(url string, body []byte) (int, string) {
@@ -378,7 +425,7 @@ func status(t *testing.T, api string) serveStatus {
 // an edit is picked up by the watcher and pushed to the xDS snapshot, an invalid edit
 // keeps the last good bundle and shows in /v1/status and /metrics, SIGHUP reloads.
 func TestServeWithPolicies(t *testing.T) {
-	xdsPort, apiPort, devPort := freeport.For(t), freeport.For(t), freeport.For(t)
+	xdsPort, apiPort, devPort, filterPort := freeport.For(t), freeport.For(t), freeport.For(t), freeport.For(t)
 	dir := t.TempDir()
 	// policies.dir is relative to the config file.
 	pdir := filepath.Join(dir, "policies")
@@ -388,7 +435,7 @@ func TestServeWithPolicies(t *testing.T) {
 	writePolicies(t, pdir, "datasets.list")
 	key := writeSAKey(t)
 	cfgPath := filepath.Join(dir, "jitgated.yaml")
-	doc := fmt.Sprintf("apiVersion: jitgate.dev/v1\nkind: ControlPlaneConfig\nxds: {listen: \"127.0.0.1:%d\"}\napi: {listen: \"127.0.0.1:%d\"}\nnats: {storeDir: nats, maxMemoryBytes: 16777216, maxStoreBytes: 67108864}\ndevIssuer: {keyFile: dev/issuer-key.pem}\npolicies: {dir: policies}\n", xdsPort, apiPort)
+	doc := fmt.Sprintf("apiVersion: jitgate.dev/v1\nkind: ControlPlaneConfig\nxds: {listen: \"127.0.0.1:%d\"}\napi: {listen: \"127.0.0.1:%d\", filterListen: \"127.0.0.1:%d\"}\nnats: {storeDir: nats, maxMemoryBytes: 16777216, maxStoreBytes: 67108864}\ndevIssuer: {keyFile: dev/issuer-key.pem}\npolicies: {dir: policies}\n", xdsPort, apiPort, filterPort)
 	if err := os.WriteFile(cfgPath, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -403,6 +450,7 @@ func TestServeWithPolicies(t *testing.T) {
 	}()
 	api := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
 	waitFor(t, func() bool { code, _ := get(api + "/readyz"); return code == 200 })
+	cp := newCallouts(t, dir, filterPort)
 
 	st := status(t, api)
 	v1 := st.Policies.Version
@@ -424,7 +472,7 @@ func TestServeWithPolicies(t *testing.T) {
 	decide := func(api2 string) authorize.Response {
 		t.Helper()
 		reqDoc, _ := authorize.Request{RequestID: "r", Token: tr.Token, Call: authorize.Call{API: api2, Method: "GET", Project: "p"}}.Marshal()
-		code, body := post(api+authorize.Path, reqDoc)
+		code, body := cp.post(authorize.Path, reqDoc)
 		r, err := authorize.ParseResponse([]byte(body))
 		if code != 200 || err != nil {
 			t.Fatalf("authorize %d %s %v", code, body, err)
@@ -485,4 +533,74 @@ func TestServeWithPolicies(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("jitgated did not shut down")
 	}
+}
+
+// checkOnlyEnvoyGetsCredentials: an agent with a valid token that calls jitgated itself
+// gets no credential: the plain API refuses the callouts (403), and the filter listener
+// and ADS complete no TLS handshake without a client certificate from Envoy's CA (none,
+// another CA's, or jitgated's own server certificate).
+func checkOnlyEnvoyGetsCredentials(t *testing.T, api string, cp callouts, xdsAddr, tlsDir, token string) {
+	t.Helper()
+	reqDoc, _ := authorize.Request{RequestID: "r-direct", Token: token, Call: authorize.Call{API: "jobs.query", Method: "POST", Project: "p"},
+		Query: &authorize.Query{SQL: "SELECT 1"}}.Marshal()
+	for _, p := range []string{authorize.Path, authorize.ResponsesPath} {
+		code, body := post(api+p, reqDoc)
+		if code != 403 || strings.Contains(body, "Bearer") || !strings.Contains(body, "api.filterListen") {
+			t.Errorf("plain API POST %s = %d %s, want 403 naming the filter listener", p, code, body)
+		}
+	}
+	foreign, err := mtls.Ensure(t.TempDir(), []string{"127.0.0.1"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := mtls.Paths(tlsDir)
+	pool, err := mtls.LoadCAPool(own.Envoy.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, certs := range map[string][]mtls.Files{"no certificate": nil, "another CA's certificate": {foreign.Envoy},
+		"jitgated's own server certificate": {own.Server}} {
+		cfg := &tls.Config{RootCAs: pool}
+		for _, f := range certs {
+			pair, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Certificates = append(cfg.Certificates, pair)
+		}
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
+		resp, err := c.Post(cp.base+authorize.Path, "application/json", bytes.NewReader(reqDoc))
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			t.Errorf("filter listener with %s: %d %s, want a refused TLS handshake", name, resp.StatusCode, b)
+		}
+		// ADS: the same handshake, refused the same way (h2 as Envoy offers it).
+		adsCfg := cfg.Clone()
+		adsCfg.NextProtos = []string{"h2"}
+		conn, err := tls.Dial("tcp", xdsAddr, adsCfg)
+		if err == nil {
+			// TLS 1.3 reports the server's refusal on the first read.
+			_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, err = conn.Read(make([]byte, 1))
+			conn.Close()
+		}
+		if err == nil || !strings.Contains(err.Error(), "certificate") {
+			t.Errorf("ADS with %s: %v, want the handshake refused for the certificate", name, err)
+		}
+	}
+	// Envoy's certificate opens ADS (the handshake completes; the stream itself is
+	// tested with real Envoy in e2e).
+	pair, err := tls.LoadX509KeyPair(own.Envoy.Cert, own.Envoy.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", xdsAddr, &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatalf("ADS with Envoy's certificate: %v", err)
+	}
+	if p := conn.ConnectionState().NegotiatedProtocol; p != "h2" {
+		t.Errorf("ADS ALPN = %q, want h2", p)
+	}
+	conn.Close()
 }

@@ -64,7 +64,7 @@ func TestServeMasksWithEmulator(t *testing.T) {
 	}
 	resp.Body.Close()
 
-	xdsPort, apiPort, devPort := freeport.For(t), freeport.For(t), freeport.For(t)
+	xdsPort, apiPort, devPort, filterPort := freeport.For(t), freeport.For(t), freeport.For(t), freeport.For(t)
 	dir := t.TempDir()
 	pdir := filepath.Join(dir, "policies")
 	if err := os.Mkdir(pdir, 0o700); err != nil {
@@ -80,13 +80,13 @@ func TestServeMasksWithEmulator(t *testing.T) {
 	doc := fmt.Sprintf(`apiVersion: jitgate.dev/v1
 kind: ControlPlaneConfig
 xds: {listen: "127.0.0.1:%d"}
-api: {listen: "127.0.0.1:%d"}
+api: {listen: "127.0.0.1:%d", filterListen: "127.0.0.1:%d"}
 upstream: {bigquery: {url: "%s"}}
 nats: {storeDir: nats, maxMemoryBytes: 16777216, maxStoreBytes: 67108864}
 devIssuer: {keyFile: dev/issuer-key.pem}
 policies: {dir: policies}
 masking: {hashKeyFile: hash.key}
-`, xdsPort, apiPort, emulator)
+`, xdsPort, apiPort, filterPort, emulator)
 	if err := os.WriteFile(cfgPath, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -100,6 +100,7 @@ masking: {hashKeyFile: hash.key}
 	}()
 	api := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
 	waitFor(t, func() bool { code, _ := get(api + "/readyz"); return code == 200 })
+	cp := newCallouts(t, dir, filterPort)
 
 	token := func(agent string) string {
 		resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d", devPort)+devissuer.TokenPath, "application/json",
@@ -119,7 +120,7 @@ masking: {hashKeyFile: hash.key}
 		t.Helper()
 		call.Project = demoProject
 		reqDoc, _ := authorize.Request{RequestID: "r", Token: tok, Call: call, Query: q}.Marshal()
-		code, body := post(api+authorize.Path, reqDoc)
+		code, body := cp.post(authorize.Path, reqDoc)
 		r, err := authorize.ParseResponse([]byte(body))
 		if code != 200 || err != nil {
 			t.Fatalf("authorize %d %s %v", code, body, err)
@@ -165,7 +166,7 @@ masking: {hashKeyFile: hash.key}
 	// the result schema the analyser resolved.
 	rep := authorize.ResponseReport{DecisionID: counts.DecisionID, API: "jobs.query",
 		Job: &bqapi.JobReference{ProjectID: demoProject, JobID: "job_counts"}}
-	if code, body := reportResponse(t, api, rep); code != 200 || !strings.Contains(body, `"recorded":true`) {
+	if code, body := cp.reportResponse(t, rep); code != 200 || !strings.Contains(body, `"recorded":true`) {
 		t.Fatalf("response report: %d %s", code, body)
 	}
 	r := decide(etl, authorize.Call{API: "jobs.getQueryResults", Method: "GET", JobID: "job_counts"}, nil)
@@ -189,7 +190,7 @@ masking: {hashKeyFile: hash.key}
 	rep = authorize.ResponseReport{DecisionID: q.DecisionID, API: "jobs.query",
 		Job:         &bqapi.JobReference{ProjectID: demoProject, JobID: "_jm1", Location: "US"},
 		ResultTable: &bqapi.TableReference{ProjectID: demoProject, DatasetID: "_jm1", TableID: "_jm1"}}
-	if code, body := reportResponse(t, api, rep); code != 200 || !strings.Contains(body, `"recorded":true`) {
+	if code, body := cp.reportResponse(t, rep); code != 200 || !strings.Contains(body, `"recorded":true`) {
 		t.Fatalf("response report: %d %s", code, body)
 	}
 	wantSchema := `{"fields":[{"name":"name","type":"STRING","mode":"NULLABLE"},{"name":"email","type":"STRING","mode":"NULLABLE"},{"name":"country","type":"STRING","mode":"NULLABLE"}]}`
