@@ -468,6 +468,10 @@ func (b *Broker) Require(ctx context.Context, r Request) (Outcome, error) {
 				now := b.now()
 				switch a.effective(now) {
 				case StateApproved:
+					if err := ctx.Err(); err != nil {
+						// The caller is gone: never spend a use on an answer nobody receives.
+						return Outcome{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
+					}
 					a.UsesLeft--
 					if err := b.update(ctx, a); err != nil {
 						if isConflict(err) {
@@ -513,6 +517,39 @@ func (b *Broker) Require(ctx context.Context, r Request) (Outcome, error) {
 		return Outcome{Approval: a, Created: true}, nil
 	}
 	return Outcome{}, fmt.Errorf("%w: too much contention on the approval of this call", ErrUnavailable)
+}
+
+// Return gives back the use of approval id that a call consumed and then did not run
+// (see authz.Call.OnUndo): compare-and-set, so a concurrent consumer or sweep is never
+// overwritten. An approval that was denied or expired meanwhile is left as it is.
+func (b *Broker) Return(ctx context.Context, id, decisionID string) error {
+	ctx, cancel := context.WithTimeout(ctx, 4*b.timeout)
+	defer cancel()
+	for attempt := 0; attempt < 8; attempt++ {
+		a, err := b.get(ctx, id)
+		if err != nil {
+			b.metrics.returnedUse("failed")
+			return err
+		}
+		if a.State != StateApproved {
+			b.metrics.returnedUse("failed")
+			return fmt.Errorf("%w: %s is %s", ErrNotPending, id, a.State)
+		}
+		a.UsesLeft++
+		if err := b.update(ctx, a); err != nil {
+			if isConflict(err) {
+				continue
+			}
+			b.metrics.returnedUse("failed")
+			return fmt.Errorf("%w: return a use of %s: %v", ErrUnavailable, id, err)
+		}
+		b.metrics.returnedUse("returned")
+		b.log.LogAttrs(ctx, slog.LevelInfo, "approval use returned", slog.String("approval_id", id),
+			slog.String("decision_id", decisionID), slog.Int("uses_left", a.UsesLeft))
+		return nil
+	}
+	b.metrics.returnedUse("failed")
+	return fmt.Errorf("%w: too much contention on approval %s", ErrUnavailable, id)
 }
 
 func (b *Broker) create(ctx context.Context, r Request, fp string) (*Approval, error) {
