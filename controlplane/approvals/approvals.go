@@ -31,6 +31,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jitgate/jitgate/controlplane/audit"
@@ -309,13 +310,13 @@ func Open(ctx context.Context, js jetstream.JetStream, o Options) (*Broker, erro
 		Storage: jetstream.FileStorage, Replicas: o.Replicas,
 		Description: "jitgate: human approvals (a.<id>) and their bindings (b.<agent+fingerprint>)"})
 	if err != nil {
-		return nil, fmt.Errorf("%w: bucket %s: %v", ErrUnavailable, Bucket, err)
+		return nil, fmt.Errorf("%w: bucket %s: %v", ErrUnavailable, Bucket, natsError(err))
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: EventsStream,
 		Subjects: []string{SubjectPrefix + ".>"}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
 		MaxAge: BucketTTL, MaxBytes: EventsMaxBytes, Discard: jetstream.DiscardOld,
 		Description: "jitgate: approval events (created, approved, denied, expired)"}); err != nil {
-		return nil, fmt.Errorf("%w: stream %s: %v", ErrUnavailable, EventsStream, err)
+		return nil, fmt.Errorf("%w: stream %s: %v", ErrUnavailable, EventsStream, natsError(err))
 	}
 	return &Broker{kv: kv, js: js, log: o.Logger, metrics: o.Metrics, audit: o.Audit, timeout: o.Timeout, now: o.Now}, nil
 }
@@ -366,7 +367,7 @@ func (b *Broker) get(ctx context.Context, id string) (*Approval, error) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: get %s: %v", ErrUnavailable, id, err)
+		return nil, fmt.Errorf("%w: get %s: %v", ErrUnavailable, id, natsError(err))
 	}
 	return decode(e)
 }
@@ -402,7 +403,7 @@ func (b *Broker) List(ctx context.Context) ([]*Approval, error) {
 	defer cancel()
 	lister, err := b.kv.ListKeysFiltered(ctx, "a.*")
 	if err != nil {
-		return nil, fmt.Errorf("%w: list: %v", ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: list: %v", ErrUnavailable, natsError(err))
 	}
 	var out []*Approval
 	now := b.now()
@@ -455,7 +456,7 @@ func (b *Broker) Require(ctx context.Context, r Request) (Outcome, error) {
 	for attempt := 0; attempt < 8; attempt++ {
 		be, err := b.kv.Get(ctx, bkey)
 		if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-			return Outcome{}, fmt.Errorf("%w: binding: %v", ErrUnavailable, err)
+			return Outcome{}, fmt.Errorf("%w: binding: %v", ErrUnavailable, natsError(err))
 		}
 		var bindingRev uint64
 		if be != nil {
@@ -470,14 +471,14 @@ func (b *Broker) Require(ctx context.Context, r Request) (Outcome, error) {
 				case StateApproved:
 					if err := ctx.Err(); err != nil {
 						// The caller is gone: never spend a use on an answer nobody receives.
-						return Outcome{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
+						return Outcome{}, fmt.Errorf("%w: %v", ErrUnavailable, natsError(err))
 					}
 					a.UsesLeft--
 					if err := b.update(ctx, a); err != nil {
 						if isConflict(err) {
 							continue
 						}
-						return Outcome{}, fmt.Errorf("%w: consume %s: %v", ErrUnavailable, a.ID, err)
+						return Outcome{}, fmt.Errorf("%w: consume %s: %v", ErrUnavailable, a.ID, natsError(err))
 					}
 					b.metrics.consumed()
 					return Outcome{Approval: a, Consumed: true}, nil
@@ -507,7 +508,7 @@ func (b *Broker) Require(ctx context.Context, r Request) (Outcome, error) {
 			if isConflict(err) || errors.Is(err, jetstream.ErrKeyExists) {
 				continue
 			}
-			return Outcome{}, fmt.Errorf("%w: bind %s: %v", ErrUnavailable, a.ID, err)
+			return Outcome{}, fmt.Errorf("%w: bind %s: %v", ErrUnavailable, a.ID, natsError(err))
 		}
 		b.metrics.created()
 		b.publish(ctx, EventCreated, a)
@@ -541,7 +542,7 @@ func (b *Broker) Return(ctx context.Context, id, decisionID string) error {
 				continue
 			}
 			b.metrics.returnedUse("failed")
-			return fmt.Errorf("%w: return a use of %s: %v", ErrUnavailable, id, err)
+			return fmt.Errorf("%w: return a use of %s: %v", ErrUnavailable, id, natsError(err))
 		}
 		b.metrics.returnedUse("returned")
 		b.log.LogAttrs(ctx, slog.LevelInfo, "approval use returned", slog.String("approval_id", id),
@@ -569,10 +570,20 @@ func (b *Broker) create(ctx context.Context, r Request, fp string) (*Approval, e
 	}
 	rev, err := b.kv.Create(ctx, approvalKey(a.ID), doc)
 	if err != nil {
-		return nil, fmt.Errorf("%w: create approval: %v", ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: create approval: %v", ErrUnavailable, natsError(err))
 	}
 	a.revision = rev
 	return a, nil
+}
+
+// natsError says in words what nats.go reports tersely when jitgated's connection to NATS
+// is down (writes fail at once instead of being buffered: controlplane/natsembed).
+func natsError(err error) error {
+	if errors.Is(err, nats.ErrReconnectBufExceeded) || errors.Is(err, nats.ErrConnectionReconnecting) ||
+		errors.Is(err, nats.ErrNoServers) || errors.Is(err, nats.ErrConnectionClosed) {
+		return fmt.Errorf("NATS is not reachable (%v)", err)
+	}
+	return err
 }
 
 func isConflict(err error) bool {
@@ -636,7 +647,7 @@ func (b *Broker) Wait(ctx context.Context, id string, timeout time.Duration) (*A
 	defer cancel()
 	w, err := b.kv.Watch(ctx, approvalKey(id))
 	if err != nil {
-		return nil, fmt.Errorf("%w: watch %s: %v", ErrUnavailable, id, err)
+		return nil, fmt.Errorf("%w: watch %s: %v", ErrUnavailable, id, natsError(err))
 	}
 	defer func() { _ = w.Stop() }()
 	var last *Approval
@@ -750,7 +761,7 @@ func (b *Broker) Decide(ctx context.Context, id string, who Approver, d Decision
 		if isConflict(err) {
 			return nil, fmt.Errorf("%w: %s was decided by someone else at the same time", ErrNotPending, id)
 		}
-		return nil, fmt.Errorf("%w: decide %s: %v", ErrUnavailable, id, err)
+		return nil, fmt.Errorf("%w: decide %s: %v", ErrUnavailable, id, natsError(err))
 	}
 	if b.audit != nil {
 		rec := audit.Record{Kind: audit.KindApproval, DecisionID: a.ID, Time: now,
@@ -768,7 +779,7 @@ func (b *Broker) Decide(ctx context.Context, id string, who Approver, d Decision
 				b.log.LogAttrs(ctx, slog.LevelError, "approval decision not audited and not rolled back",
 					slog.String("approval_id", id), slog.String("error", uerr.Error()))
 			}
-			return nil, fmt.Errorf("%w: the decision could not be recorded in the audit trail: %v", ErrUnavailable, err)
+			return nil, fmt.Errorf("%w: the decision could not be recorded in the audit trail: %v", ErrUnavailable, natsError(err))
 		}
 	}
 	b.metrics.decided(string(a.State), a.CreatedAt, now)

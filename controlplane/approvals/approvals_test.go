@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/jitgate/jitgate/controlplane/approvals"
 	"github.com/jitgate/jitgate/controlplane/audit"
 	"github.com/jitgate/jitgate/controlplane/authz"
@@ -418,5 +420,38 @@ func TestHeldCallerGoneConsumesNothing(t *testing.T) {
 			t.Fatalf("round %d: the next attempt: %+v %+v", i, d, next)
 		}
 		hangUp()
+	}
+}
+
+// With NATS unreachable, deciding fails with an error that says so in words.
+func TestDecideWithNATSDownSaysSo(t *testing.T) {
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
+		JetStreamMaxMemory: 16 << 20, JetStreamMaxStore: 64 << 20, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	defer srv.Shutdown()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	n, err := natsembed.Start(t.Context(), natsembed.Options{URL: srv.ClientURL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	b := openBroker(t, n, nil)
+	out, err := b.Require(t.Context(), request("agent-1", "SELECT 1", policies.ApprovalReject))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	for n.Healthy() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	_, err = b.Decide(t.Context(), out.Approval.ID, dana, approvals.Decision{Approve: true})
+	if !errors.Is(err, approvals.ErrUnavailable) || !strings.Contains(err.Error(), "NATS is not reachable") {
+		t.Fatalf("deciding with NATS down: %v", err)
 	}
 }
