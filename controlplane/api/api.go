@@ -121,6 +121,7 @@ func NewHandler(o Options) http.Handler {
 		})
 	}
 	mux.Handle(authorize.Path, authorizeHandler)
+	mux.Handle(authorize.AbandonPath, authorizeHandler) // the same Service: it stops its own pending decisions
 	jobsHandler := o.Jobs
 	if jobsHandler == nil {
 		jobsHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {

@@ -3,6 +3,9 @@ package authz_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -116,5 +119,80 @@ func TestAbandonedCallsGiveBackWhatStepsSpent(t *testing.T) {
 	}
 	if logs := g.logs.String(); !strings.Contains(logs, `"reason":"cancelled"`) || !strings.Contains(logs, `"step":"answer"`) {
 		t.Fatalf("decision log lacks the cancelled answer:\n%s", logs)
+	}
+}
+
+// TestAbandonStopsThePendingDecision: Envoy keeps a Wasm filter's pending callout running
+// after the agent's stream is gone, so the filter posts the pending call's document to
+// authorize.AbandonPath; the decision with that request id and the same token stops
+// (cancelled, recorded, what it spent given back). The same request id with another token
+// stops nothing.
+func TestAbandonStopsThePendingDecision(t *testing.T) {
+	entered := make(chan struct{}, 1)
+	var undone atomic.Bool
+	causes := make(chan error, 1)
+	hold := authz.NewStep("hold", func(ctx context.Context, c *authz.Call) *authz.Denial {
+		c.OnUndo(func(context.Context) { undone.Store(true) })
+		entered <- struct{}{}
+		select {
+		case <-ctx.Done():
+			causes <- context.Cause(ctx)
+			return authz.Unavailable(authz.ReasonCancelled, "stopped", ctx.Err())
+		case <-time.After(20 * time.Second):
+			return nil
+		}
+	})
+	aud := &memoryAuditor{}
+	g := newGateway(t, options{steps: []authz.Step{hold}, audit: aud})
+	req := request(g.mint(t, "held-bot", nil))
+	req.RequestID = "req-held-1"
+	body, _ := req.Marshal()
+	answered := make(chan authorize.Response, 1)
+	go func() { answered <- g.authorizeCall(t, req) }()
+	<-entered
+
+	abandon := func(r authorize.Request) string {
+		doc, _ := r.Marshal()
+		resp, err := http.Post(g.url+authorize.AbandonPath, "application/json", bytes.NewReader(doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b bytes.Buffer
+		_, _ = b.ReadFrom(resp.Body)
+		return fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(b.String()))
+	}
+	other := req
+	other.Token = g.mint(t, "mallory", nil)
+	if got := abandon(other); got != `200 {"stopped":0}` {
+		t.Fatalf("abandon with another token: %s", got)
+	}
+	select {
+	case resp := <-answered:
+		t.Fatalf("another agent's abandon stopped the call: %+v", resp)
+	case <-time.After(200 * time.Millisecond):
+	}
+	var same authorize.Request
+	if err := json.Unmarshal(body, &same); err != nil {
+		t.Fatal(err)
+	}
+	if got := abandon(same); got != `200 {"stopped":1}` {
+		t.Fatalf("abandon: %s", got)
+	}
+	resp := <-answered
+	if resp.Decision != authorize.Deny || resp.Status != 503 || resp.Reason != authz.ReasonCancelled || resp.Credential != nil {
+		t.Fatalf("abandoned call answered %+v", resp)
+	}
+	if err := <-causes; !errors.Is(err, authz.ErrAbandoned) {
+		t.Errorf("the held step stopped because %v, want %v", err, authz.ErrAbandoned)
+	}
+	if !undone.Load() {
+		t.Error("what the abandoned call spent was not given back")
+	}
+	if rec := aud.last(); rec.Decision != "deny" || rec.Reason != authz.ReasonCancelled || rec.Agent.ID != "held-bot" {
+		t.Errorf("audit record of the abandoned call: %+v", rec)
+	}
+	if logs := g.logs.String(); !strings.Contains(logs, "authorize call abandoned by the filter") || strings.Contains(logs, req.Token) {
+		t.Errorf("log of the abandon (must name it, never the token):\n%s", logs)
 	}
 }

@@ -78,8 +78,10 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Service serves POST authorize.Path. It is safe for concurrent use.
+// Service serves POST authorize.Path and authorize.AbandonPath. It is safe for
+// concurrent use.
 type Service struct {
+	pending   pendingCalls
 	pipeline  []Step
 	ttl       time.Duration
 	log       *slog.Logger
@@ -122,6 +124,10 @@ func New(o Options) (*Service, error) {
 // ServeHTTP answers one authorize call. A document that breaks the contract gets 400 (413
 // when too large) and no decision; the filter fails closed on anything but 200.
 func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == authorize.AbandonPath {
+		s.serveAbandon(w, r)
+		return
+	}
 	start := s.now()
 	id := NewDecisionID(start)
 	if r.Method != http.MethodPost {
@@ -153,12 +159,16 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Request:    req,
 		Mint:       credentials.Request{TTL: s.ttl, RequestID: req.RequestID, DecisionID: id},
 	}
-	resp, step, denial := s.decide(r.Context(), c)
-	if resp.Decision == authorize.Allow && r.Context().Err() != nil {
+	// The decision stops when the filter hangs up or tells us its agent's request ended
+	// (serveAbandon): Envoy does not cancel a Wasm filter's pending callout by itself.
+	ctx, release := s.pending.track(r.Context(), req)
+	defer release()
+	resp, step, denial := s.decide(ctx, c)
+	if resp.Decision == authorize.Allow && ctx.Err() != nil {
 		// The filter hung up while the decision was made (the agent's stream ended, or the
 		// callout timed out): nobody receives this allow, so it is recorded as what it
 		// became, and what the steps spent on it (an approval's use) is given back.
-		denial, step = Unavailable(ReasonCancelled, cancelledMessage, context.Cause(r.Context())), "answer"
+		denial, step = Unavailable(ReasonCancelled, cancelledMessage, context.Cause(ctx)), "answer"
 		resp.Decision, resp.Status, resp.Reason, resp.Message, resp.Credential, resp.Masking = authorize.Deny, denial.Status, denial.Reason, denial.Message, nil, nil
 	}
 	out, err := resp.Marshal()
