@@ -300,7 +300,7 @@ func TestNATSOutage(t *testing.T) {
 		}
 		byDecision[r.DecisionID] = append(byDecision[r.DecisionID], r)
 	}
-	upCalls := append(calls.since(0)[:beforeOutage], calls.since(beforeOutage + len(outageCalls))...)
+	upCalls := append(calls.since(0)[:beforeOutage], calls.since(beforeOutage+len(outageCalls))...)
 	decisions, responses := 0, 0
 	for _, c := range upCalls {
 		var dec, resp int

@@ -41,7 +41,7 @@ type httpContext struct {
 	// until its answer, to abandon it if the stream ends first (authorize.AbandonPath).
 	pendingDoc []byte
 	done       bool // OnHttpStreamDone ran: the stream is gone, nothing more to send
-	forwarded       bool // the control plane allowed it and the request was resumed
+	forwarded  bool // the control plane allowed it and the request was resumed
 
 	// The response (jobs.go): resp says whether the filter holds it; replyPassing is set
 	// once a local reply's own headers pass the response path, so its body may follow,
