@@ -175,8 +175,8 @@ func (b *Broker) runStep(ctx context.Context, bundles Bundles, c *authz.Call) *a
 	}
 }
 
-// cancelledDenial ends a held call whose caller hung up (Envoy cancels the authorize
-// callout when the agent's stream ends): nothing is consumed, the approval stays as it is
+// cancelledDenial ends a held call whose caller hung up (the filter abandons its pending
+// callout when the agent's stream ends: authz.ErrAbandoned): nothing is consumed, the approval stays as it is
 // for the call's next attempt, and the decision is audited and logged as cancelled.
 func cancelledDenial(id string, err error) *authz.Denial {
 	return authz.Unavailable(authz.ReasonCancelled, "The request was cancelled while it waited for approval "+id+

@@ -70,9 +70,9 @@ type Call struct {
 }
 
 // OnUndo registers f to run when the call does not end in an allow the filter receives: a
-// later step denies, the audit record cannot be written (strict mode), or the filter has
-// hung up before the answer is sent (Envoy cancels a pending callout when the agent's
-// stream ends, and when the callout times out). A step that spent something on the
+// later step denies, the audit record cannot be written (strict mode), or the decision was
+// stopped before the answer went out (the filter abandoned it because the agent's stream
+// ended, or the callout's connection closed, e.g. its timeout). A step that spent something on the
 // call's behalf gives it back there: the approval step returns the approval use it
 // consumed, so an agent that gave up, or got a 503, can still run the approved call.
 func (c *Call) OnUndo(f func(ctx context.Context)) { c.undo = append(c.undo, f) }

@@ -22,9 +22,11 @@
 //
 // # Abandoned calls
 //
-// Envoy cancels the authorize callout when the agent's stream ends (the client gave up or
-// disconnected; a held approval call is the long case) and when the callout times out;
-// the request context is then done. An allow decided after that point is recorded and
+// Envoy does not cancel a Wasm filter's pending callout when the agent's stream ends (the
+// client gave up or disconnected; a call held for an approval is the long case), so the
+// filter posts the pending call's document to authorize.AbandonPath and the Service stops
+// that decision (same request id and agent token); a callout whose connection closes (its
+// timeout) stops too. An allow decided after that point is recorded and
 // logged as Deny 503 ReasonCancelled (step "answer") without a credential, and every call
 // that does not end in an allow gets back what its steps spent on it (Call.OnUndo: an
 // approval's use), so nothing is consumed on behalf of an answer nobody receives.
