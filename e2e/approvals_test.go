@@ -569,3 +569,78 @@ func watchApprovals(t *testing.T) func() string {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestApprovalHeldCallerGone: an agent whose client gives up while its query is held
+// (here: the Go client's context deadline) consumes nothing. Envoy does not cancel the
+// filter's pending authorize callout when the agent's stream ends (measured: the callout
+// stayed active until the hold timeout), so the filter tells jitgated
+// (/v1/authorize/abandon); jitgated stops waiting and records the call as cancelled.
+// Approved afterwards, the approval still has its use, and the same query from the same
+// agent then runs once.
+func TestApprovalHeldCallerGone(t *testing.T) {
+	withApprovalPolicies(t)
+	holder := tokenFor(t, "departing-agent", "approval-hold")
+	dana := tokenFor(t, "dana-approver")
+	const sql = "SELECT id FROM `jitgate-demo.crm.customers` WHERE id = 11"
+
+	c := goClientWithToken(t, holder)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	_, err := c.Query(sql).Read(ctx)
+	cancel()
+	gaveUp := time.Now()
+	if err == nil {
+		t.Fatal("the held query returned before anyone approved it")
+	}
+
+	// jitgated heard of the hang-up (before the 8s hold timeout): a cancelled decision
+	// naming the approval, recorded in the audit trail.
+	var cancelled audit.Record
+	waitFor(t, "the held call's cancelled decision in the audit trail", func() bool {
+		for _, r := range auditRecords(t) {
+			if r.Kind == audit.KindDecision && r.Agent.ID == "departing-agent" && r.SQL == sql {
+				cancelled = r
+				return true
+			}
+		}
+		return false
+	})
+	if cancelled.Decision != "deny" || cancelled.Reason != "cancelled" || cancelled.Step != approvals.StepName ||
+		cancelled.ApprovalID == "" || cancelled.CredentialID != "" {
+		t.Fatalf("decision record of the held call whose client gave up: %+v", cancelled)
+	}
+	t.Logf("jitgated recorded the hang-up %s after the client gave up: %s %s (approval %s)",
+		cancelled.Time.Sub(gaveUp).Round(time.Millisecond), cancelled.Decision, cancelled.Reason, cancelled.ApprovalID)
+	id := cancelled.ApprovalID
+
+	approval := func() approvals.Approval {
+		t.Helper()
+		out, err := cli(t, dana, "approvals", "list", "--all", "--json")
+		if err != nil {
+			t.Fatalf("approvals list: %v\n%s", err, out)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			var a approvals.Approval
+			if json.Unmarshal([]byte(line), &a) == nil && a.ID == id {
+				return a
+			}
+		}
+		t.Fatalf("approval %s not listed:\n%s", id, out)
+		return approvals.Approval{}
+	}
+	if a := approval(); a.State != approvals.StatePending {
+		t.Fatalf("approval of the departed call: %+v", a)
+	}
+	if out, err := cli(t, dana, "approve", id); err != nil {
+		t.Fatalf("approve: %v\n%s", err, out)
+	}
+	if a := approval(); a.State != approvals.StateApproved || a.UsesLeft != 1 {
+		t.Fatalf("approved after the caller left: state %s, %d uses left; want approved with its one use", a.State, a.UsesLeft)
+	}
+	rows, err := queryAs(t, holder, sql)
+	if err != nil || len(rows) != 1 || rows[0][0] != "11" {
+		t.Fatalf("the same query after the approval: %v %v", rows, err)
+	}
+	if a := approval(); a.State != approvals.StateUsed || a.UsesLeft != 0 {
+		t.Fatalf("after the query ran: state %s, %d uses left", a.State, a.UsesLeft)
+	}
+}

@@ -70,7 +70,7 @@ func TestAgentCannotAuthorizeItself(t *testing.T) {
 		"development issuer": host(gw.DevIssuer), "NATS client port": host(gw.NATS),
 	}
 	for name, addr := range listeners {
-		for _, path := range []string{authorize.Path, authorize.ResponsesPath} {
+		for _, path := range []string{authorize.Path, authorize.AbandonPath, authorize.ResponsesPath} {
 			for cname, c := range map[string]*http.Client{"http": plain, "https without a certificate": agentTLS,
 				"https with another CA's certificate": foreignTLS} {
 				scheme := "http://"

@@ -138,7 +138,7 @@ func NewHandler(o Options) http.Handler {
 }
 
 // calloutPaths are the filter's callouts: served by NewFilterHandler only.
-var calloutPaths = []string{authorize.Path, authorize.ResponsesPath}
+var calloutPaths = []string{authorize.Path, authorize.AbandonPath, authorize.ResponsesPath}
 
 // NewFilterHandler returns the handler of the filter listener: the filter's callouts and
 // /healthz, nothing else. Serve it only behind mutual TLS (mtls.ServerConfig).
@@ -154,6 +154,7 @@ func NewFilterHandler(o Options) http.Handler {
 		})
 	}
 	mux.Handle(authorize.Path, authorizeHandler)
+	mux.Handle(authorize.AbandonPath, authorizeHandler) // the same Service: it stops its own pending decisions
 	responsesHandler := o.Responses
 	if responsesHandler == nil {
 		responsesHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {

@@ -70,7 +70,7 @@ func TestEndpoints(t *testing.T) {
 	}
 	// The plain API never reaches the callouts: an agent with its own token must not get
 	// a credential (or file a report) by calling jitgated directly.
-	for _, p := range []string{authorize.Path, authorize.ResponsesPath} {
+	for _, p := range []string{authorize.Path, authorize.AbandonPath, authorize.ResponsesPath} {
 		resp, err := http.Post(srv.URL+p, "application/json", strings.NewReader("{}"))
 		if err != nil {
 			t.Fatal(err)
@@ -121,7 +121,7 @@ func TestFilterHandler(t *testing.T) {
 	srv := httptest.NewServer(NewFilterHandler(Options{Authorize: ok, Responses: ok, Approvals: ok,
 		Gatherer: prometheus.NewRegistry(), Started: time.Now()}))
 	defer srv.Close()
-	for _, p := range []string{authorize.Path, authorize.ResponsesPath} {
+	for _, p := range []string{authorize.Path, authorize.AbandonPath, authorize.ResponsesPath} {
 		resp, err := http.Post(srv.URL+p, "application/json", strings.NewReader("{}"))
 		if err != nil {
 			t.Fatal(err)

@@ -31,6 +31,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jitgate/jitgate/controlplane/audit"
@@ -334,13 +335,13 @@ func Open(ctx context.Context, js jetstream.JetStream, o Options) (*Broker, erro
 		Storage: jetstream.FileStorage, Replicas: o.Replicas,
 		Description: "jitgate: human approvals (a.<id>) and their bindings (b.<agent+fingerprint>)"})
 	if err != nil {
-		return nil, fmt.Errorf("%w: bucket %s: %v", ErrUnavailable, Bucket, err)
+		return nil, fmt.Errorf("%w: bucket %s: %v", ErrUnavailable, Bucket, natsError(err))
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: EventsStream,
 		Subjects: []string{SubjectPrefix + ".>"}, Storage: jetstream.FileStorage, Replicas: o.Replicas,
 		MaxAge: BucketTTL, MaxBytes: EventsMaxBytes, Discard: jetstream.DiscardOld,
 		Description: "jitgate: approval events (created, approved, denied, expired)"}); err != nil {
-		return nil, fmt.Errorf("%w: stream %s: %v", ErrUnavailable, EventsStream, err)
+		return nil, fmt.Errorf("%w: stream %s: %v", ErrUnavailable, EventsStream, natsError(err))
 	}
 	return &Broker{kv: kv, js: js, log: o.Logger, metrics: o.Metrics, audit: o.Audit, timeout: o.Timeout, now: o.Now}, nil
 }
@@ -391,7 +392,7 @@ func (b *Broker) get(ctx context.Context, id string) (*Approval, error) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: get %s: %v", ErrUnavailable, id, err)
+		return nil, fmt.Errorf("%w: get %s: %v", ErrUnavailable, id, natsError(err))
 	}
 	return decode(e)
 }
@@ -427,7 +428,7 @@ func (b *Broker) List(ctx context.Context) ([]*Approval, error) {
 	defer cancel()
 	lister, err := b.kv.ListKeysFiltered(ctx, "a.*")
 	if err != nil {
-		return nil, fmt.Errorf("%w: list: %v", ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: list: %v", ErrUnavailable, natsError(err))
 	}
 	var out []*Approval
 	now := b.now()
@@ -480,7 +481,7 @@ func (b *Broker) Require(ctx context.Context, r Request) (Outcome, error) {
 	for attempt := 0; attempt < 8; attempt++ {
 		be, err := b.kv.Get(ctx, bkey)
 		if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-			return Outcome{}, fmt.Errorf("%w: binding: %v", ErrUnavailable, err)
+			return Outcome{}, fmt.Errorf("%w: binding: %v", ErrUnavailable, natsError(err))
 		}
 		var bindingRev uint64
 		if be != nil {
@@ -493,12 +494,16 @@ func (b *Broker) Require(ctx context.Context, r Request) (Outcome, error) {
 				now := b.now()
 				switch a.effective(now) {
 				case StateApproved:
+					if err := ctx.Err(); err != nil {
+						// The caller is gone: never spend a use on an answer nobody receives.
+						return Outcome{}, fmt.Errorf("%w: %v", ErrUnavailable, natsError(err))
+					}
 					a.UsesLeft--
 					if err := b.update(ctx, a); err != nil {
 						if isConflict(err) {
 							continue
 						}
-						return Outcome{}, fmt.Errorf("%w: consume %s: %v", ErrUnavailable, a.ID, err)
+						return Outcome{}, fmt.Errorf("%w: consume %s: %v", ErrUnavailable, a.ID, natsError(err))
 					}
 					b.metrics.consumed()
 					return Outcome{Approval: a, Consumed: true}, nil
@@ -528,7 +533,7 @@ func (b *Broker) Require(ctx context.Context, r Request) (Outcome, error) {
 			if isConflict(err) || errors.Is(err, jetstream.ErrKeyExists) {
 				continue
 			}
-			return Outcome{}, fmt.Errorf("%w: bind %s: %v", ErrUnavailable, a.ID, err)
+			return Outcome{}, fmt.Errorf("%w: bind %s: %v", ErrUnavailable, a.ID, natsError(err))
 		}
 		b.metrics.created()
 		b.publish(ctx, EventCreated, a)
@@ -538,6 +543,39 @@ func (b *Broker) Require(ctx context.Context, r Request) (Outcome, error) {
 		return Outcome{Approval: a, Created: true}, nil
 	}
 	return Outcome{}, fmt.Errorf("%w: too much contention on the approval of this call", ErrUnavailable)
+}
+
+// Return gives back the use of approval id that a call consumed and then did not run
+// (see authz.Call.OnUndo): compare-and-set, so a concurrent consumer or sweep is never
+// overwritten. An approval that was denied or expired meanwhile is left as it is.
+func (b *Broker) Return(ctx context.Context, id, decisionID string) error {
+	ctx, cancel := context.WithTimeout(ctx, 4*b.timeout)
+	defer cancel()
+	for attempt := 0; attempt < 8; attempt++ {
+		a, err := b.get(ctx, id)
+		if err != nil {
+			b.metrics.returnedUse("failed")
+			return err
+		}
+		if a.State != StateApproved {
+			b.metrics.returnedUse("failed")
+			return fmt.Errorf("%w: %s is %s", ErrNotPending, id, a.State)
+		}
+		a.UsesLeft++
+		if err := b.update(ctx, a); err != nil {
+			if isConflict(err) {
+				continue
+			}
+			b.metrics.returnedUse("failed")
+			return fmt.Errorf("%w: return a use of %s: %v", ErrUnavailable, id, natsError(err))
+		}
+		b.metrics.returnedUse("returned")
+		b.log.LogAttrs(ctx, slog.LevelInfo, "approval use returned", slog.String("approval_id", id),
+			slog.String("decision_id", decisionID), slog.Int("uses_left", a.UsesLeft))
+		return nil
+	}
+	b.metrics.returnedUse("failed")
+	return fmt.Errorf("%w: too much contention on approval %s", ErrUnavailable, id)
 }
 
 func (b *Broker) create(ctx context.Context, r Request, fp string) (*Approval, error) {
@@ -557,10 +595,20 @@ func (b *Broker) create(ctx context.Context, r Request, fp string) (*Approval, e
 	}
 	rev, err := b.kv.Create(ctx, approvalKey(a.ID), doc)
 	if err != nil {
-		return nil, fmt.Errorf("%w: create approval: %v", ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: create approval: %v", ErrUnavailable, natsError(err))
 	}
 	a.revision = rev
 	return a, nil
+}
+
+// natsError says in words what nats.go reports tersely when jitgated's connection to NATS
+// is down (writes fail at once instead of being buffered: controlplane/natsembed).
+func natsError(err error) error {
+	if errors.Is(err, nats.ErrReconnectBufExceeded) || errors.Is(err, nats.ErrConnectionReconnecting) ||
+		errors.Is(err, nats.ErrNoServers) || errors.Is(err, nats.ErrConnectionClosed) {
+		return fmt.Errorf("NATS is not reachable (%v)", err)
+	}
+	return err
 }
 
 func isConflict(err error) bool {
@@ -624,7 +672,7 @@ func (b *Broker) Wait(ctx context.Context, id string, timeout time.Duration) (*A
 	defer cancel()
 	w, err := b.kv.Watch(ctx, approvalKey(id))
 	if err != nil {
-		return nil, fmt.Errorf("%w: watch %s: %v", ErrUnavailable, id, err)
+		return nil, fmt.Errorf("%w: watch %s: %v", ErrUnavailable, id, natsError(err))
 	}
 	defer func() { _ = w.Stop() }()
 	var last *Approval
@@ -738,7 +786,7 @@ func (b *Broker) Decide(ctx context.Context, id string, who Approver, d Decision
 		if isConflict(err) {
 			return nil, fmt.Errorf("%w: %s was decided by someone else at the same time", ErrNotPending, id)
 		}
-		return nil, fmt.Errorf("%w: decide %s: %v", ErrUnavailable, id, err)
+		return nil, fmt.Errorf("%w: decide %s: %v", ErrUnavailable, id, natsError(err))
 	}
 	if b.audit != nil {
 		rec := audit.Record{Kind: audit.KindApproval, DecisionID: a.ID, Time: now,
@@ -756,7 +804,7 @@ func (b *Broker) Decide(ctx context.Context, id string, who Approver, d Decision
 				b.log.LogAttrs(ctx, slog.LevelError, "approval decision not audited and not rolled back",
 					slog.String("approval_id", id), slog.String("error", uerr.Error()))
 			}
-			return nil, fmt.Errorf("%w: the decision could not be recorded in the audit trail: %v", ErrUnavailable, err)
+			return nil, fmt.Errorf("%w: the decision could not be recorded in the audit trail: %v", ErrUnavailable, natsError(err))
 		}
 	}
 	b.metrics.decided(string(a.State), a.CreatedAt, now)

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/jitgate/jitgate/controlplane/approvals"
 	"github.com/jitgate/jitgate/controlplane/audit"
 	"github.com/jitgate/jitgate/controlplane/authz"
@@ -337,5 +339,148 @@ func TestNATSDownFailsClosedAndNothingIsLost(t *testing.T) {
 	c3 := call("agent-1")
 	if d := b2.Step(bundle(t)).Run(t.Context(), c3); d != nil || !c3.Approved || c3.ApprovalID != id {
 		t.Fatalf("after NATS is back: %+v %+v", d, c3)
+	}
+}
+
+// A call that consumed an approval's use and then did not run (authz abandons it: a later
+// step denied, the audit record could not be written, the agent hung up) gives the use
+// back: the approved call still runs once.
+func TestAbandonedCallReturnsItsUse(t *testing.T) {
+	b := openBroker(t, startNATS(t, ""), nil)
+	st := b.Step(bundle(t))
+	ctx := t.Context()
+	c := call("agent-1")
+	if d := st.Run(ctx, c); d == nil || d.Reason != approvals.ReasonRequired {
+		t.Fatalf("first call: %+v", d)
+	}
+	id := c.ApprovalID
+	if _, err := b.Decide(ctx, id, dana, approvals.Decision{Approve: true}); err != nil {
+		t.Fatal(err)
+	}
+	c2 := call("agent-1")
+	if d := st.Run(ctx, c2); d != nil || !c2.Approved {
+		t.Fatalf("approved call: %+v", d)
+	}
+	if a, _ := b.Get(ctx, id); a.UsesLeft != 0 {
+		t.Fatalf("uses left after the consuming call: %d", a.UsesLeft)
+	}
+	c2.Abandon(ctx)
+	if a, err := b.Get(ctx, id); err != nil || a.State != approvals.StateApproved || a.UsesLeft != 1 {
+		t.Fatalf("after the consuming call was abandoned: %+v %v, want its use back", a, err)
+	}
+	c3 := call("agent-1")
+	if d := st.Run(ctx, c3); d != nil || !c3.Approved || c3.ApprovalID != id {
+		t.Fatalf("the approved call after an abandoned attempt: %+v %+v", d, c3)
+	}
+	c4 := call("agent-1")
+	if d := st.Run(ctx, c4); d == nil || d.Reason != approvals.ReasonRequired || c4.ApprovalID == id {
+		t.Fatalf("a single use ran twice: %+v", d)
+	}
+}
+
+// A held call whose caller hangs up (Envoy cancels the callout when the agent's stream
+// ends) stops waiting, consumes nothing and says so; the approval, approved later, still
+// has its use for the next attempt of the same call. Deciding and hanging up at the same
+// moment never loses the use either (the Service abandons an allow nobody receives).
+func TestHeldCallerGoneConsumesNothing(t *testing.T) {
+	b := openBroker(t, startNATS(t, ""), nil)
+	st := b.Step(bundle(t))
+	held := func(agent string) *authz.Call {
+		c := call(agent)
+		c.Approvals[0].Mode, c.Approvals[0].HoldTimeout = policies.ApprovalHold, policies.Duration(time.Minute)
+		return c
+	}
+	pendingOf := func(agent string) string {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			all, err := b.List(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, a := range all {
+				if a.Agent.ID == agent && a.State == approvals.StatePending {
+					return a.ID
+				}
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Fatalf("no pending approval of %s", agent)
+		return ""
+	}
+
+	for i := range 12 {
+		agent := "held-agent-" + string(rune('a'+i))
+		ctx, hangUp := context.WithCancel(t.Context())
+		c := held(agent)
+		done := make(chan *authz.Denial, 1)
+		go func() { done <- st.Run(ctx, c) }()
+		id := pendingOf(agent)
+		switch i % 3 {
+		case 0: // hang up, then approve
+			hangUp()
+			if _, err := b.Decide(t.Context(), id, dana, approvals.Decision{Approve: true}); err != nil {
+				t.Fatal(err)
+			}
+		case 1: // approve and hang up at once
+			go hangUp()
+			if _, err := b.Decide(t.Context(), id, dana, approvals.Decision{Approve: true}); err != nil {
+				t.Fatal(err)
+			}
+		case 2: // approve, then hang up as the answer is about to go out
+			if _, err := b.Decide(t.Context(), id, dana, approvals.Decision{Approve: true}); err != nil {
+				t.Fatal(err)
+			}
+			hangUp()
+		}
+		d := <-done
+		if d != nil && (d.Status != http.StatusServiceUnavailable || d.Reason != authz.ReasonCancelled || !strings.Contains(d.Message, id)) {
+			t.Fatalf("round %d: held call of a caller that hung up: %+v", i, d)
+		}
+		if d == nil {
+			// Allowed after all: the Service sees the hang-up and abandons the call.
+			c.Abandon(context.Background())
+		}
+		if a, err := b.Get(t.Context(), id); err != nil || a.State != approvals.StateApproved || a.UsesLeft != 1 {
+			t.Fatalf("round %d: approval after the caller hung up: %+v %v, want approved with its use", i, a, err)
+		}
+		next := held(agent)
+		if d := st.Run(t.Context(), next); d != nil || !next.Approved || next.ApprovalID != id {
+			t.Fatalf("round %d: the next attempt: %+v %+v", i, d, next)
+		}
+		hangUp()
+	}
+}
+
+// With NATS unreachable, deciding fails with an error that says so in words.
+func TestDecideWithNATSDownSaysSo(t *testing.T) {
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
+		JetStreamMaxMemory: 16 << 20, JetStreamMaxStore: 64 << 20, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	defer srv.Shutdown()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	n, err := natsembed.Start(t.Context(), natsembed.Options{URL: srv.ClientURL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	b := openBroker(t, n, nil)
+	out, err := b.Require(t.Context(), request("agent-1", "SELECT 1", policies.ApprovalReject))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	for n.Healthy() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	_, err = b.Decide(t.Context(), out.Approval.ID, dana, approvals.Decision{Approve: true})
+	if !errors.Is(err, approvals.ErrUnavailable) || !strings.Contains(err.Error(), "NATS is not reachable") {
+		t.Fatalf("deciding with NATS down: %v", err)
 	}
 }

@@ -13,6 +13,7 @@ type Metrics struct {
 	decisions     *prometheus.CounterVec
 	decisionDelay prometheus.Histogram
 	consumedTotal prometheus.Counter
+	returned      *prometheus.CounterVec
 	holds         *prometheus.CounterVec
 	eventFailures prometheus.Counter
 	webhooks      *prometheus.CounterVec
@@ -45,6 +46,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "jitgate_approvals_consumed_total",
 			Help: "Approval uses consumed by allowed calls.",
 		}),
+		returned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jitgate_approvals_returned_total",
+			Help: "Approval uses given back because the call that consumed one did not run (denied by a later step, audit unavailable, or the caller gone before the answer), by result (returned, failed: the use is lost).",
+		}, []string{"result"}),
 		holds: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jitgate_approval_holds_total",
 			Help: "Held calls (hold mode) by outcome: approved, denied, timeout, cancelled.",
@@ -58,14 +63,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Webhook deliveries of new approvals by webhook name and result (ok, retry, failed: gave up after the last retry).",
 		}, []string{"webhook", "result"}),
 	}
-	reg.MustRegister(m.pending, m.createdTotal, m.decisions, m.decisionDelay, m.consumedTotal, m.holds, m.eventFailures, m.webhooks)
+	reg.MustRegister(m.pending, m.createdTotal, m.decisions, m.decisionDelay, m.consumedTotal, m.returned, m.holds, m.eventFailures, m.webhooks)
 	return m
 }
 
-func (m *Metrics) setPending(n int) { m.pending.Set(float64(n)) }
-func (m *Metrics) created()         { m.createdTotal.Inc(); m.pending.Inc() }
-func (m *Metrics) consumed()        { m.consumedTotal.Inc() }
-func (m *Metrics) eventFailed()     { m.eventFailures.Inc() }
+func (m *Metrics) setPending(n int)          { m.pending.Set(float64(n)) }
+func (m *Metrics) created()                  { m.createdTotal.Inc(); m.pending.Inc() }
+func (m *Metrics) consumed()                 { m.consumedTotal.Inc() }
+func (m *Metrics) returnedUse(result string) { m.returned.WithLabelValues(result).Inc() }
+func (m *Metrics) eventFailed()              { m.eventFailures.Inc() }
 func (m *Metrics) held(outcome string) {
 	m.holds.WithLabelValues(outcome).Inc()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"time"
@@ -108,8 +109,17 @@ func (b *Broker) runStep(ctx context.Context, bundles Bundles, c *authz.Call) *a
 	r := requestOf(bundle, c)
 	deadline := time.Now().Add(r.HoldTimeout)
 	for {
+		if c.ApprovalID != "" && ctx.Err() != nil {
+			// Decided while the caller hung up: leave the use for the call's next attempt.
+			b.metrics.held("cancelled")
+			return cancelledDenial(c.ApprovalID, ctx.Err())
+		}
 		out, err := b.Require(ctx, r)
 		if err != nil {
+			if c.ApprovalID != "" && ctx.Err() != nil {
+				b.metrics.held("cancelled")
+				return cancelledDenial(c.ApprovalID, ctx.Err())
+			}
 			return unavailable(err)
 		}
 		a := out.Approval
@@ -117,6 +127,16 @@ func (b *Broker) runStep(ctx context.Context, bundles Bundles, c *authz.Call) *a
 		switch {
 		case out.Consumed:
 			c.Approver, c.Approved = a.Approver, true
+			// A call that consumed a use and then does not run (a later step denies, the
+			// audit record cannot be written, the agent hung up before the answer) gives
+			// the use back, so the approved call can still run once.
+			id, decision := a.ID, c.DecisionID
+			c.OnUndo(func(ctx context.Context) {
+				if err := b.Return(ctx, id, decision); err != nil {
+					b.log.LogAttrs(ctx, slog.LevelError, "approval use not returned: the call that consumed it did not run",
+						slog.String("approval_id", id), slog.String("decision_id", decision), slog.String("error", err.Error()))
+				}
+			})
 			return nil
 		case a.State == StateDenied:
 			c.Approver = a.Approver
@@ -137,7 +157,7 @@ func (b *Broker) runStep(ctx context.Context, bundles Bundles, c *authz.Call) *a
 			return timeoutDenial(a, r.HoldTimeout)
 		case ctx.Err() != nil:
 			b.metrics.held("cancelled")
-			return authz.Unavailable("cancelled", "The request was cancelled while it waited for approval "+a.ID+".", ctx.Err())
+			return cancelledDenial(a.ID, ctx.Err())
 		case err != nil:
 			return unavailable(err)
 		}
@@ -154,6 +174,14 @@ func (b *Broker) runStep(ctx context.Context, bundles Bundles, c *authz.Call) *a
 			continue
 		}
 	}
+}
+
+// cancelledDenial ends a held call whose caller hung up (the filter abandons its pending
+// callout when the agent's stream ends: authz.ErrAbandoned): nothing is consumed, the approval stays as it is
+// for the call's next attempt, and the decision is audited and logged as cancelled.
+func cancelledDenial(id string, err error) *authz.Denial {
+	return authz.Unavailable(authz.ReasonCancelled, "The request was cancelled while it waited for approval "+id+
+		"; the approval stays as it is for the next attempt of the same call.", err)
 }
 
 func unavailable(err error) *authz.Denial {

@@ -71,6 +71,26 @@ type Call struct {
 	ResultSchema *masking.Schema
 
 	credential *credentials.Credential
+	undo       []func(context.Context)
+}
+
+// OnUndo registers f to run when the call does not end in an allow the filter receives: a
+// later step denies, the audit record cannot be written (strict mode), or the decision was
+// stopped before the answer went out (the filter abandoned it because the agent's stream
+// ended, or the callout's connection closed, e.g. its timeout). A step that spent something on the
+// call's behalf gives it back there: the approval step returns the approval use it
+// consumed, so an agent that gave up, or got a 503, can still run the approved call.
+func (c *Call) OnUndo(f func(ctx context.Context)) { c.undo = append(c.undo, f) }
+
+// Abandon runs what steps registered with OnUndo, last first, once; ctx should outlive
+// the request (the caller is usually gone). The Service calls it for every call that does
+// not end in a delivered allow.
+func (c *Call) Abandon(ctx context.Context) {
+	undo := c.undo
+	c.undo = nil
+	for i := len(undo) - 1; i >= 0; i-- {
+		undo[i](ctx)
+	}
 }
 
 // Step is one stage of a decision (policy, SQL analysis, approval, audit ...).

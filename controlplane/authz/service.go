@@ -19,6 +19,17 @@
 // unrecorded decision. Calls rejected before a decision (a malformed document: 400, 405,
 // 413) are logged but not audited: there is no decision, nothing was allowed, and the
 // document may not even name a request.
+//
+// # Abandoned calls
+//
+// Envoy does not cancel a Wasm filter's pending callout when the agent's stream ends (the
+// client gave up or disconnected; a call held for an approval is the long case), so the
+// filter posts the pending call's document to authorize.AbandonPath and the Service stops
+// that decision (same request id and agent token); a callout whose connection closes (its
+// timeout) stops too. An allow decided after that point is recorded and
+// logged as Deny 503 ReasonCancelled (step "answer") without a credential, and every call
+// that does not end in an allow gets back what its steps spent on it (Call.OnUndo: an
+// approval's use), so nothing is consumed on behalf of an answer nobody receives.
 package authz
 
 import (
@@ -74,8 +85,10 @@ type Options struct {
 	IdentityOnly bool
 }
 
-// Service serves POST authorize.Path. It is safe for concurrent use.
+// Service serves POST authorize.Path and authorize.AbandonPath. It is safe for
+// concurrent use.
 type Service struct {
+	pending   pendingCalls
 	pipeline  []Step
 	ttl       time.Duration
 	log       *slog.Logger
@@ -121,6 +134,10 @@ func New(o Options) (*Service, error) {
 // ServeHTTP answers one authorize call. A document that breaks the contract gets 400 (413
 // when too large) and no decision; the filter fails closed on anything but 200.
 func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == authorize.AbandonPath {
+		s.serveAbandon(w, r)
+		return
+	}
 	start := s.now()
 	id := NewDecisionID(start)
 	if r.Method != http.MethodPost {
@@ -152,7 +169,18 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Request:    req,
 		Mint:       credentials.Request{TTL: s.ttl, RequestID: req.RequestID, DecisionID: id},
 	}
-	resp, step, denial := s.decide(r.Context(), c)
+	// The decision stops when the filter hangs up or tells us its agent's request ended
+	// (serveAbandon): Envoy does not cancel a Wasm filter's pending callout by itself.
+	ctx, release := s.pending.track(r.Context(), req)
+	defer release()
+	resp, step, denial := s.decide(ctx, c)
+	if resp.Decision == authorize.Allow && ctx.Err() != nil {
+		// The filter hung up while the decision was made (the agent's stream ended, or the
+		// callout timed out): nobody receives this allow, so it is recorded as what it
+		// became, and what the steps spent on it (an approval's use) is given back.
+		denial, step = Unavailable(ReasonCancelled, cancelledMessage, context.Cause(ctx)), "answer"
+		resp.Decision, resp.Status, resp.Reason, resp.Message, resp.Credential, resp.Masking = authorize.Deny, denial.Status, denial.Reason, denial.Message, nil, nil
+	}
 	out, err := resp.Marshal()
 	if err != nil {
 		// A response the contract rejects is a bug here; the filter denies on 500.
@@ -178,6 +206,9 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if resp.Decision != authorize.Allow {
+		s.abandon(r, c)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	_, _ = w.Write(out)
@@ -185,6 +216,24 @@ func (s *Service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	latency := s.now().Sub(start)
 	s.metrics.decided(string(resp.Decision), reason, latency)
 	s.logDecision(r, c, resp, reason, step, denial, audited, latency)
+}
+
+// ReasonCancelled is the reason of a decision whose caller hung up before it was answered.
+const ReasonCancelled = "cancelled"
+
+const cancelledMessage = "The request was cancelled before the gateway answered it."
+
+// undoTimeout bounds the undo work of one abandoned call.
+const undoTimeout = 5 * time.Second
+
+// abandon gives back what the steps spent on a call that does not end in an allow.
+func (s *Service) abandon(r *http.Request, c *Call) {
+	if len(c.undo) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), undoTimeout)
+	defer cancel()
+	c.Abandon(ctx)
 }
 
 // decide runs the pipeline and builds the response; step names the step that denied.
@@ -224,7 +273,7 @@ func runStep(ctx context.Context, st Step, c *Call) (d *Denial) {
 		}
 	}()
 	if err := ctx.Err(); err != nil {
-		return Unavailable("cancelled", "The request was cancelled before a decision was made.", err)
+		return Unavailable(ReasonCancelled, "The request was cancelled before a decision was made.", err)
 	}
 	return st.Run(ctx, c)
 }

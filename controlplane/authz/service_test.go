@@ -118,6 +118,7 @@ func newGateway(t *testing.T, o options) *gateway {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(authorize.Path, svc)
+	mux.Handle(authorize.AbandonPath, svc)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	g.url = srv.URL

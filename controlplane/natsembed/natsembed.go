@@ -19,6 +19,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -28,6 +29,11 @@ import (
 
 // ErrStart wraps every failure to start or reach NATS.
 var ErrStart = errors.New("nats unavailable")
+
+// DefaultReconnectWait is how long the client waits between attempts to reach a NATS that
+// went away (plus up to a fifth of it as jitter). It retries forever: jitgated fails calls
+// closed (503) while NATS is away and serves again as soon as it is back, without a restart.
+const DefaultReconnectWait = 500 * time.Millisecond
 
 // readyTimeout bounds how long an embedded server may take to accept connections; it is
 // ready in milliseconds, so a timeout means something is wrong (for example a store dir
@@ -53,6 +59,8 @@ type Options struct {
 	Name string
 	// Logger receives lifecycle logs; nil discards them.
 	Logger *slog.Logger
+	// ReconnectWait overrides DefaultReconnectWait (tests shorten it).
+	ReconnectWait time.Duration
 }
 
 // NATS is a live connection with JetStream, and the embedded server if there is one.
@@ -64,6 +72,10 @@ type NATS struct {
 
 	server *server.Server
 	log    *slog.Logger
+	// attempts counts failed reconnect attempts of the current outage; down is when it
+	// began (unix nanoseconds), for the reconnect log line.
+	attempts atomic.Int64
+	down     atomic.Int64
 }
 
 // Start embeds a server (o.URL empty) or connects to o.URL, and returns once JetStream is
@@ -77,7 +89,37 @@ func Start(ctx context.Context, o Options) (*NATS, error) {
 		o.Name = "jitgated"
 	}
 	n := &NATS{log: log}
-	opts := []nats.Option{nats.Name(o.Name), nats.MaxReconnects(-1)}
+	wait := o.ReconnectWait
+	if wait <= 0 {
+		wait = DefaultReconnectWait
+	}
+	opts := []nats.Option{nats.Name(o.Name),
+		// Never give up on NATS: a finite count would leave jitgated failing every call
+		// after a long outage until someone restarts it.
+		nats.MaxReconnects(-1), nats.ReconnectWait(wait), nats.ReconnectJitter(wait/5, wait/5),
+		// Nothing is buffered while disconnected: a write fails at once (the caller fails
+		// closed) instead of waiting in the client and being sent after reconnecting, when
+		// the caller has long given up (an approval decided or consumed, a ledger entry
+		// written, for a call that was answered 503).
+		nats.ReconnectBufSize(-1),
+		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
+			if c.IsClosed() {
+				return // Close, not an outage
+			}
+			n.down.Store(time.Now().UnixNano())
+			n.attempts.Store(0)
+			log.Warn("nats disconnected; calls fail closed (503) until it is back", "error", errString(err))
+		}),
+		nats.ReconnectErrHandler(func(*nats.Conn, error) { n.attempts.Add(1) }),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			attrs := []any{"server", c.ConnectedUrlRedacted(), "failed_attempts", n.attempts.Load()}
+			if d := n.down.Load(); d != 0 {
+				attrs = append(attrs, "down_for", time.Since(time.Unix(0, d)).String())
+			}
+			log.Info("nats reconnected", attrs...)
+		}),
+		nats.ClosedHandler(func(*nats.Conn) { log.Info("nats connection closed") }),
+	}
 	url := o.URL
 	if url == "" {
 		srv, err := startEmbedded(o)
@@ -193,6 +235,13 @@ func (n *NATS) ClientURL() string {
 		return ""
 	}
 	return "nats://" + addr.String()
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 // Embedded reports whether this process runs the NATS server itself.

@@ -148,3 +148,95 @@ func TestEmbeddedListenErrors(t *testing.T) {
 		}
 	}
 }
+
+// outageServer is a NATS server with JetStream on a fixed loopback port and store, so a
+// test can stop it and start it again where the client expects it.
+type outageServer struct {
+	t    *testing.T
+	dir  string
+	port int
+	srv  *server.Server
+}
+
+func (o *outageServer) start() {
+	o.t.Helper()
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: o.port, JetStream: true, StoreDir: o.dir,
+		JetStreamMaxMemory: 16 << 20, JetStreamMaxStore: 64 << 20, NoSigs: true, NoLog: true})
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	srv.Start()
+	o.t.Cleanup(srv.Shutdown)
+	if !srv.ReadyForConnections(10 * time.Second) {
+		o.t.Fatal("nats not ready")
+	}
+	o.srv, o.port = srv, srv.Addr().(*net.TCPAddr).Port
+}
+
+func (o *outageServer) stop() {
+	o.srv.Shutdown()
+	o.srv.WaitForShutdown()
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestOutageReconnectsAndDropsWritesMadeWhileDown: the connection to an external NATS
+// outlives an outage far longer than nats.go's default 60 reconnect attempts, the
+// JetStream and KV handles taken before it work after it, and a write attempted while
+// NATS was down fails instead of being buffered and applied once NATS is back (when its
+// caller has long answered 503).
+func TestOutageReconnectsAndDropsWritesMadeWhileDown(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	o := &outageServer{t: t, dir: t.TempDir(), port: -1}
+	o.start()
+	n, err := Start(ctx, Options{URL: o.srv.ClientURL(), ReconnectWait: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	kv, err := n.JetStream.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "approvals", Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "a.1", []byte("pending")); err != nil {
+		t.Fatal(err)
+	}
+
+	o.stop()
+	waitUntil(t, "the client to notice the outage", func() bool { return !n.Healthy() })
+	wctx, wcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	if _, err := kv.Put(wctx, "a.1", []byte("approved while down")); err == nil {
+		t.Fatal("a KV write succeeded with NATS down")
+	}
+	wcancel()
+	// Stay down well past nats.go's default 60 attempts (1ms apart here).
+	waitUntil(t, "more than 60 reconnect attempts", func() bool {
+		return n.attempts.Load() > 100
+	})
+	if n.Conn.IsClosed() {
+		t.Fatal("the connection gave up on NATS")
+	}
+
+	o.start()
+	waitUntil(t, "the client to reconnect", n.Healthy)
+	e, err := kv.Get(ctx, "a.1")
+	if err != nil || string(e.Value()) != "pending" {
+		t.Fatalf("after the outage a.1 = %v, %v; want the value from before it (the write made while down must not land)", e, err)
+	}
+	if _, err := kv.Put(ctx, "a.2", []byte("after")); err != nil {
+		t.Fatalf("the KV handle from before the outage: %v", err)
+	}
+	if _, err := n.JetStream.AccountInfo(ctx); err != nil {
+		t.Fatalf("the JetStream handle from before the outage: %v", err)
+	}
+}

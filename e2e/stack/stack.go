@@ -1,6 +1,7 @@
 // Package stack starts a whole jitgate gateway on this machine from real parts: the
-// BigQuery emulator as the upstream, the jitgated control plane (embedded NATS) and a real
-// Envoy running the compiled jitgate filter, configured over ADS. The e2e tests and
+// BigQuery emulator as the upstream, the jitgated control plane (embedded NATS, or an
+// external NATS the caller runs: Options.NATSURL) and a real Envoy running the compiled
+// jitgate filter, configured over ADS. The e2e tests and
 // `make run` (tools/devstack) both use it, so the demo runs exactly what is tested.
 package stack
 
@@ -53,6 +54,11 @@ type Options struct {
 	Tap bool
 	// ExtraConfig is appended to jitgated's config file (top-level YAML sections).
 	ExtraConfig string
+	// NATSURL, when set, runs jitgated against this external NATS (with JetStream)
+	// instead of its embedded one (--nats-url; no --nats-store-dir or --nats-listen), as
+	// production does; the caller runs that NATS and may stop and restart it, for example
+	// to test an outage. Stack.NATS is then this URL.
+	NATSURL string
 	// ExtraJitgatedArgs are appended to jitgated's command line.
 	ExtraJitgatedArgs []string
 	// Progress, if set, receives one line per step.
@@ -74,8 +80,8 @@ type Stack struct {
 	Gateway string
 	// Emulator is the upstream's base URL (tests use it to check what reached upstream).
 	Emulator string
-	// NATS is the client URL of jitgated's embedded NATS (--nats-listen), for the CLI's
-	// audit and approvals commands.
+	// NATS is the client URL of jitgated's embedded NATS (--nats-listen), or
+	// Options.NATSURL, for the CLI's audit and approvals commands.
 	NATS string
 	// Admin is Envoy's admin base URL; API is jitgated's plain HTTP API base URL; DevIssuer
 	// is the development OIDC issuer jitgated runs for local agents.
@@ -172,19 +178,24 @@ func Start(ctx context.Context, o Options) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	natsPort, err := freeport.Get()
-	if err != nil {
-		return nil, err
-	}
-	natsAddr := "127.0.0.1:" + strconv.Itoa(natsPort)
-	s.NATS = "nats://" + natsAddr
 	s.progress("starting jitgated (ADS %s, API %s, development OIDC issuer %s)", o.XDSAddr, o.APIAddr, s.DevIssuer)
 	args := []string{"--config=" + cfgFile,
 		"--dev-issuer", "--dev-issuer-listen=" + o.DevIssuerAddr, "--credentials-key-file=" + s.ServiceAccountKey,
 		"--xds-listen=" + o.XDSAddr, "--api-listen=" + o.APIAddr, "--filter-listen=" + o.FilterAddr, "--tls-dir=" + s.TLSDir,
 		"--agent-listen=" + o.AgentAddr,
-		"--upstream=" + upstream, "--wasm=" + o.Wasm,
-		"--nats-store-dir=" + filepath.Join(o.WorkDir, "nats"), "--nats-listen=" + natsAddr, "--log-format=json",
+		"--upstream=" + upstream, "--wasm=" + o.Wasm, "--log-format=json",
+	}
+	if o.NATSURL != "" {
+		s.NATS = o.NATSURL
+		args = append(args, "--nats-url="+o.NATSURL)
+	} else {
+		natsPort, err := freeport.Get()
+		if err != nil {
+			return nil, err
+		}
+		natsAddr := "127.0.0.1:" + strconv.Itoa(natsPort)
+		s.NATS = "nats://" + natsAddr
+		args = append(args, "--nats-store-dir="+filepath.Join(o.WorkDir, "nats"), "--nats-listen="+natsAddr)
 	}
 	s.jitgatedArgs = append(args, o.ExtraJitgatedArgs...)
 	if err := s.StartJitgated(ctx); err != nil {

@@ -24,6 +24,14 @@ const Version = "jitgate.dev/authorize/v1"
 // Path is the control plane's endpoint for authorize calls.
 const Path = "/v1/authorize"
 
+// AbandonPath is where the filter tells the control plane that the agent's request ended
+// while its authorize callout was still pending (Envoy does not cancel a Wasm filter's
+// pending callout when the stream goes away, so a call held for an approval would go on
+// waiting, and consume the approval when it lands, for nobody). The body is the pending
+// call's own authorize Request document: the control plane stops the pending decision
+// with that requestId whose token is the same, and answers 200 whatever it found.
+const AbandonPath = "/v1/authorize/abandon"
+
 // MaxDocumentBytes bounds a request or response document (SQL is at most ~1 MB in BigQuery;
 // the filter's body limit applies first).
 const MaxDocumentBytes = 16 << 20

@@ -83,7 +83,22 @@ func (h *httpContext) allow() types.Action {
 		return h.failClosed("the callout could not be dispatched", err)
 	}
 	h.awaiting = true
+	h.pendingDoc = doc
 	return types.ActionPause
+}
+
+// abandonAuthorize tells the control plane that the agent's request ended while its
+// authorize callout was pending (a call held for an approval, usually): Envoy keeps the
+// callout running after the stream is gone, so without this the control plane would go on
+// waiting and consume the approval for an answer nobody receives.
+func (h *httpContext) abandonAuthorize() {
+	doc := h.pendingDoc
+	h.pendingDoc = nil
+	err := h.callControlPlane(authorize.AbandonPath, doc, h.cfg.ControlPlane.TimeoutMillis, func(int, int, int) {})
+	if err != nil {
+		proxywasm.LogWarnf("jitgate: could not abandon the pending authorize callout: %v", err)
+	}
+	h.ex.Abandoned = err == nil
 }
 
 // callControlPlane POSTs a JSON document to the control plane's API through its Envoy
@@ -110,6 +125,10 @@ func (h *httpContext) onAuthorizeResponse(numHeaders, bodySize, _ int) {
 		}
 	}()
 	h.awaiting = false
+	h.pendingDoc = nil
+	if h.done {
+		return // the stream ended first (abandoned): nobody to answer
+	}
 	if h.replied || h.forwarded {
 		return // already answered (e.g. refused while the callout was in flight)
 	}

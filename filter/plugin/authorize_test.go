@@ -504,3 +504,48 @@ func TestExchangeHoldsNoSecret(t *testing.T) {
 		t.Errorf("exchange lacks the credential id: %s", seen[0])
 	}
 }
+
+// TestAuthorizeAbandonedWhenTheStreamEnds: Envoy keeps a Wasm filter's pending callout
+// running after the agent's stream is gone, so when the stream ends with the authorize
+// callout pending (a call held for an approval) the filter tells the control plane to
+// stop deciding (the same document, to authorize.AbandonPath), and a late answer is
+// dropped. A stream that ends after its answer abandons nothing.
+func TestAuthorizeAbandonedWhenTheStreamEnds(t *testing.T) {
+	vmTest(t, func(t *testing.T, vm types.VMContext) {
+		host := configuredHost(t, vm)
+		start := func() uint32 {
+			id := host.InitializeHttpContext()
+			host.CallOnRequestHeaders(id, [][2]string{{":method", "GET"}, {":path", "/bigquery/v2/projects"},
+				{"x-request-id", "req-gone"}, {"authorization", "Bearer " + agentToken}}, true)
+			return id
+		}
+
+		before := len(host.GetInfoLogs())
+		id := start()
+		host.CompleteHttpContext(id)
+		cos := host.GetCalloutAttributesFromContext(id)
+		if len(cos) != 2 {
+			t.Fatalf("%d callouts, want the authorize call and its abandonment", len(cos))
+		}
+		if p := headerValue(cos[1].Headers, ":path"); p != authorize.AbandonPath || cos[1].Upstream != cos[0].Upstream ||
+			string(cos[1].Body) != string(cos[0].Body) {
+			t.Fatalf("second callout %s to %s, body %q; want %s with the pending call's document", p, cos[1].Upstream, cos[1].Body, authorize.AbandonPath)
+		}
+		if logs := host.GetInfoLogs()[before:]; len(logs) != 1 || !strings.Contains(logs[0], "decision=incomplete authorize=abandoned") {
+			t.Errorf("log = %q", logs)
+		}
+		a := allowAnswer(t)
+		host.CallOnHttpCallResponse(cos[0].CalloutID, a.headers, nil, a.body)
+		if crit := host.GetCriticalLogs(); len(crit) != 0 {
+			t.Errorf("a late answer to an abandoned call: %q", crit)
+		}
+
+		id = start()
+		a = allowAnswer(t)
+		host.CallOnHttpCallResponse(host.GetCalloutAttributesFromContext(id)[0].CalloutID, a.headers, nil, a.body)
+		host.CompleteHttpContext(id)
+		if n := len(host.GetCalloutAttributesFromContext(id)); n != 1 {
+			t.Errorf("a stream ended after its answer made %d callouts, want 1", n)
+		}
+	})
+}

@@ -55,6 +55,9 @@ type Exchange struct {
 	AuditSeq         uint64
 	// Masked summarises the masking of the response (nil when it was not masked).
 	Masked *MaskSummary
+	// Abandoned: the stream ended while the authorize callout was pending, and the control
+	// plane was told to stop deciding (authorize.AbandonPath).
+	Abandoned bool
 }
 
 // Authz is the non-secret part of the control plane's decision.

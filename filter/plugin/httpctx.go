@@ -37,7 +37,11 @@ type httpContext struct {
 	buffering       bool // waiting for the end of the request body
 	replied         bool // a local reply was sent: never send another, never forward
 	awaiting        bool // the authorize callout is in flight: the request stays paused
-	forwarded       bool // the control plane allowed it and the request was resumed
+	// pendingDoc is the in-flight authorize callout's document, kept (token included) only
+	// until its answer, to abandon it if the stream ends first (authorize.AbandonPath).
+	pendingDoc []byte
+	done       bool // OnHttpStreamDone ran: the stream is gone, nothing more to send
+	forwarded  bool // the control plane allowed it and the request was resumed
 
 	// The response (jobs.go): resp says whether the filter holds it; replyPassing is set
 	// once a local reply's own headers pass the response path, so its body may follow,
@@ -284,7 +288,11 @@ func (h *httpContext) OnHttpStreamDone() {
 		}
 	}()
 	h.caller = caller{}
+	h.done = true
 	h.plugin.fault("stream-done")
+	if h.awaiting && h.pendingDoc != nil {
+		h.abandonAuthorize()
+	}
 	proxywasm.LogInfo(logLine(&h.ex))
 }
 

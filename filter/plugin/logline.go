@@ -24,6 +24,9 @@ func logLine(ex *Exchange) string {
 		decision = "incomplete" // the stream ended before a decision (client went away)
 	}
 	field(&b, "decision", string(decision))
+	if ex.Abandoned {
+		field(&b, "authorize", "abandoned")
+	}
 	switch a := ex.Authz; {
 	case ex.Rejection != nil:
 		field(&b, "reason", string(ex.Rejection.Reason))
