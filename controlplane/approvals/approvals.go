@@ -499,7 +499,14 @@ func (b *Broker) Require(ctx context.Context, r Request) (Outcome, error) {
 						return Outcome{}, fmt.Errorf("%w: %v", ErrUnavailable, natsError(err))
 					}
 					a.UsesLeft--
-					if err := b.update(ctx, a); err != nil {
+					// The write runs to its end even if the caller goes away meanwhile: a
+					// write cancelled in flight may still land, and a use spent without the
+					// caller knowing could never be given back (the caller's undo does that
+					// once it learns the outcome).
+					uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), b.timeout)
+					err := b.update(uctx, a)
+					ucancel()
+					if err != nil {
 						if isConflict(err) {
 							continue
 						}
@@ -518,23 +525,30 @@ func (b *Broker) Require(ctx context.Context, r Request) (Outcome, error) {
 				}
 			}
 		}
-		a, err := b.create(ctx, r, fp)
+		// Creating and binding an approval is finished even if the caller goes away
+		// meanwhile (cctx): a half-made approval (stored, never bound) would be listed and
+		// decidable but never found by the call's next attempt.
+		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 2*b.timeout)
+		a, err := b.create(cctx, r, fp)
 		if err != nil {
+			ccancel()
 			return Outcome{}, err
 		}
 		if be == nil {
-			_, err = b.kv.Create(ctx, bkey, []byte(a.ID))
+			_, err = b.kv.Create(cctx, bkey, []byte(a.ID))
 		} else {
-			_, err = b.kv.Update(ctx, bkey, []byte(a.ID), bindingRev)
+			_, err = b.kv.Update(cctx, bkey, []byte(a.ID), bindingRev)
 		}
 		if err != nil {
 			// Another replica bound the call first: drop ours and use theirs.
-			_ = b.kv.Delete(ctx, approvalKey(a.ID))
+			_ = b.kv.Delete(cctx, approvalKey(a.ID))
+			ccancel()
 			if isConflict(err) || errors.Is(err, jetstream.ErrKeyExists) {
 				continue
 			}
 			return Outcome{}, fmt.Errorf("%w: bind %s: %v", ErrUnavailable, a.ID, natsError(err))
 		}
+		ccancel()
 		b.metrics.created()
 		b.publish(ctx, EventCreated, a)
 		b.log.LogAttrs(ctx, slog.LevelInfo, "approval created", slog.String("approval_id", a.ID),
