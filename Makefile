@@ -15,7 +15,7 @@ RUN_FLAGS ?=
 UNIT_PKGS = $$($(GO) list ./... | grep -v '/e2e')
 TEST_FLAGS ?=
 
-.PHONY: all help setup build wasm bin unit e2e test gen gen-check vet bench fuzz run clean
+.PHONY: all help setup build wasm bin unit e2e test gen gen-check vet bench fuzz stress run clean
 
 all: build
 
@@ -67,6 +67,10 @@ fuzz: ## run every fuzz target for FUZZTIME each (not part of make test); failur
 	$(GO) test -run '^$$' -fuzz '^FuzzMaskResponse$$' -fuzztime $(FUZZTIME) ./filter/masking
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./policies/source
 	$(GO) test -run '^$$' -fuzz '^FuzzAnalyze$$' -fuzztime $(FUZZTIME) ./controlplane/sqlanalysis
+
+STRESS ?= 2m
+stress: setup ## the SQL engine under GC pressure for STRESS (default 2m): corpus analyses in a child process, several goroutines; not part of make test
+	JITGATE_STRESS=$(STRESS) $(GO) test -count=1 -timeout 30m -run '^(TestEngineStress|TestEngineObjectsOutliveTheirAnalysis)$$' -v ./controlplane/sqlanalysis
 
 run: setup build ## bring up the gateway with the demo data and policy (DATA=seed.yaml, POLICIES=dir) and query through it
 	$(GO) build -o bin/devstack ./tools/devstack

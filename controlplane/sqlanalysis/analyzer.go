@@ -425,6 +425,7 @@ func (a *Analyzer) analyzeLocked(ctx context.Context, fs *fetchState, sql, jobPr
 	e := a.e
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	defer e.endAnalysis() // runs before the unlock, after the last engine call
 	a.opts.Metrics.engineRun()
 	defer e.undeclareParameters() // also after a failed declaration
 	if err := e.declareParameters(params); err != nil {

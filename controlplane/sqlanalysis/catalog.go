@@ -235,7 +235,15 @@ func qualify(parts []string, jobProject, dsProject, defDataset string) (p, d, t 
 	return "", "", "", fmt.Errorf("table name %q has too many parts", strings.Join(parts, "."))
 }
 
+// catalogCallbackHook, when set (tests only), runs at the start of every FindTable
+// callback: the engine's mutex is released then, so a garbage collection run from it lets
+// go-googlesql finalizers free engine objects while the analysis is suspended.
+var catalogCallbackHook func()
+
 func (c *goCatalog) FindTable(path []string, _ *googlesql.FindOptions) (googlesql.TableNode, error) {
+	if catalogCallbackHook != nil {
+		catalogCallbackHook()
+	}
 	r := c.cur
 	if r == nil {
 		return nil, errors.New("no analysis in progress")
@@ -400,7 +408,17 @@ func (c *goCatalog) informationSchema(parts []string, i int) (googlesql.TableNod
 	}
 	r.finding(policies.DenyInformationSchemaJobs)
 	r.infoSchema = append(r.infoSchema, fq)
-	return c.e.simpleTable(fq, &TableMeta{Project: scope[0], Dataset: scope[1], Table: "INFORMATION_SCHEMA." + view, Type: "VIEW", Columns: jobsColumns})
+	// One *TableMeta per view name: a new one per reference would build a new engine table
+	// each time (and drop the cached one).
+	meta := c.e.infoSchema[fq]
+	if meta == nil {
+		if c.e.infoSchema == nil || len(c.e.infoSchema) >= maxCachedTables {
+			c.e.infoSchema = map[string]*TableMeta{}
+		}
+		meta = &TableMeta{Project: scope[0], Dataset: scope[1], Table: "INFORMATION_SCHEMA." + view, Type: "VIEW", Columns: jobsColumns}
+		c.e.infoSchema[fq] = meta
+	}
+	return c.e.simpleTable(fq, meta)
 }
 
 func (c *goCatalog) FindTableValuedFunction(path []string, _ *googlesql.FindOptions) (*googlesql.TableValuedFunction, error) {

@@ -9,7 +9,12 @@
 //     held across tables.get or tables.list: with a CachedTableSource a round that meets
 //     uncached metadata names it (placeholders let it name every table it can), is
 //     discarded, the metadata is fetched concurrently without the lock, and the analysis
-//     runs again (bounded rounds);
+//     runs again (bounded rounds). GoogleSQL only borrows the engine objects the catalog
+//     hands it (tables, models, ML functions, script catalogs): each analysis holds them
+//     until it ends (engine.inUse), because a go-googlesql finalizer can free an object
+//     the caches dropped while an engine call is suspended in a catalog callback
+//     (lifetime_test.go; stress_test.go and `make stress` run the corpus under GC
+//     pressure);
 //   - the catalog: a Go callback catalog (googlesql.NewCatalogFromImpl) placed last in a
 //     multi-catalog after the builtins. It splits backticked paths, fills in the request's
 //     default project and dataset, and fetches schemas lazily from a TableSource;

@@ -33,6 +33,31 @@ type engine struct {
 	nextID int64
 	// declared is set while a request's parameters are declared in opts.
 	declared bool
+	// inUse holds every engine object handed to GoogleSQL during the current analysis
+	// (tables, placeholders, models, ML functions, script catalogs) until the analysis
+	// ends (analyzeLocked). GoogleSQL only borrows them, and a resolved tree points into
+	// them until it is dropped; the caches above may drop their entry at any time (a new
+	// *TableMeta for the same name, a cache reset when full), and go-googlesql's finalizer
+	// would then free the C++ object under the running analysis. Finalizers can run in
+	// the middle of an engine call: go-googlesql releases its module lock while a catalog
+	// callback runs. That use-after-free faulted jitgated (SIGSEGV in the engine's
+	// post-resolution tree walk): lifetime_test.go reproduces it.
+	inUse []any
+	// infoSchema are the stand-in metadata of the INFORMATION_SCHEMA views, by name, so
+	// that every reference reuses one engine table.
+	infoSchema map[string]*TableMeta
+}
+
+// use records x as in use by the current analysis and returns it.
+func use[T any](e *engine, x T) T {
+	e.inUse = append(e.inUse, x)
+	return x
+}
+
+// endAnalysis releases what the analysis used (under the lock, after its last engine call).
+func (e *engine) endAnalysis() {
+	clear(e.inUse)
+	e.inUse = e.inUse[:0]
 }
 
 type cachedTable struct {
@@ -40,7 +65,8 @@ type cachedTable struct {
 	table *googlesql.SimpleTable
 }
 
-const maxCachedTables = 4096
+// maxCachedTables bounds the engine caches (a variable for tests).
+var maxCachedTables = 4096
 
 var (
 	sharedOnce   sync.Once
@@ -176,7 +202,7 @@ func paramLabel(p Parameter) string {
 // simpleTable builds (or reuses) the engine table for meta, named fq.
 func (e *engine) simpleTable(fq string, meta *TableMeta) (*googlesql.SimpleTable, error) {
 	if c, ok := e.tables[fq]; ok && c.meta == meta {
-		return c.table, nil
+		return use(e, c.table), nil
 	}
 	t, err := e.buildTable(fq, meta, false)
 	if err != nil {
@@ -186,7 +212,7 @@ func (e *engine) simpleTable(fq string, meta *TableMeta) (*googlesql.SimpleTable
 		e.tables = map[string]cachedTable{}
 	}
 	e.tables[fq] = cachedTable{meta: meta, table: t}
-	return t, nil
+	return use(e, t), nil
 }
 
 // placeholderMeta marks the engine tables standing in for metadata not fetched yet.
@@ -196,7 +222,7 @@ var placeholderMeta = &TableMeta{}
 func (e *engine) placeholder(fq string) (*googlesql.SimpleTable, error) {
 	key := "placeholder\x00" + fq
 	if c, ok := e.tables[key]; ok {
-		return c.table, nil
+		return use(e, c.table), nil
 	}
 	e.nextID++
 	t, err := googlesql.NewSimpleTable(fq, e.nextID)
@@ -207,7 +233,7 @@ func (e *engine) placeholder(fq string) (*googlesql.SimpleTable, error) {
 		e.tables = map[string]cachedTable{}
 	}
 	e.tables[key] = cachedTable{meta: placeholderMeta, table: t}
-	return t, nil
+	return use(e, t), nil
 }
 
 // tableSuffixColumn is the pseudo-column of a wildcard table.
@@ -261,7 +287,7 @@ func (e *engine) buildTable(fq string, meta *TableMeta, wildcard bool) (*googles
 func (e *engine) wildcardTable(fq string, meta *TableMeta) (*googlesql.SimpleTable, error) {
 	key := "wildcard\x00" + fq
 	if c, ok := e.tables[key]; ok && c.meta == meta {
-		return c.table, nil
+		return use(e, c.table), nil
 	}
 	t, err := e.buildTable(fq, meta, true)
 	if err != nil {
@@ -271,7 +297,7 @@ func (e *engine) wildcardTable(fq string, meta *TableMeta) (*googlesql.SimpleTab
 		e.tables = map[string]cachedTable{}
 	}
 	e.tables[key] = cachedTable{meta: meta, table: t}
-	return t, nil
+	return use(e, t), nil
 }
 
 func (e *engine) columnType(typ string, repeated bool, fields []Column) (googlesql.Googlesql_TypeNode, error) {

@@ -34,7 +34,8 @@ func (a *Analyzer) newScript(req *request) (*scriptState, error) {
 	if err != nil {
 		return nil, unanalysable("SCRIPT", req.findings, "script catalog: %s", cleanMessage(err))
 	}
-	req.scriptCatalog = multi
+	req.scriptCatalog = use(e, multi)
+	use(e, vars)
 	return &scriptState{a: a, vars: vars, declared: map[string]bool{}}, nil
 }
 

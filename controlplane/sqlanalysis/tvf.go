@@ -130,7 +130,7 @@ func (e *engine) mlTVF(name string) (*googlesql.TableValuedFunction, error) {
 		return nil, nil
 	}
 	if f := e.tvfs[name]; f != nil {
-		return f, nil
+		return use(e, f), nil
 	}
 	arg := func(kind googlesql.SignatureArgumentKind) (*googlesql.FunctionArgumentType, error) {
 		return googlesql.NewFunctionArgumentType4(kind, 1)
@@ -177,14 +177,14 @@ func (e *engine) mlTVF(name string) (*googlesql.TableValuedFunction, error) {
 		e.tvfs = map[string]*googlesql.TableValuedFunction{}
 	}
 	e.tvfs[name] = f
-	return f, nil
+	return use(e, f), nil
 }
 
 // model is the engine's stand-in for a BigQuery ML model (models are not read from
 // BigQuery: any model name resolves, with no declared inputs or outputs).
 func (e *engine) model(fq string) (googlesql.ModelNode, error) {
 	if m := e.models[fq]; m != nil {
-		return m, nil
+		return use(e, m), nil
 	}
 	e.nextID++
 	m, err := googlesql.NewSimpleModel(fq, nil, nil, true, e.nextID)
@@ -195,5 +195,5 @@ func (e *engine) model(fq string) (googlesql.ModelNode, error) {
 		e.models = map[string]*googlesql.SimpleModel{}
 	}
 	e.models[fq] = m
-	return m, nil
+	return use(e, m), nil
 }
