@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
@@ -289,6 +290,11 @@ func (a *Analyzer) Analyze(ctx context.Context, in Input) (*Analysis, error) {
 		a.opts.Metrics.analysis(ResultCatalogUnavailable)
 	default:
 		a.opts.Metrics.analysis(ResultRefused)
+		if strings.Contains(err.Error(), "wasm trap") {
+			// go-googlesql reports a panic inside the engine (a trap, or a memory fault
+			// turned into a panic by SetPanicOnFault in analyzeLocked) this way.
+			a.opts.Metrics.engineFailure()
+		}
 	}
 	return res, err
 }
@@ -426,6 +432,13 @@ func (a *Analyzer) analyzeLocked(ctx context.Context, fs *fetchState, sql, jobPr
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	defer e.endAnalysis() // runs before the unlock, after the last engine call
+	// A memory fault inside the transpiled engine (a wild pointer: one killed jitgated
+	// with "fatal error: fault" in an ML table function's analysis, cause not found yet)
+	// becomes a panic on this goroutine, which analyzeText recovers: the query is refused
+	// as unanalysable and the control plane keeps serving. go-googlesql restores the
+	// engine's globals and releases its lock when a call panics (its wasm traps are
+	// panics too).
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	a.opts.Metrics.engineRun()
 	defer e.undeclareParameters() // also after a failed declaration
 	if err := e.declareParameters(params); err != nil {
@@ -588,6 +601,7 @@ func (a *Analyzer) analyzeText(req *request, sql string, positional, allowScript
 	e := a.e
 	defer func() {
 		if r := recover(); r != nil {
+			a.opts.Metrics.engineFailure()
 			res, err = nil, unanalysable("", req.findings, "analyser failure: %v", r)
 		}
 	}()

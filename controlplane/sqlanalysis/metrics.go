@@ -7,6 +7,7 @@ type Metrics struct {
 	analyses    *prometheus.CounterVec
 	engineRuns  prometheus.Counter
 	fetchRounds prometheus.Counter
+	failures    prometheus.Counter
 }
 
 // Values of jitgate_sql_analyses_total's result label.
@@ -32,11 +33,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "jitgate_sql_catalog_fetch_rounds_total",
 			Help: "Times an analysis released the engine to fetch table metadata (tables.get / tables.list) it met uncached.",
 		}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jitgate_sql_engine_failures_total",
+			Help: "Analyses the GoogleSQL engine failed inside (a panic, a wasm trap, or a memory fault turned into a panic): the query was refused as unanalysable and jitgated kept running. Any increase is a bug to report with the decision log's SQL.",
+		}),
 	}
 	for _, r := range []string{ResultAnalysed, ResultCached, ResultRefused, ResultCatalogUnavailable} {
 		m.analyses.WithLabelValues(r)
 	}
-	reg.MustRegister(m.analyses, m.engineRuns, m.fetchRounds)
+	reg.MustRegister(m.analyses, m.engineRuns, m.fetchRounds, m.failures)
 	return m
 }
 
@@ -55,5 +60,11 @@ func (m *Metrics) engineRun() {
 func (m *Metrics) fetchRound() {
 	if m != nil {
 		m.fetchRounds.Inc()
+	}
+}
+
+func (m *Metrics) engineFailure() {
+	if m != nil {
+		m.failures.Inc()
 	}
 }
