@@ -125,7 +125,7 @@ func tokenFor(t *testing.T, agent string, groups ...string) string {
 // cli runs the jitgate binary with token as $JITGATE_TOKEN against the gateway's API.
 func cli(t *testing.T, token string, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.CommandContext(t.Context(), filepath.Join(filepath.Dir(policiesDir), "jitgate"), args...)
+	cmd := exec.CommandContext(t.Context(), cliBinary(), args...)
 	cmd.Env = append(os.Environ(), "JITGATE_TOKEN="+token, "JITGATE_API="+gw.API, "JITGATE_NATS_URL="+gw.NATS)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
@@ -535,7 +535,7 @@ func (c *statusCounter) queries() []int {
 func watchApprovals(t *testing.T) func() string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
-	cmd := exec.CommandContext(ctx, filepath.Join(filepath.Dir(policiesDir), "jitgate"), "approvals", "watch", "--nats-url", gw.NATS)
+	cmd := exec.CommandContext(ctx, cliBinary(), "approvals", "watch", "--nats-url", gw.NATS)
 	var mu sync.Mutex
 	var out strings.Builder
 	cmd.Stdout = writerFunc(func(p []byte) (int, error) {

@@ -72,35 +72,9 @@ func (l *exchangeLog) calls() []sawCall {
 }
 
 func TestAuditEveryDecisionAndResponse(t *testing.T) {
-	work := filepath.Dir(policiesDir) // where TestMain built the binaries
-	dir := t.TempDir()
-	pol := filepath.Join(dir, "policies")
-	if err := os.MkdirAll(pol, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	demo, err := os.ReadFile(filepath.Join(root, "tools", "demo", "policies", "demo-analysts.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(pol, "demo-analysts.yaml"), demo, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	st, err := stack.Start(ctx, stack.Options{
-		PoliciesDir: pol, Root: root, Jitgated: filepath.Join(work, "jitgated"), CLI: filepath.Join(work, "jitgate"),
-		Wasm: filepath.Join(work, "jitgate.wasm"), Data: filepath.Join(root, "tools", "demo", "bigquery-data.yaml"),
-		Project: project, WorkDir: filepath.Join(dir, "stack"), Tap: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if t.Failed() {
-			t.Logf("--- jitgated log ---\n%s\n--- envoy log ---\n%s", tail(st.Log("jitgated"), 6000), tail(st.Log("envoy"), 6000))
-		}
-		st.Close()
-	}()
+	st := ownStack(ctx, t, stack.Options{Tap: true}, nil)
 	token, err := st.Token(ctx, "audit-agent", "analysts")
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +121,7 @@ func TestAuditEveryDecisionAndResponse(t *testing.T) {
 	}
 
 	cliCmd := func(args ...string) (string, error) {
-		cmd := exec.CommandContext(ctx, filepath.Join(work, "jitgate"), append(args, "--nats-url", st.NATS)...)
+		cmd := exec.CommandContext(ctx, cliBinary(), append(args, "--nats-url", st.NATS)...)
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
@@ -252,7 +226,7 @@ func TestAuditEveryDecisionAndResponse(t *testing.T) {
 
 	// Alter one response record in the JetStream file store while jitgated is stopped.
 	st.StopJitgated()
-	msgs := filepath.Join(dir, "stack", "nats", "jetstream", "$G", "streams", audit.DefaultStream, "msgs")
+	msgs := filepath.Join(st.WorkDir(), "nats", "jetstream", "$G", "streams", audit.DefaultStream, "msgs")
 	blocks, _ := filepath.Glob(filepath.Join(msgs, "*.blk"))
 	needle := []byte(altered.Response.Digest)
 	edited := false

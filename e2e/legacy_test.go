@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -94,7 +93,7 @@ func TestLegacySQLGrantedUnanalysed(t *testing.T) {
 	if decision == "" {
 		t.Fatal("no decision id")
 	}
-	out, err := exec.CommandContext(ctx, filepath.Join(filepath.Dir(policiesDir), "jitgate"), "audit", "export", "--format", "jsonl", "--nats-url", gw.NATS).CombinedOutput()
+	out, err := exec.CommandContext(ctx, cliBinary(), "audit", "export", "--format", "jsonl", "--nats-url", gw.NATS).CombinedOutput()
 	if err != nil {
 		t.Fatalf("audit export: %v\n%s", err, out)
 	}

@@ -169,6 +169,50 @@ func run(m *testing.M) int {
 	return code
 }
 
+// cliBinary is the jitgate CLI TestMain built.
+func cliBinary() string { return filepath.Join(filepath.Dir(policiesDir), "jitgate") }
+
+// ownStack starts a gateway of the test's own from the binaries TestMain built and the
+// demo data, enforcing the demo policy plus the policy documents in extra (file name →
+// YAML); o may set anything else (Tap, NATSURL ...). The gateway stops when the test
+// ends, after printing its logs if the test failed.
+func ownStack(ctx context.Context, t *testing.T, o stack.Options, extra map[string]string) *stack.Stack {
+	t.Helper()
+	work := filepath.Dir(policiesDir) // where TestMain built the binaries
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "policies")
+	if err := os.MkdirAll(pol, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	demo, err := os.ReadFile(filepath.Join(root, "tools", "demo", "policies", "demo-analysts.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := map[string]string{"demo-analysts.yaml": string(demo)}
+	for name, doc := range extra {
+		docs[name] = doc
+	}
+	for name, doc := range docs {
+		if err := os.WriteFile(filepath.Join(pol, name), []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o.PoliciesDir, o.Root, o.Project = pol, root, project
+	o.Jitgated, o.CLI, o.Wasm = filepath.Join(work, "jitgated"), filepath.Join(work, "jitgate"), filepath.Join(work, "jitgate.wasm")
+	o.Data, o.WorkDir = filepath.Join(root, "tools", "demo", "bigquery-data.yaml"), filepath.Join(dir, "stack")
+	st, err := stack.Start(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- jitgated log ---\n%s\n--- envoy log ---\n%s", tail(st.Log("jitgated"), 8000), tail(st.Log("envoy"), 6000))
+		}
+		st.Close()
+	})
+	return st
+}
+
 func tail(s string, n int) string {
 	if len(s) > n {
 		return "..." + s[len(s)-n:]

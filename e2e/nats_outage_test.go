@@ -86,22 +86,7 @@ func (l *callLog) len() int {
 }
 
 func TestNATSOutage(t *testing.T) {
-	work := filepath.Dir(policiesDir) // where TestMain built the binaries
 	dir := t.TempDir()
-	pol := filepath.Join(dir, "policies")
-	if err := os.MkdirAll(pol, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	demo, err := os.ReadFile(filepath.Join(root, "tools", "demo", "policies", "demo-analysts.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(pol, "demo-analysts.yaml"), demo, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(pol, "approvals.yaml"), []byte(approvalsPolicy), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 
@@ -116,22 +101,10 @@ func TestNATSOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { nats.Close() }()
+	t.Cleanup(func() { nats.Close() }) // after the gateway stops (cleanups run last first)
 
-	st, err := stack.Start(ctx, stack.Options{
-		NATSURL: "nats://127.0.0.1:" + strconv.Itoa(port), PoliciesDir: pol, Root: root,
-		Jitgated: filepath.Join(work, "jitgated"), CLI: filepath.Join(work, "jitgate"), Wasm: filepath.Join(work, "jitgate.wasm"),
-		Data: filepath.Join(root, "tools", "demo", "bigquery-data.yaml"), Project: project, WorkDir: filepath.Join(dir, "stack"),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if t.Failed() {
-			t.Logf("--- jitgated log ---\n%s\n--- envoy log ---\n%s", tail(st.Log("jitgated"), 8000), tail(st.Log("envoy"), 4000))
-		}
-		st.Close()
-	}()
+	st := ownStack(ctx, t, stack.Options{NATSURL: "nats://127.0.0.1:" + strconv.Itoa(port)},
+		map[string]string{"approvals.yaml": approvalsPolicy})
 	if !strings.Contains(st.Log("jitgated"), `"nats":"nats://127.0.0.1:`+strconv.Itoa(port)+`"`) {
 		t.Fatalf("jitgated does not use the test's NATS:\n%s", tail(st.Log("jitgated"), 4000))
 	}
@@ -166,7 +139,7 @@ func TestNATSOutage(t *testing.T) {
 		return readAll(t, it), nil
 	}
 	jitgate := func(tok string, args ...string) (string, error) {
-		cmd := exec.CommandContext(ctx, filepath.Join(work, "jitgate"), args...)
+		cmd := exec.CommandContext(ctx, cliBinary(), args...)
 		cmd.Env = append(os.Environ(), "JITGATE_TOKEN="+tok, "JITGATE_API="+st.API, "JITGATE_NATS_URL="+st.NATS)
 		out, err := cmd.CombinedOutput()
 		return string(out), err

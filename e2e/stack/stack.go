@@ -547,6 +547,9 @@ func (s *Stack) progress(format string, a ...any) {
 	}
 }
 
+// WorkDir is the directory of the stack's logs, bootstrap, TLS files and NATS store.
+func (s *Stack) WorkDir() string { return s.opts.WorkDir }
+
 // EnvoyBinary and EmulatorBinary are where tools/setup.sh installs them.
 func EnvoyBinary(root string) string { return filepath.Join(root, ".tools", "venv", "bin", "envoy") }
 func EmulatorBinary(root string) string {
