@@ -8,14 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"cloud.google.com/go/bigquery"
 	"google.golang.org/api/option"
@@ -23,46 +17,10 @@ import (
 	"github.com/jitgate/jitgate/controlplane/sqlanalysis"
 	"github.com/jitgate/jitgate/filter/masking"
 	"github.com/jitgate/jitgate/policies"
-	"github.com/jitgate/jitgate/tools/freeport"
+	"github.com/jitgate/jitgate/tools/testemu"
 )
 
 const demoProject = "jitgate-demo"
-
-// startEmulator runs the real BigQuery emulator seeded with tools/demo/bigquery-data.yaml;
-// the test is skipped only when the binary is absent.
-func startEmulator(t *testing.T) (string, string) {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
-	bin := filepath.Join(root, ".tools", "bin", "bigquery-emulator")
-	if _, err := os.Stat(bin); err != nil {
-		t.Skip("BigQuery emulator not installed at " + bin + " (run `make setup`)")
-	}
-	port, grpcPort := freeport.For(t), freeport.For(t)
-	cmd := exec.Command(bin, "--project="+demoProject, "--dataset=crm", "--host=127.0.0.1",
-		"--port="+strconv.Itoa(port), "--grpc-port="+strconv.Itoa(grpcPort),
-		"--data-from-yaml="+filepath.Join(root, "tools", "demo", "bigquery-data.yaml"), "--log-level=warn")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
-	url := "http://127.0.0.1:" + strconv.Itoa(port)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get(url + "/bigquery/v2/projects/" + demoProject + "/datasets")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return url, root
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("emulator not ready after 60s: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
 
 // The demo customers' e-mails and names are the canaries.
 var canaries = []string{
@@ -110,7 +68,7 @@ func leaks(body string) []string {
 // engine: every answer is refused or carries no canary in any form, and benign queries
 // come back byte for byte.
 func TestExfiltrationCorpusAgainstEmulator(t *testing.T) {
-	emu, _ := startEmulator(t)
+	emu := testemu.Start(t, demoProject, "--dataset=crm")
 	client, err := bigquery.NewClient(t.Context(), demoProject, option.WithEndpoint(emu+"/bigquery/v2/"), option.WithoutAuthentication())
 	if err != nil {
 		t.Fatal(err)

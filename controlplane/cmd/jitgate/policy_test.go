@@ -2,17 +2,12 @@ package main
 
 import (
 	"bytes"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/jitgate/jitgate/tools/freeport"
+	"github.com/jitgate/jitgate/tools/testemu"
 )
 
 const cliPolicy = `apiVersion: jitgate.dev/v1
@@ -155,46 +150,10 @@ func TestPolicyExplain(t *testing.T) {
 	}
 }
 
-// startEmulator runs the real BigQuery emulator seeded with tools/demo/bigquery-data.yaml
-// and returns its base URL; the test is skipped only when the binary is absent.
-func startEmulator(t *testing.T) (string, string) {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..", "..")
-	bin := filepath.Join(root, ".tools", "bin", "bigquery-emulator")
-	if _, err := os.Stat(bin); err != nil {
-		t.Skip("BigQuery emulator not installed at " + bin + " (run `make setup`)")
-	}
-	port, grpcPort := freeport.For(t), freeport.For(t)
-	cmd := exec.Command(bin, "--project=jitgate-demo", "--host=127.0.0.1",
-		"--port="+strconv.Itoa(port), "--grpc-port="+strconv.Itoa(grpcPort),
-		"--data-from-yaml="+filepath.Join(root, "tools", "demo", "bigquery-data.yaml"), "--log-level=warn")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
-	url := "http://127.0.0.1:" + strconv.Itoa(port)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get(url + "/bigquery/v2/projects/jitgate-demo/datasets")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return url, root
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("emulator not ready after 60s: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // TestPolicyExplainAnalysesSQL runs explain with the control plane's SQL analyser against
 // the real emulator and the demo policy.
 func TestPolicyExplainAnalysesSQL(t *testing.T) {
-	emulator, root := startEmulator(t)
+	emulator, root := testemu.Start(t, "jitgate-demo"), testemu.Root()
 	base := []string{"policy", "explain", "--policies", filepath.Join(root, "tools", "demo", "policies"),
 		"--agent", "demo-agent", "--groups", "analysts", "--bigquery-endpoint", emulator, "--default-dataset", "jitgate-demo.crm"}
 	tests := []struct {

@@ -8,10 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,45 +20,10 @@ import (
 	"github.com/jitgate/jitgate/filter/authorize"
 	"github.com/jitgate/jitgate/filter/bqapi"
 	"github.com/jitgate/jitgate/tools/freeport"
+	"github.com/jitgate/jitgate/tools/testemu"
 )
 
 const demoProject = "jitgate-demo"
-
-// startEmulator runs the real BigQuery emulator seeded with tools/demo/bigquery-data.yaml
-// and returns its base URL; the test is skipped only when the binary is absent.
-func startEmulator(t *testing.T) string {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..", "..")
-	bin := filepath.Join(root, ".tools", "bin", "bigquery-emulator")
-	if _, err := os.Stat(bin); err != nil {
-		t.Skip("BigQuery emulator not installed at " + bin + " (run `make setup`)")
-	}
-	port, grpcPort := freeport.For(t), freeport.For(t)
-	cmd := exec.Command(bin, "--project="+demoProject, "--dataset=crm", "--host=127.0.0.1",
-		"--port="+strconv.Itoa(port), "--grpc-port="+strconv.Itoa(grpcPort),
-		"--data-from-yaml="+filepath.Join(root, "tools", "demo", "bigquery-data.yaml"), "--log-level=warn")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
-	url := "http://127.0.0.1:" + strconv.Itoa(port)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get(url + "/bigquery/v2/projects/" + demoProject + "/datasets")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return url
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("emulator not ready after 60s: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
 
 const crmPolicyDoc = `apiVersion: jitgate.dev/v1
 kind: AgentPolicy
@@ -84,7 +46,7 @@ spec:
 // allowed query creates is recorded through the response report (POST /v1/responses),
 // and only its owner may page it; the retired job-report endpoint POST /v1/jobs is gone.
 func TestServeAnalysesWithEmulator(t *testing.T) {
-	emulator := startEmulator(t)
+	emulator := testemu.Start(t, demoProject, "--dataset=crm")
 	xdsPort, apiPort, devPort, filterPort := freeport.For(t), freeport.For(t), freeport.For(t), freeport.For(t)
 	dir := t.TempDir()
 	pdir := filepath.Join(dir, "policies")

@@ -19,6 +19,7 @@ import (
 	"github.com/jitgate/jitgate/filter/authorize"
 	"github.com/jitgate/jitgate/filter/bqapi"
 	"github.com/jitgate/jitgate/tools/freeport"
+	"github.com/jitgate/jitgate/tools/testemu"
 )
 
 const maskPolicyDoc = `apiVersion: jitgate.dev/v1
@@ -54,7 +55,7 @@ spec:
 // a policy change refuses old jobs' pages, and the hash key appears in no log line and
 // nowhere in the NATS store (audit trail, job ledger).
 func TestServeMasksWithEmulator(t *testing.T) {
-	emulator := startEmulator(t)
+	emulator := testemu.Start(t, demoProject, "--dataset=crm")
 	// A real result table: the emulator stores a jobs.insert's rows in dataset/table
 	// named after the job.
 	resp, err := http.Post(emulator+"/bigquery/v2/projects/"+demoProject+"/jobs", "application/json", strings.NewReader(
